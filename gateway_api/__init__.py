@@ -1,0 +1,1 @@
+"""fedgate front doors: the HTTP API and the `fedgate` CLI."""

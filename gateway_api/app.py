@@ -1,0 +1,160 @@
+"""The HTTP API (FastAPI): native job endpoints. OpenAPI at /docs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import redis.asyncio as aioredis
+from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from gateway_api.completion import CompletionListener
+from gateway_core.config import GatewayConfig, TenantConfig, load_config
+from gateway_core.crypto import load_cipher
+from gateway_core.errors import FedgateError, SubmissionError
+from gateway_core.models import JobStatus, JobSubmission, JobView
+from gateway_core.settings import Settings, get_settings
+from gateway_core.store import JobStore
+from workers.celery_app import broker_url, make_celery
+from workers.producer import JobProducer
+
+
+class ApiError(Exception):
+    def __init__(self, status_code: int, message: str, code: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = message
+        self.code = code
+        self.param = param
+
+
+def error_body(message: str, code: str, param: str | None = None) -> dict[str, Any]:
+    """OpenAI-style error shape, so SDK clients show the message."""
+    return {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}}
+
+
+@dataclass
+class Services:
+    settings: Settings
+    config: GatewayConfig
+    redis: aioredis.Redis
+    store: JobStore
+    producer: JobProducer
+    completions: CompletionListener
+
+
+class JobAccepted(BaseModel):
+    id: str
+    status: JobStatus
+    partner: str
+    created_at: float
+
+
+def services(request: Request) -> Services:
+    return request.app.state.services  # type: ignore[no-any-return]
+
+def tenant(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> TenantConfig:
+    svc = services(request)
+    if not authorization or not authorization.lower().startswith("bearer "):
+        raise ApiError(401, "missing API key: send 'Authorization: Bearer <your tenant key>'", "missing_api_key")
+    found = svc.config.tenant_for_key(authorization[7:].strip())
+    if found is None:
+        raise ApiError(401, "invalid API key: check the key your operator issued", "invalid_api_key")
+    return found
+
+Tenant = Annotated[TenantConfig, Depends(tenant)]
+
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        config = load_config(settings.config, home=settings.home_dir())
+        client = aioredis.Redis.from_url(broker_url(settings), decode_responses=True)
+        store = JobStore(client, load_cipher(settings), settings.job_ttl_s)
+        producer = JobProducer(store, config, settings, make_celery(settings))
+        completions = CompletionListener(client)
+        await completions.start()
+        app.state.services = Services(settings, config, client, store, producer, completions)
+        try:
+            yield
+        finally:
+            await completions.stop()
+            await client.aclose()
+
+    app = FastAPI(
+        title="fedgate",
+        version="0.1.0",
+        description="Federated AI partnership gateway: submit inference jobs to partners through a worker fleet.",
+        lifespan=lifespan,
+    )
+    _install_error_handlers(app)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz(request: Request) -> dict[str, bool]:
+        await services(request).redis.ping()
+        return {"ok": True}
+
+    @app.post("/v1/jobs", status_code=202, response_model=JobAccepted, tags=["jobs"])
+    async def submit_job(submission: JobSubmission, request: Request, who: Tenant) -> JobAccepted:
+        try:
+            record = await services(request).producer.submit(who, submission)
+        except SubmissionError as exc:
+            raise ApiError(exc.status_code, str(exc), exc.code) from None
+        return JobAccepted(id=record.id, status=record.status, partner=record.partner, created_at=record.created_at)
+
+    @app.get("/v1/jobs/{job_id}", response_model=JobView, tags=["jobs"])
+    async def get_job(
+        job_id: str,
+        request: Request,
+        who: Tenant,
+        wait: Annotated[float, Query(ge=0, description="Seconds to long-poll for a finished job")] = 0,
+    ) -> JobView:
+        svc = services(request)
+        wait = min(wait, svc.settings.max_wait_s)
+        event = svc.completions.register(job_id) if wait > 0 else None
+        try:
+            record = await svc.store.get(job_id)
+            if record is None or record.tenant != who.name:
+                raise ApiError(404, f"no job {job_id!r} for this tenant", "job_not_found", "job_id")
+            if event is not None and not record.status.terminal:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), timeout=wait)
+                record = await svc.store.get(job_id) or record
+        finally:
+            if event is not None:
+                svc.completions.unregister(job_id, event)
+        return record.view()
+
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(error_body(exc.message, exc.code, exc.param), status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+        where = ".".join(loc) or "body"
+        if first.get("type") == "json_invalid":
+            message = "request body is not valid JSON: send a JSON object"
+        else:
+            message = f"{where}: {first.get('msg')}"
+        return JSONResponse(error_body(message, "invalid_request", where), status_code=422)
+
+    @app.exception_handler(FedgateError)
+    async def _fedgate(_: Request, exc: FedgateError) -> JSONResponse:
+        return JSONResponse(error_body(str(exc), "error"), status_code=500)

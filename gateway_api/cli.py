@@ -1,0 +1,257 @@
+"""The `fedgate` command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Annotated, Any
+
+import httpx
+import typer
+
+from gateway_core.errors import FedgateError
+from gateway_core.settings import get_settings
+
+cli = typer.Typer(help="fedgate: a federated AI partnership gateway run as a Celery worker fleet.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+
+
+def fail(message: str, code: int = 1) -> None:
+    typer.echo(f"fedgate: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def api_url() -> str:
+    settings = get_settings()
+    return os.environ.get("FEDGATE_API_URL", f"http://{settings.api_host}:{settings.api_port}").rstrip("/")
+
+
+def api_key() -> str:
+    key = os.environ.get("FEDGATE_API_KEY")
+    if key:
+        return key
+    path = get_settings().home_dir() / "dev-api-key"
+    if path.exists():
+        return path.read_text().strip()
+    fail("no API key: set FEDGATE_API_KEY, or run `fedgate up` once to create the development key")
+    return ""
+
+
+def request(method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+    try:
+        response = httpx.request(method, api_url() + path, headers={"authorization": f"Bearer {api_key()}"},
+                                 timeout=kwargs.pop("timeout", 30), **kwargs)
+    except httpx.HTTPError as exc:
+        fail(f"cannot reach the API at {api_url()} ({exc.__class__.__name__}): is the fleet up (`fedgate up`)?")
+    body = response.json()
+    if response.status_code >= 400:
+        fail(body.get("error", {}).get("message", response.text))
+    return body  # type: ignore[no-any-return]
+
+
+def print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2))
+
+
+@cli.command()
+def submit(
+    partner: Annotated[str, typer.Option(help="Partner name from the config")],
+    prompt: Annotated[str, typer.Option(help="The prompt text")],
+    wait: Annotated[bool, typer.Option(help="Wait for the job to finish and print it")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait")] = 120.0,
+    max_tokens: Annotated[int | None, typer.Option(help="Output token limit")] = None,
+) -> None:
+    """Submit one job; print its id, or with --wait the finished job as JSON."""
+    payload: dict[str, Any] = {"partner": partner, "prompt": prompt}
+    if max_tokens:
+        payload["max_tokens"] = max_tokens
+    accepted = request("POST", "/v1/jobs", json=payload)
+    if not wait:
+        typer.echo(accepted["id"])
+        return
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        job = request("GET", f"/v1/jobs/{accepted['id']}", params={"wait": max(0, min(30, remaining))},
+                      timeout=max(5, min(30, remaining) + 5))
+        if job["status"] in ("succeeded", "failed", "dead_lettered", "cancelled") or remaining <= 0:
+            print_json(job)
+            if job["status"] != "succeeded":
+                raise typer.Exit(1)
+            return
+
+
+@cli.command()
+def job(job_id: str) -> None:
+    """Show one job as JSON."""
+    print_json(request("GET", f"/v1/jobs/{job_id}"))
+
+
+@cli.command()
+def up(
+    detach: Annotated[bool, typer.Option(help="Start in the background and return")] = False,
+    simulator: Annotated[bool, typer.Option(help="Also run the bundled partner simulator")] = True,
+    flower: Annotated[bool, typer.Option(help="Also run Flower")] = True,
+) -> None:
+    """Start the fleet: Redis (embedded unless REDIS_URL), API, a worker per partner, Flower, simulator."""
+    from gateway_api.fleet import Fleet, ensure_dev_secrets, read_fleet_file
+
+    settings = get_settings()
+    if read_fleet_file(settings.home_dir()) and _supervisor_alive(settings):
+        fail(f"a fleet is already running from {settings.home_dir()}: `fedgate down` stops it")
+    if detach:
+        args = [sys.executable, "-m", "gateway_api.cli", "up"]
+        args += [] if simulator else ["--no-simulator"]
+        args += [] if flower else ["--no-flower"]
+        log = (settings.home_dir() / "fleet.log").open("ab")
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        fleet = Fleet(settings, with_simulator=simulator, with_flower=flower)
+        _wait_detached(proc, fleet)
+        _announce(fleet, ensure_dev_secrets(settings))
+        return
+    fleet = Fleet(settings, with_simulator=simulator, with_flower=flower)
+    try:
+        fleet.start()
+        fleet.wait_healthy()
+    except FedgateError as exc:
+        fleet.stop()
+        fail(str(exc))
+    _announce(fleet, ensure_dev_secrets(settings))
+    typer.echo("Press Ctrl-C to stop the fleet.")
+    try:
+        fleet.watch()
+    finally:
+        typer.echo("fedgate: stopping the fleet")
+        fleet.stop()
+
+
+def _wait_detached(proc: subprocess.Popen[bytes], fleet: Any) -> None:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            fail(f"the fleet did not start; see {fleet.settings.home_dir() / 'fleet.log'}")
+        try:
+            if httpx.get(f"{fleet.api_url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    fail("the fleet did not become healthy within 90s")
+
+
+def _announce(fleet: Any, key: str) -> None:
+    home = fleet.settings.home_dir()
+    typer.echo(f"fedgate API:    {fleet.api_url}   (OpenAPI docs at {fleet.api_url}/docs)")
+    if fleet.with_flower:
+        typer.echo(f"Flower:         {fleet.flower_url}")
+    typer.echo(f"Dev API key:    {key}   (also in {home / 'dev-api-key'})")
+    typer.echo(f"Logs:           {home / 'logs'}")
+
+
+def _supervisor_alive(settings: Any) -> bool:
+    from gateway_api.fleet import read_fleet_file
+
+    data = read_fleet_file(settings.home_dir()) or {}
+    pid = data.get("supervisor")
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@cli.command()
+def down() -> None:
+    """Stop a fleet started with `fedgate up --detach`."""
+    from gateway_api.fleet import read_fleet_file
+
+    settings = get_settings()
+    data = read_fleet_file(settings.home_dir())
+    if not data or not _supervisor_alive(settings):
+        (settings.home_dir() / "fleet.json").unlink(missing_ok=True)
+        typer.echo("fedgate: no fleet is running")
+        return
+    pid = int(data["supervisor"])  # type: ignore[call-overload]
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            typer.echo("fedgate: fleet stopped")
+            return
+        time.sleep(0.2)
+    fail(f"fleet supervisor {pid} did not stop within 60s")
+
+
+@cli.command()
+def api() -> None:
+    """Run the HTTP API (uvicorn)."""
+    import uvicorn
+
+    from gateway_api.app import create_app
+
+    settings = get_settings()
+    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_level="warning",
+                access_log=False)
+
+
+@cli.command()
+def worker(
+    partners: Annotated[str, typer.Option(help="Comma-separated partner names whose queues to consume")],
+    concurrency: Annotated[int | None, typer.Option(help="Calls in flight in this process")] = None,
+    loglevel: Annotated[str, typer.Option(help="Celery log level")] = "INFO",
+) -> None:
+    """Run a Celery worker consuming the named partners' queues."""
+    from gateway_core import keys
+    from workers.celery_app import app as celery_app
+
+    names = [p.strip() for p in partners.split(",") if p.strip()]
+    queues = ",".join(keys.partner_queue(p) for p in names)
+    argv = ["worker", "-Q", queues, "-n", f"{'+'.join(names)}@%h", "--loglevel", loglevel, "-E",
+            "--without-mingle", "--without-gossip"]
+    if concurrency:
+        argv += ["-c", str(concurrency)]
+    celery_app.worker_main(argv)
+
+
+@cli.command()
+def flower() -> None:
+    """Run Flower against the fleet's broker."""
+    settings = get_settings()
+    args = [sys.executable, "-m", "celery", "-A", "workers.celery_app", "flower",
+            f"--port={settings.flower_port}", "--address=127.0.0.1"]
+    if settings.flower_basic_auth:
+        args.append(f"--basic-auth={settings.flower_basic_auth}")
+    os.execv(sys.executable, args)
+
+
+@cli.command()
+def simulate(
+    host: Annotated[str | None, typer.Option(help="Bind address")] = None,
+    port: Annotated[int | None, typer.Option(help="Port")] = None,
+) -> None:
+    """Run the partner simulator (OpenAI and Anthropic wire formats)."""
+    from gateway_core.simulator import SimulatorConfig
+    from gateway_core.simulator.app import serve
+
+    settings = get_settings()
+    serve(host or settings.simulator_host, port or settings.simulator_port, SimulatorConfig.from_env())
+
+
+def main() -> None:
+    try:
+        cli()
+    except FedgateError as exc:
+        typer.echo(f"fedgate: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

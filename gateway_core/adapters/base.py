@@ -1,0 +1,149 @@
+"""The adapter interface, the shared outcome classification and the one pooled HTTP client per process."""
+
+from __future__ import annotations
+
+import json
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from enum import StrEnum
+from typing import Any
+
+import httpx
+
+from gateway_core.config import PartnerConfig
+from gateway_core.models import Message, Usage
+
+RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
+
+
+class Outcome(StrEnum):
+    OK = "ok"
+    RETRYABLE = "retryable"
+    FATAL = "fatal"
+    CONTRACT_VIOLATION = "contract_violation"
+
+
+@dataclass(frozen=True)
+class CallRequest:
+    messages: list[Message]
+    max_tokens: int | None = None
+    temperature: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PartnerResponse:
+    outcome: Outcome
+    status_code: int | None = None
+    text: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    retry_after_s: float | None = None
+    error: str | None = None
+    raw: dict[str, Any] | None = None
+
+
+def classify_status(status_code: int) -> Outcome:
+    if 200 <= status_code < 300:
+        return Outcome.OK
+    if status_code in RETRYABLE_STATUS or status_code >= 500:
+        return Outcome.RETRYABLE
+    return Outcome.FATAL
+
+
+def parse_retry_after(headers: httpx.Headers) -> float | None:
+    """Seconds to wait from `retry-after-ms` (OpenAI) or `Retry-After` (seconds or an HTTP date)."""
+    millis = headers.get("retry-after-ms")
+    if millis:
+        try:
+            return max(0.0, float(millis) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
+
+
+def _error_message(body: Any, fallback: str) -> str:
+    if isinstance(body, dict):
+        err = body.get("error")
+        if isinstance(err, dict) and isinstance(err.get("message"), str):
+            return err["message"][:300]
+        if isinstance(err, str):
+            return err[:300]
+    return fallback
+
+
+class PartnerAdapter(ABC):
+    """Builds the partner's request and reads its response; the HTTP exchange and classification are shared."""
+
+    def __init__(self, config: PartnerConfig, client: httpx.AsyncClient) -> None:
+        self.config = config
+        self.client = client
+        self.api_key = config.resolved_api_key()
+
+    @abstractmethod
+    def endpoint(self) -> str: ...
+
+    @abstractmethod
+    def headers(self) -> dict[str, str]: ...
+
+    @abstractmethod
+    def body(self, request: CallRequest) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def read_success(self, body: dict[str, Any]) -> tuple[str, Usage]:
+        """The output text and the usage the partner reported; raise ValueError on an unreadable body."""
+
+    async def call(self, request: CallRequest) -> PartnerResponse:
+        try:
+            response = await self.client.post(
+                self.endpoint(),
+                content=json.dumps(self.body(request)),
+                headers={"content-type": "application/json", **self.headers()},
+                timeout=self.config.timeout_s,
+            )
+        except httpx.TimeoutException:
+            return PartnerResponse(Outcome.RETRYABLE, error=f"timed out after {self.config.timeout_s:g}s")
+        except httpx.TransportError as exc:
+            return PartnerResponse(Outcome.RETRYABLE, error=f"connection error: {exc.__class__.__name__}")
+        return self.interpret(response.status_code, response.content, response.headers)
+
+    def interpret(self, status_code: int, content: bytes, headers: httpx.Headers) -> PartnerResponse:
+        outcome = classify_status(status_code)
+        try:
+            body = json.loads(content) if content else None
+        except ValueError:
+            body = None
+        if outcome is not Outcome.OK:
+            return PartnerResponse(
+                outcome,
+                status_code=status_code,
+                retry_after_s=parse_retry_after(headers),
+                error=f"HTTP {status_code}: {_error_message(body, 'partner returned an error')}",
+            )
+        if not isinstance(body, dict):
+            return PartnerResponse(
+                Outcome.RETRYABLE, status_code=status_code, error="malformed response body (not a JSON object)"
+            )
+        try:
+            text, usage = self.read_success(body)
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            return PartnerResponse(
+                Outcome.RETRYABLE, status_code=status_code, error=f"unreadable response: {exc.__class__.__name__}"
+            )
+        return PartnerResponse(Outcome.OK, status_code=status_code, text=text, usage=usage, raw=body)
+
+
+def new_http_client(max_connections: int) -> httpx.AsyncClient:
+    """One pooled client per worker process, shared by every adapter in it."""
+    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+    return httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(60.0, connect=10.0))

@@ -1,0 +1,34 @@
+"""Generic JSON over HTTP: POST {"prompt", "messages", "max_tokens"}; read {"output", "usage"}."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway_core.adapters.base import CallRequest, PartnerAdapter
+from gateway_core.models import Usage
+
+
+class GenericJSONAdapter(PartnerAdapter):
+    def endpoint(self) -> str:
+        return self.config.base_url
+
+    def headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+    def body(self, request: CallRequest) -> dict[str, Any]:
+        return {
+            "model": self.config.model,
+            "messages": [m.model_dump() for m in request.messages],
+            "max_tokens": request.max_tokens or self.config.max_output_tokens,
+            **request.extra,
+        }
+
+    def read_success(self, body: dict[str, Any]) -> tuple[str, Usage]:
+        text = body["output"]
+        if not isinstance(text, str):
+            raise ValueError("output is not text")
+        usage = body.get("usage") or {}
+        return text, Usage(
+            prompt_tokens=int(usage.get("prompt_tokens", 0)),
+            completion_tokens=int(usage.get("completion_tokens", 0)),
+        )

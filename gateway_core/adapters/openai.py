@@ -1,0 +1,38 @@
+"""OpenAI chat completions (also what most OpenAI-compatible partners speak)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway_core.adapters.base import CallRequest, PartnerAdapter
+from gateway_core.models import Usage
+
+
+class OpenAIChatAdapter(PartnerAdapter):
+    def endpoint(self) -> str:
+        return f"{self.config.base_url}/chat/completions"
+
+    def headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+    def body(self, request: CallRequest) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.config.model,
+            "messages": [m.model_dump() for m in request.messages],
+            "max_tokens": request.max_tokens or self.config.max_output_tokens,
+        }
+        if request.temperature is not None:
+            body["temperature"] = request.temperature
+        body.update(request.extra)
+        return body
+
+    def read_success(self, body: dict[str, Any]) -> tuple[str, Usage]:
+        message = body["choices"][0]["message"]
+        text = message.get("content")
+        if not isinstance(text, str):
+            raise ValueError("choices[0].message.content is not text")
+        usage = body.get("usage") or {}
+        return text, Usage(
+            prompt_tokens=int(usage.get("prompt_tokens", 0)),
+            completion_tokens=int(usage.get("completion_tokens", 0)),
+        )

@@ -1,0 +1,21 @@
+"""Adapter class per config `adapter:` value."""
+
+from __future__ import annotations
+
+import httpx
+
+from gateway_core.adapters.anthropic import AnthropicMessagesAdapter
+from gateway_core.adapters.base import PartnerAdapter
+from gateway_core.adapters.generic import GenericJSONAdapter
+from gateway_core.adapters.openai import OpenAIChatAdapter
+from gateway_core.config import PartnerConfig
+
+ADAPTERS: dict[str, type[PartnerAdapter]] = {
+    "openai": OpenAIChatAdapter,
+    "anthropic": AnthropicMessagesAdapter,
+    "generic": GenericJSONAdapter,
+}
+
+
+def adapter_for(config: PartnerConfig, client: httpx.AsyncClient) -> PartnerAdapter:
+    return ADAPTERS[config.adapter](config, client)

@@ -1,0 +1,178 @@
+"""Partners and tenants from one YAML file (FEDGATE_CONFIG), or the bundled demo config."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from gateway_core.errors import ConfigError
+
+DEMO_CONFIG = Path(__file__).with_name("demo_config.yaml")
+_PARTNER_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_ENV_REF = re.compile(r"\$\{([A-Z0-9_]+)(?::-([^}]*))?\}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RetryPolicy(_Strict):
+    max_attempts: int = Field(default=4, ge=1, le=50, description="Calls to this partner before fallback")
+    base_delay_s: float = Field(default=0.5, gt=0)
+    max_delay_s: float = Field(default=30.0, gt=0)
+
+
+class RateLimits(_Strict):
+    requests_per_minute: int | None = Field(default=None, ge=1)
+    tokens_per_minute: int | None = Field(default=None, ge=1)
+
+
+class PartnerConfig(_Strict):
+    name: str = ""
+    adapter: Literal["openai", "anthropic", "generic"]
+    base_url: str
+    model: str
+    api_key: str | None = Field(default=None, repr=False)
+    api_key_env: str | None = None
+    timeout_s: float = Field(default=60.0, gt=0, le=600)
+    max_output_tokens: int = Field(default=1024, ge=1)
+    retry: RetryPolicy = RetryPolicy()
+    limits: RateLimits = RateLimits()
+    fallback: list[str] = Field(default_factory=list)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    def resolved_api_key(self) -> str | None:
+        if self.api_key_env:
+            return os.environ.get(self.api_key_env) or self.api_key
+        return self.api_key
+
+
+class TenantConfig(_Strict):
+    name: str = ""
+    api_key: str | None = Field(default=None, repr=False)
+    api_key_sha256: str | None = None
+    api_key_file: str | None = None
+    admin: bool = False
+    partners: list[str] | None = Field(default=None, description="Partners this tenant may use; unset = all")
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> TenantConfig:
+        if not (self.api_key or self.api_key_sha256 or self.api_key_file):
+            raise ValueError("give one of api_key, api_key_sha256 or api_key_file")
+        return self
+
+
+class GatewayConfig(_Strict):
+    partners: dict[str, PartnerConfig]
+    tenants: dict[str, TenantConfig]
+    source: str = "<memory>"
+
+    @model_validator(mode="after")
+    def _check_references(self) -> GatewayConfig:
+        for name, partner in self.partners.items():
+            if not _PARTNER_NAME.match(name):
+                raise ValueError(f"partner name {name!r} must be lowercase letters, digits, '-' or '_'")
+            for target in partner.fallback:
+                if target not in self.partners:
+                    raise ValueError(f"partners.{name}.fallback names unknown partner {target!r}")
+        for name in self.partners:
+            _refuse_fallback_cycle(name, self.partners)
+        for tname, tenant in self.tenants.items():
+            for pname in tenant.partners or []:
+                if pname not in self.partners:
+                    raise ValueError(f"tenants.{tname}.partners names unknown partner {pname!r}")
+        return self
+
+    def partner(self, name: str) -> PartnerConfig:
+        return self.partners[name]
+
+    @cached_property
+    def _keys(self) -> dict[str, str]:
+        table: dict[str, str] = {}
+        for name, tenant in self.tenants.items():
+            digest = tenant.api_key_sha256
+            if tenant.api_key:
+                digest = sha256_hex(tenant.api_key)
+            elif tenant.api_key_file:
+                path = Path(tenant.api_key_file)
+                if path.is_file():
+                    digest = sha256_hex(path.read_text().strip())
+            if digest:
+                table[digest] = name
+        return table
+
+    def tenant_for_key(self, api_key: str) -> TenantConfig | None:
+        name = self._keys.get(sha256_hex(api_key))
+        return self.tenants[name] if name else None
+
+
+def _refuse_fallback_cycle(start: str, partners: dict[str, PartnerConfig]) -> None:
+    path: list[str] = []
+
+    def visit(name: str) -> None:
+        if name in path:
+            cycle = " -> ".join([*path[path.index(name):], name])
+            raise ValueError(f"fallback chain has a cycle: {cycle}; remove one of these fallback entries")
+        path.append(name)
+        for nxt in partners[name].fallback:
+            visit(nxt)
+        path.pop()
+
+    visit(start)
+
+
+def sha256_hex(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def _expand_env(text: str) -> str:
+    def sub(match: re.Match[str]) -> str:
+        return os.environ.get(match.group(1), match.group(2) or "")
+
+    return _ENV_REF.sub(sub, text)
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = first["msg"].removeprefix("Value error, ")
+    return f"config error in {source}: {where}: {msg} (fix this field and start again)"
+
+
+def load_config(path: Path | None = None, home: Path | None = None) -> GatewayConfig:
+    """Parse and validate the YAML config; raise ConfigError with one line naming the field and the fix."""
+    source = path or DEMO_CONFIG
+    if not source.is_file():
+        raise ConfigError(f"config file {source} does not exist: set FEDGATE_CONFIG to a readable YAML file")
+    try:
+        raw = yaml.safe_load(_expand_env(source.read_text())) or {}
+    except yaml.YAMLError as exc:
+        problem = exc.__class__.__name__
+        raise ConfigError(f"config error in {source}: not valid YAML ({problem}); fix the syntax") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config error in {source}: top level must be a mapping with 'partners' and 'tenants'")
+    for section in ("partners", "tenants"):
+        for name, body in (raw.get(section) or {}).items():
+            if isinstance(body, dict):
+                body.setdefault("name", name)
+                key_file = body.get("api_key_file")
+                if section == "tenants" and key_file and home and not Path(key_file).is_absolute():
+                    body["api_key_file"] = str(home / key_file)
+    raw["source"] = str(source)
+    try:
+        return GatewayConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, str(source))) from None

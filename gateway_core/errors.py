@@ -1,0 +1,22 @@
+"""Errors a user can hit: each message says what was wrong and what to do."""
+
+
+class FedgateError(Exception):
+    """Base class for errors shown to users without a traceback."""
+
+
+class ConfigError(FedgateError):
+    pass
+
+
+class SubmissionError(FedgateError):
+    """A job submission was refused; nothing was stored or enqueued."""
+
+    def __init__(self, message: str, status_code: int = 422, code: str = "invalid_request") -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.code = code
+
+
+class JobNotFound(FedgateError):
+    pass

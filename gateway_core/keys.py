@@ -1,0 +1,18 @@
+"""Every Redis key fedgate writes, in one place."""
+
+PREFIX = "fg"
+
+
+def job(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}"
+
+
+def partner_queue(partner: str) -> str:
+    """The Celery queue (a Redis list of the same name) that a partner's workers consume."""
+    return f"partner.{partner}"
+
+
+DELAYED = f"{PREFIX}:delayed"
+DEAD_LETTERS = f"{PREFIX}:dlq"
+DONE_CHANNEL = f"{PREFIX}:events:done"
+DELAYED_WAKE = f"{PREFIX}:delayed:wake"

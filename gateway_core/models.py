@@ -1,0 +1,130 @@
+"""Jobs, their results and the state machine they move through."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    WAITING = "waiting"
+    RETRYING = "retrying"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    DEAD_LETTERED = "dead_lettered"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.DEAD_LETTERED, JobStatus.CANCELLED})
+
+# Which status may follow which. RUNNING -> RUNNING is a redelivery after a worker died mid-call.
+TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.CANCELLED, JobStatus.DEAD_LETTERED}),
+    JobStatus.RUNNING: frozenset(
+        {
+            JobStatus.RUNNING,
+            JobStatus.WAITING,
+            JobStatus.RETRYING,
+            JobStatus.QUEUED,
+            JobStatus.SUCCEEDED,
+            JobStatus.FAILED,
+            JobStatus.DEAD_LETTERED,
+            JobStatus.CANCELLED,
+        }
+    ),
+    JobStatus.WAITING: frozenset({JobStatus.RUNNING, JobStatus.CANCELLED, JobStatus.DEAD_LETTERED}),
+    JobStatus.RETRYING: frozenset({JobStatus.RUNNING, JobStatus.CANCELLED, JobStatus.DEAD_LETTERED}),
+    JobStatus.SUCCEEDED: frozenset(),
+    JobStatus.FAILED: frozenset(),
+    JobStatus.DEAD_LETTERED: frozenset({JobStatus.QUEUED}),  # operator replay
+    JobStatus.CANCELLED: frozenset(),
+}
+
+
+def can_transition(current: JobStatus, new: JobStatus) -> bool:
+    return new in TRANSITIONS[current]
+
+
+def new_job_id() -> str:
+    return "job_" + secrets.token_hex(12)
+
+
+class Message(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class JobSubmission(BaseModel):
+    """What a producer sends: one inference request for one partner."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    partner: str = Field(min_length=1, description="Partner name from the config")
+    prompt: str | None = Field(default=None, description="A single user message; or give messages")
+    messages: list[Message] | None = None
+    max_tokens: int | None = Field(default=None, ge=1, le=100_000)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    metadata: dict[str, str] = Field(default_factory=dict, max_length=16)
+
+    def conversation(self) -> list[Message]:
+        if self.messages:
+            return list(self.messages)
+        return [Message(role="user", content=self.prompt or "")]
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class Attempt(BaseModel):
+    """One call to one partner, with no prompt or output text."""
+
+    partner: str
+    attempt: int
+    outcome: Literal["ok", "retryable", "fatal", "contract_violation", "redelivered"]
+    status_code: int | None = None
+    error: str | None = None
+    started_at: float
+    duration_ms: float
+
+
+class JobView(BaseModel):
+    """A job as shown to its tenant."""
+
+    id: str
+    status: JobStatus
+    partner: str
+    answered_by: str | None = None
+    attempts: int
+    output: str | None = None
+    usage: Usage | None = None
+    error: str | None = None
+    history: list[Attempt] = Field(default_factory=list)
+    metadata: dict[str, str] = Field(default_factory=dict)
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    timings_ms: dict[str, float] = Field(default_factory=dict)
+
+
+def now() -> float:
+    return time.time()
+
+
+def compact_json_dict(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in data.items() if v is not None}

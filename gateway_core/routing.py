@@ -1,0 +1,74 @@
+"""What happens after a failed call: retry here, fall back to the next partner, or dead-letter."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Literal
+
+from gateway_core.adapters.base import Outcome, PartnerResponse
+from gateway_core.config import GatewayConfig
+from gateway_core.models import Attempt
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Literal["retry", "fallback", "dead_letter"]
+    partner: str
+    delay_s: float = 0.0
+    reason: str = ""
+
+
+def backoff_delay(tries: int, base_s: float, cap_s: float, retry_after_s: float | None, rng: random.Random) -> float:
+    """Exponential backoff with full jitter, never sooner than the partner's Retry-After."""
+    jittered = rng.uniform(0, min(cap_s, base_s * (2 ** max(0, tries - 1))))
+    if retry_after_s is not None:
+        return max(retry_after_s, jittered)
+    return jittered
+
+
+def tried_partners(history: list[Attempt]) -> list[str]:
+    seen: list[str] = []
+    for attempt in history:
+        if attempt.partner not in seen:
+            seen.append(attempt.partner)
+    return seen
+
+
+def next_fallback(config: GatewayConfig, requested: str, history: list[Attempt]) -> str | None:
+    """The next partner in the requested partner's chain (depth-first) that has not been tried yet."""
+    tried = set(tried_partners(history))
+    order: list[str] = []
+
+    def walk(name: str) -> None:
+        for nxt in config.partners[name].fallback:
+            if nxt not in order:
+                order.append(nxt)
+                walk(nxt)
+
+    walk(requested)
+    for name in order:
+        if name not in tried:
+            return name
+    return None
+
+
+def decide(
+    config: GatewayConfig,
+    requested: str,
+    partner: str,
+    history: list[Attempt],
+    response: PartnerResponse,
+    rng: random.Random | None = None,
+) -> Decision:
+    policy = config.partners[partner].retry
+    tries_here = sum(1 for a in history if a.partner == partner and a.outcome != "redelivered")
+    if response.outcome is Outcome.RETRYABLE and tries_here < policy.max_attempts:
+        delay = backoff_delay(tries_here, policy.base_delay_s, policy.max_delay_s, response.retry_after_s,
+                              rng or random.Random())
+        return Decision("retry", partner, delay, response.error or "retryable failure")
+    fallback = next_fallback(config, requested, history)
+    why = "fatal error" if response.outcome is Outcome.FATAL else f"{tries_here} attempts failed"
+    if fallback:
+        return Decision("fallback", fallback, 0.0, f"{partner}: {why}; falling back to {fallback}")
+    return Decision("dead_letter", partner, 0.0, f"{partner}: {why}; no fallback left")

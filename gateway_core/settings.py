@@ -1,0 +1,61 @@
+"""Process settings from FEDGATE_* environment variables (pydantic-settings)."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FEDGATE_", extra="ignore")
+
+    home: Path = Field(default=Path("~/.fedgate"), description="Data directory for the embedded Redis and keys")
+    redis_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("FEDGATE_REDIS_URL", "REDIS_URL"),
+        description="Existing Redis to use; unset starts a private embedded redis-server under FEDGATE_HOME",
+    )
+    config: Path | None = Field(default=None, description="YAML file with partners and tenants")
+    encryption_keys: str | None = Field(
+        default=None,
+        description="Comma-separated Fernet keys, newest first; unset uses (or creates) $FEDGATE_HOME/secret.key",
+    )
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8700
+    flower_port: int = 5555
+    flower_basic_auth: str | None = None
+    simulator_host: str = "127.0.0.1"
+    simulator_port: int = 8790
+    embedded_redis_port: int = 6390
+
+    worker_concurrency: int = Field(default=1000, ge=1, description="Partner calls in flight per worker process")
+    visibility_timeout_s: int = Field(
+        default=300, ge=10, description="Broker redelivery time for unacked jobs; above every partner timeout"
+    )
+    job_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
+    max_prompt_chars: int = Field(default=200_000, ge=1)
+    max_wait_s: float = Field(default=60.0, ge=0, description="Longest long-poll a client may ask for")
+    delay_poll_interval_s: float = Field(default=0.05, gt=0)
+
+    def home_dir(self) -> Path:
+        path = self.home.expanduser()
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+def reset_settings_cache() -> None:
+    get_settings.cache_clear()
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "").lower() in {"1", "true", "yes", "on"}

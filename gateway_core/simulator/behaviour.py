@@ -1,0 +1,170 @@
+"""Configuration models for simulated partners, plus the plain counters the hot path updates.
+
+The pydantic models are validated only when configuration enters the process (startup or a control
+endpoint); per-request bookkeeping uses the slotted classes below so it stays cheap.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+CONFIG_ENV_VAR = "FEDGATE_SIM_CONFIG"
+RATE_WINDOW_S = 60.0
+FIXED_ERROR_KINDS = ("timeout", "malformed", "offcontract", "unauthorized", "bad_request")
+# Partner names become the first path segment, so they must not collide with control routes.
+_PARTNER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_RESERVED_NAMES = frozenset({"healthz"})
+
+PartnerKind = Literal["openai", "anthropic"]
+
+
+class PartnerBehaviour(BaseModel):
+    """How one simulated partner misbehaves. Rates are probabilities drawn per request."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    latency_ms: float = Field(default=0, ge=0)
+    latency_jitter_ms: float = Field(default=0, ge=0)
+    error_rate: float = Field(default=0, ge=0, le=1)
+    error_status: int = Field(default=500, ge=400, le=599)
+    timeout_rate: float = Field(default=0, ge=0, le=1)
+    hang_s: float = Field(default=120, ge=0)
+    malformed_rate: float = Field(default=0, ge=0, le=1)
+    offcontract_rate: float = Field(default=0, ge=0, le=1)
+    requests_per_minute: int | None = Field(default=None, ge=1)
+    require_api_key: bool = True
+    seed: int | None = None
+
+    def patched(self, changes: dict[str, Any]) -> PartnerBehaviour:
+        """Return a validated copy with only the given fields changed."""
+        return PartnerBehaviour.model_validate({**self.model_dump(), **changes})
+
+
+class SimulatedPartner(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: PartnerKind
+    model: str = "sim-model"
+    behaviour: PartnerBehaviour = PartnerBehaviour()
+
+
+class SimulatorConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    partners: dict[str, SimulatedPartner]
+    record_bodies: bool = False
+
+    @field_validator("partners")
+    @classmethod
+    def _names_fit_in_a_path_segment(cls, partners: dict[str, SimulatedPartner]) -> dict[str, SimulatedPartner]:
+        for name in partners:
+            if not _PARTNER_NAME.match(name) or name in _RESERVED_NAMES:
+                raise ValueError(f"partner name {name!r} cannot be used as a path prefix")
+        return partners
+
+    @classmethod
+    def demo(cls) -> SimulatorConfig:
+        return cls(
+            partners={
+                "sim-openai": SimulatedPartner(kind="openai", model="sim-gpt"),
+                "sim-anthropic": SimulatedPartner(kind="anthropic", model="sim-claude"),
+            }
+        )
+
+    @classmethod
+    def from_env(cls) -> SimulatorConfig:
+        """Load the JSON file named by FEDGATE_SIM_CONFIG, or fall back to the demo partners."""
+        path = os.environ.get(CONFIG_ENV_VAR)
+        if not path:
+            return cls.demo()
+        return cls.model_validate_json(Path(path).read_bytes())
+
+
+def _new_error_counter() -> Counter[str]:
+    return Counter(dict.fromkeys(FIXED_ERROR_KINDS, 0))
+
+
+@dataclass(slots=True)
+class PartnerStats:
+    requests: int = 0
+    ok: int = 0
+    rate_limited: int = 0
+    errors: Counter[str] = field(default_factory=_new_error_counter)
+    in_flight: int = 0
+    max_in_flight: int = 0
+
+    def enter(self) -> None:
+        self.requests += 1
+        self.in_flight += 1
+        if self.in_flight > self.max_in_flight:
+            self.max_in_flight = self.in_flight
+
+    def leave(self) -> None:
+        self.in_flight -= 1
+
+    def count_error(self, kind: str) -> None:
+        self.errors[kind] += 1
+
+    def reset(self) -> None:
+        self.requests = 0
+        self.ok = 0
+        self.rate_limited = 0
+        self.errors = _new_error_counter()
+        # Requests still running will call leave(), so in_flight must keep its live value.
+        self.max_in_flight = self.in_flight
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "ok": self.ok,
+            "rate_limited": self.rate_limited,
+            "over_limit": self.rate_limited,
+            "errors": dict(self.errors),
+            "in_flight": self.in_flight,
+            "max_in_flight": self.max_in_flight,
+        }
+
+
+class SlidingWindowLimiter:
+    """Accepts at most `limit` requests in any trailing 60-second window."""
+
+    __slots__ = ("_accepted", "_clock")
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._accepted: deque[float] = deque()
+
+    def try_acquire(self, limit: int) -> float | None:
+        """Record an accepted request and return None, or return seconds until a slot frees up."""
+        now = self._clock()
+        accepted = self._accepted
+        horizon = now - RATE_WINDOW_S
+        while accepted and accepted[0] <= horizon:
+            accepted.popleft()
+        if len(accepted) < limit:
+            accepted.append(now)
+            return None
+        # The limit may have been lowered at run time, so the freeing entry is not always the oldest.
+        freeing_at = accepted[len(accepted) - limit] + RATE_WINDOW_S
+        return freeing_at - now
+
+    def clear(self) -> None:
+        self._accepted.clear()
+
+
+def retry_after_seconds(wait_s: float) -> int:
+    return max(1, math.ceil(wait_s))
+
+
+def retry_after_millis(wait_s: float) -> int:
+    return max(1, math.ceil(wait_s * 1000))

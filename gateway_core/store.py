@@ -1,0 +1,244 @@
+"""The Redis job store: one hash per job, encrypted payloads, atomic state changes guarded by a run token."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from gateway_core import keys
+from gateway_core.crypto import PayloadCipher
+from gateway_core.models import Attempt, JobStatus, JobView, Message, Usage, now
+
+# Claim a job for one run. Returns a status word; only "ok" and "redelivered" let the caller proceed.
+_BEGIN_RUN = """
+local key = KEYS[1]
+local status = redis.call('HGET', key, 'status')
+if not status then return 'missing' end
+if status == 'succeeded' or status == 'failed' or status == 'dead_lettered' or status == 'cancelled' then
+  return 'done'
+end
+if redis.call('HGET', key, 'partner') ~= ARGV[1] or redis.call('HGET', key, 'attempt') ~= ARGV[2] then
+  return 'stale'
+end
+local word = 'ok'
+if status == 'running' then word = 'redelivered' end
+redis.call('HSET', key, 'status', 'running', 'run_token', ARGV[3])
+if not redis.call('HGET', key, 'started_at') then redis.call('HSET', key, 'started_at', ARGV[4]) end
+return word
+"""
+
+# Settle a run: write fields only if the caller still holds the run (no zombie run publishes after a
+# takeover), and in the same step schedule the next attempt, dead-letter, or announce completion.
+# KEYS: job, delayed, wake, dead_letters, done_channel
+# ARGV: token, next_member|'', delay_ms, dead_letter('1'|''), terminal('1'|''), ttl_s, job_id, field, value, ...
+_SETTLE = """
+local key = KEYS[1]
+if redis.call('HGET', key, 'run_token') ~= ARGV[1] or redis.call('HGET', key, 'status') ~= 'running' then
+  return 0
+end
+for i = 8, #ARGV, 2 do redis.call('HSET', key, ARGV[i], ARGV[i + 1]) end
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if ARGV[2] ~= '' then
+  redis.call('ZADD', KEYS[2], now_ms + tonumber(ARGV[3]), ARGV[2])
+  redis.call('LPUSH', KEYS[3], '1')
+  redis.call('LTRIM', KEYS[3], 0, 0)
+end
+if ARGV[4] == '1' then redis.call('ZADD', KEYS[4], now_ms, ARGV[7]) end
+if ARGV[5] == '1' then
+  redis.call('EXPIRE', key, tonumber(ARGV[6]))
+  redis.call('PUBLISH', KEYS[5], ARGV[7])
+end
+return 1
+"""
+
+
+@dataclass
+class JobRecord:
+    id: str
+    tenant: str
+    partner: str  # the partner this attempt targets (changes on fallback)
+    requested_partner: str
+    status: JobStatus
+    attempt: int
+    created_at: float
+    messages: list[Message] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, str] = field(default_factory=dict)
+    history: list[Attempt] = field(default_factory=list)
+    output: str | None = None
+    usage: Usage | None = None
+    error: str | None = None
+    answered_by: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    run_token: str | None = None
+
+    def view(self) -> JobView:
+        timings: dict[str, float] = {}
+        if self.started_at:
+            timings["queue_wait_ms"] = round((self.started_at - self.created_at) * 1000, 3)
+        if self.finished_at:
+            timings["total_ms"] = round((self.finished_at - self.created_at) * 1000, 3)
+        return JobView(
+            id=self.id,
+            status=self.status,
+            partner=self.requested_partner,
+            answered_by=self.answered_by,
+            attempts=len([a for a in self.history if a.outcome != "redelivered"]),
+            output=self.output,
+            usage=self.usage,
+            error=self.error,
+            history=self.history,
+            metadata=self.metadata,
+            created_at=self.created_at,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            timings_ms=timings,
+        )
+
+
+class JobStore:
+    def __init__(self, client: aioredis.Redis, cipher: PayloadCipher, ttl_s: int) -> None:
+        self.redis = client
+        self.cipher = cipher
+        self.ttl_s = ttl_s
+        self._begin_run = client.register_script(_BEGIN_RUN)
+        self._settle_script = client.register_script(_SETTLE)
+
+    def encode_new(self, record: JobRecord) -> dict[str, str]:
+        """The hash for a new job; prompts are encrypted before they reach Redis."""
+        return {
+            "tenant": record.tenant,
+            "partner": record.partner,
+            "requested_partner": record.requested_partner,
+            "status": record.status.value,
+            "attempt": str(record.attempt),
+            "created_at": repr(record.created_at),
+            "messages": self.cipher.encrypt(
+                json.dumps([m.model_dump() for m in record.messages])
+            ).decode(),
+            "params": json.dumps(record.params),
+            "metadata": json.dumps(record.metadata),
+            "history": "[]",
+        }
+
+    async def create(self, record: JobRecord) -> None:
+        key = keys.job(record.id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping=self.encode_new(record))
+            pipe.expire(key, self.ttl_s)
+            await pipe.execute()
+
+    async def delete(self, job_id: str) -> None:
+        await self.redis.delete(keys.job(job_id))
+
+    async def get(self, job_id: str, *, with_payload: bool = False) -> JobRecord | None:
+        raw: dict[str, str] = await self.redis.hgetall(keys.job(job_id))
+        if not raw or "status" not in raw:
+            return None
+        return self.decode(job_id, raw, with_payload=with_payload)
+
+    def decode(self, job_id: str, raw: dict[str, str], *, with_payload: bool) -> JobRecord:
+        record = JobRecord(
+            id=job_id,
+            tenant=raw["tenant"],
+            partner=raw["partner"],
+            requested_partner=raw.get("requested_partner", raw["partner"]),
+            status=JobStatus(raw["status"]),
+            attempt=int(raw["attempt"]),
+            created_at=float(raw["created_at"]),
+            params=json.loads(raw.get("params", "{}")),
+            metadata=json.loads(raw.get("metadata", "{}")),
+            history=[Attempt.model_validate(a) for a in json.loads(raw.get("history", "[]"))],
+            error=raw.get("error"),
+            answered_by=raw.get("answered_by"),
+            started_at=float(raw["started_at"]) if raw.get("started_at") else None,
+            finished_at=float(raw["finished_at"]) if raw.get("finished_at") else None,
+            run_token=raw.get("run_token"),
+        )
+        if raw.get("usage"):
+            record.usage = Usage.model_validate_json(raw["usage"])
+        if with_payload and raw.get("messages"):
+            decoded = json.loads(self.cipher.decrypt(raw["messages"].encode()))
+            record.messages = [Message.model_validate(m) for m in decoded]
+        if raw.get("output"):
+            record.output = self.cipher.decrypt(raw["output"].encode())
+        return record
+
+    async def begin_run(self, job_id: str, partner: str, attempt: int) -> tuple[str, str]:
+        token = secrets.token_hex(8)
+        word = await self._begin_run(keys=[keys.job(job_id)], args=[partner, str(attempt), token, repr(now())])
+        return str(word), token
+
+    async def _settle(
+        self,
+        record: JobRecord,
+        token: str,
+        fields: dict[str, str],
+        *,
+        next_member: str = "",
+        delay_ms: int = 0,
+        dead_letter: bool = False,
+        terminal: bool = False,
+    ) -> bool:
+        args: list[str] = [
+            token,
+            next_member,
+            str(delay_ms),
+            "1" if dead_letter else "",
+            "1" if terminal else "",
+            str(self.ttl_s),
+            record.id,
+        ]
+        fields = {**fields, "history": _history_json(record.history)}
+        for name, value in fields.items():
+            args.extend((name, value))
+        done = await self._settle_script(
+            keys=[keys.job(record.id), keys.DELAYED, keys.DELAYED_WAKE, keys.DEAD_LETTERS, keys.DONE_CHANNEL],
+            args=args,
+        )
+        return bool(done)
+
+    async def publish_success(
+        self, record: JobRecord, token: str, output: str, usage: Usage, answered_by: str
+    ) -> bool:
+        fields = {
+            "output": self.cipher.encrypt(output).decode(),
+            "usage": usage.model_dump_json(),
+            "answered_by": answered_by,
+            "finished_at": repr(now()),
+            "status": JobStatus.SUCCEEDED.value,
+        }
+        return await self._settle(record, token, fields, terminal=True)
+
+    async def finish_unsuccessful(self, record: JobRecord, token: str, status: JobStatus, error: str) -> bool:
+        fields = {"error": error, "finished_at": repr(now()), "status": status.value}
+        return await self._settle(
+            record, token, fields, dead_letter=status is JobStatus.DEAD_LETTERED, terminal=True
+        )
+
+    async def move_on(
+        self, record: JobRecord, token: str, *, status: JobStatus, partner: str, attempt: int, delay_s: float
+    ) -> bool:
+        """Hand the job to its next attempt (a retry or a fallback partner) through the delay queue."""
+        fields = {"partner": partner, "attempt": str(attempt), "status": status.value}
+        member = delayed_member(record.id, partner, attempt)
+        return await self._settle(record, token, fields, next_member=member, delay_ms=int(delay_s * 1000))
+
+
+def delayed_member(job_id: str, partner: str, attempt: int) -> str:
+    return f"{job_id}|{partner}|{attempt}"
+
+
+def parse_delayed_member(member: str) -> tuple[str, str, int]:
+    job_id, partner, attempt = member.split("|")
+    return job_id, partner, int(attempt)
+
+
+def _history_json(history: list[Attempt]) -> str:
+    return json.dumps([a.model_dump(exclude_none=True) for a in history])

@@ -1,0 +1,92 @@
+"""Test helpers: free ports, waiting on conditions with deadlines, fleet processes."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+T = TypeVar("T")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(condition: Callable[[], T], timeout: float = 30.0, interval: float = 0.05, what: str = "condition") -> T:
+    """Poll until condition() is truthy; fail with `what` after the deadline."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = condition()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last value: {last!r})")
+
+
+def http_ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@dataclass
+class Proc:
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def stop(self, sig: int = 15, timeout: float = 20) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@dataclass
+class FleetEnv:
+    """Environment and processes for one fleet under test."""
+
+    home: Path
+    env: dict[str, str]
+    procs: list[Proc] = field(default_factory=list)
+
+    def spawn(self, name: str, *args: str) -> Proc:
+        log = self.home / f"{name}-{len(self.procs)}.log"
+        out = log.open("wb")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gateway_api.cli", *args], env=self.env, stdout=out, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+        proc = Proc(name, process, log)
+        self.procs.append(proc)
+        return proc
+
+    def start_worker(self, partners: str, concurrency: int = 200) -> Proc:
+        proc = self.spawn(f"worker-{partners}", "worker", "--partners", partners, "--concurrency", str(concurrency))
+        wait_for(lambda: "ready." in proc.output() or proc.process.poll() is not None, 60, what="worker ready")
+        assert proc.process.poll() is None, proc.output()[-3000:]
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.procs):
+            proc.stop()

@@ -1,0 +1,1 @@
+"""The Celery side of fedgate: app, pool, job pipeline, delay queue."""

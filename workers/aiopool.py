@@ -1,0 +1,71 @@
+"""Celery pool that runs task traces as greenlets on one asyncio loop (see workers.bridge)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from typing import Any
+
+from celery.concurrency.base import BasePool, apply_target
+
+from workers import bridge
+
+
+class AsyncioPool(BasePool):
+    """Holds `concurrency` tasks in flight on one loop; Celery's prefetch limit bounds the count."""
+
+    signal_safe = False
+    body_can_be_buffer = True
+    stop_grace_s = 30.0
+
+    def on_start(self) -> None:
+        self._loop = bridge.new_event_loop()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="fedgate-io-loop", daemon=True)
+        self._thread.start()
+        bridge.install_loop(self._loop)
+
+    def on_apply(
+        self,
+        target: Any,
+        args: tuple[Any, ...] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        callback: Any = None,
+        accept_callback: Any = None,
+        **_: Any,
+    ) -> None:
+        self._loop.call_soon_threadsafe(self._start_task, target, args or (), kwargs or {}, callback, accept_callback)
+
+    def _start_task(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any], callback: Any,
+                    accept_callback: Any) -> None:
+        task = self._loop.create_task(
+            bridge.drive(apply_target, target, args, kwargs, callback, accept_callback, os.getpid())
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def on_stop(self) -> None:
+        """Warm shutdown: let in-flight calls finish (unfinished ones stay unacked and are redelivered)."""
+        deadline = time.monotonic() + self.stop_grace_s
+        while self._tasks and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self._halt_loop()
+
+    def on_terminate(self) -> None:
+        self._halt_loop()
+
+    def _halt_loop(self) -> None:
+        if self._loop.is_running():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=5)
+
+    def _get_info(self) -> dict[str, Any]:
+        info = super()._get_info()
+        info.update({"max-concurrency": self.limit, "in-flight": len(self._tasks), "processes": [os.getpid()]})
+        return info
+
+    @property
+    def num_processes(self) -> int:
+        return 1

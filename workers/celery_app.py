@@ -1,0 +1,52 @@
+"""The Celery app: per-partner queues and the settings that keep work from being lost."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from gateway_core.settings import Settings, get_settings
+
+RUN_JOB_TASK = "fedgate.run_job"
+
+
+def broker_url(settings: Settings) -> str:
+    return settings.redis_url or f"redis://127.0.0.1:{settings.embedded_redis_port}/0"
+
+
+def make_celery(settings: Settings) -> Celery:
+    app = Celery("fedgate", broker=broker_url(settings), include=["workers.tasks"])
+    transport = {
+        # One visibility timeout everywhere, above the longest partner call: an unacked job is redelivered
+        # only after its worker is surely gone.
+        "visibility_timeout": settings.visibility_timeout_s,
+        "socket_keepalive": True,
+        "health_check_interval": 30,
+    }
+    app.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        event_serializer="json",
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_acks_on_failure_or_timeout=True,
+        worker_prefetch_multiplier=1,
+        worker_concurrency=settings.worker_concurrency,
+        worker_pool="workers.aiopool:AsyncioPool",
+        broker_transport_options=transport,
+        result_backend_transport_options=transport,
+        task_ignore_result=True,
+        result_backend=None,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        task_default_queue="partner.default",
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,
+        worker_disable_rate_limits=True,
+        task_track_started=True,
+    )
+    return app
+
+
+app = make_celery(get_settings())

@@ -1,0 +1,64 @@
+"""The delay queue: retries, waits and fallbacks sit in a Redis sorted set, not in worker memory.
+
+Every worker runs one mover. It claims due entries atomically (a lease, so a mover that dies mid-send
+is covered by another), sends them to their partner queue, then removes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import redis.asyncio as aioredis
+from celery import Celery
+
+from gateway_core import keys
+from gateway_core.store import parse_delayed_member
+from workers.enqueue import send_attempt
+
+log = logging.getLogger("fedgate.delay_queue")
+
+_CLAIM_DUE = """
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms, 'LIMIT', 0, tonumber(ARGV[1]))
+for _, member in ipairs(due) do redis.call('ZADD', KEYS[1], now_ms + tonumber(ARGV[2]), member) end
+local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+local wait_ms = -1
+if head[2] then wait_ms = math.max(0, tonumber(head[2]) - now_ms) end
+return {due, wait_ms}
+"""
+
+LEASE_MS = 30_000
+BATCH = 500
+MAX_IDLE_S = 0.5
+
+
+class DelayQueueMover:
+    def __init__(self, client: aioredis.Redis, app: Celery) -> None:
+        self.redis = client
+        self.app = app
+        self._claim = client.register_script(_CLAIM_DUE)
+
+    async def move_due(self) -> tuple[int, float]:
+        """Send every due entry; returns (how many moved, seconds until the next is due or MAX_IDLE_S)."""
+        due, wait_ms = await self._claim(keys=[keys.DELAYED], args=[BATCH, LEASE_MS])
+        for member in due:
+            job_id, partner, attempt = parse_delayed_member(member)
+            send_attempt(self.app, job_id, partner, attempt)
+        if due:
+            await self.redis.zrem(keys.DELAYED, *due)
+        wait_s = MAX_IDLE_S if int(wait_ms) < 0 else min(MAX_IDLE_S, int(wait_ms) / 1000)
+        return len(due), wait_s
+
+    async def run_forever(self) -> None:
+        while True:
+            try:
+                moved, wait_s = await self.move_due()
+                if not moved and wait_s > 0:
+                    await self.redis.blpop([keys.DELAYED_WAKE], timeout=max(wait_s, 0.01))
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # keep moving after a Redis hiccup; entries stay leased, never lost
+                log.exception("delay queue mover failed; retrying")
+                await asyncio.sleep(1)

@@ -1,0 +1,26 @@
+"""Putting a job attempt on its partner's Celery queue."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from gateway_core import keys
+from workers.celery_app import RUN_JOB_TASK
+
+_SEND_RETRY = {"max_retries": 3, "interval_start": 0, "interval_step": 0.2, "interval_max": 1}
+
+
+def celery_task_id(job_id: str, attempt: int) -> str:
+    """Deterministic, so a re-send of the same attempt is recognisable as the same delivery."""
+    return f"{job_id}-{attempt}"
+
+
+def send_attempt(app: Celery, job_id: str, partner: str, attempt: int) -> None:
+    app.send_task(
+        RUN_JOB_TASK,
+        kwargs={"job_id": job_id, "partner": partner, "attempt": attempt},
+        queue=keys.partner_queue(partner),
+        task_id=celery_task_id(job_id, attempt),
+        retry=True,
+        retry_policy=_SEND_RETRY,
+    )

@@ -1,0 +1,83 @@
+"""Submitting jobs: validate, store (prompt encrypted), enqueue. All or nothing."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from gateway_core import keys
+from gateway_core.config import GatewayConfig, TenantConfig
+from gateway_core.errors import SubmissionError
+from gateway_core.models import JobStatus, JobSubmission, new_job_id, now
+from gateway_core.settings import Settings
+from gateway_core.store import JobRecord, JobStore, delayed_member
+from workers.enqueue import send_attempt
+
+# If the producer dies between storing a job and sending its message, the delay queue sends it after this.
+SAFETY_NET_S = 60
+
+
+class JobProducer:
+    def __init__(self, store: JobStore, config: GatewayConfig, settings: Settings, app: Celery) -> None:
+        self.store = store
+        self.config = config
+        self.settings = settings
+        self.app = app
+
+    def validate(self, tenant: TenantConfig, submission: JobSubmission) -> None:
+        if submission.partner not in self.config.partners:
+            known = ", ".join(sorted(self.config.partners))
+            raise SubmissionError(
+                f"unknown partner {submission.partner!r}: use one of {known}", 404, "unknown_partner"
+            )
+        if tenant.partners is not None and submission.partner not in tenant.partners:
+            raise SubmissionError(
+                f"tenant {tenant.name!r} may not use partner {submission.partner!r}", 403, "partner_not_allowed"
+            )
+        if not submission.prompt and not submission.messages:
+            raise SubmissionError("give a non-empty 'prompt' or 'messages'", 422, "missing_prompt")
+        size = sum(len(m.content) for m in submission.conversation())
+        if size > self.settings.max_prompt_chars:
+            raise SubmissionError(
+                f"prompt is {size} characters; the limit is {self.settings.max_prompt_chars} "
+                "(FEDGATE_MAX_PROMPT_CHARS): shorten it or split the job",
+                413,
+                "prompt_too_large",
+            )
+
+    async def submit(self, tenant: TenantConfig, submission: JobSubmission) -> JobRecord:
+        self.validate(tenant, submission)
+        record = JobRecord(
+            id=new_job_id(),
+            tenant=tenant.name,
+            partner=submission.partner,
+            requested_partner=submission.partner,
+            status=JobStatus.QUEUED,
+            attempt=1,
+            created_at=now(),
+            messages=submission.conversation(),
+            params={k: v for k, v in
+                    {"max_tokens": submission.max_tokens, "temperature": submission.temperature}.items()
+                    if v is not None},
+            metadata=submission.metadata,
+        )
+        member = delayed_member(record.id, record.partner, record.attempt)
+        redis = self.store.redis
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.hset(keys.job(record.id), mapping=self.store.encode_new(record))
+            pipe.expire(keys.job(record.id), self.store.ttl_s)
+            pipe.zadd(keys.DELAYED, {member: (now() + SAFETY_NET_S) * 1000})
+            await pipe.execute()
+        try:
+            send_attempt(self.app, record.id, record.partner, record.attempt)
+        except Exception as exc:
+            async with redis.pipeline(transaction=True) as pipe:
+                pipe.delete(keys.job(record.id))
+                pipe.zrem(keys.DELAYED, member)
+                await pipe.execute()
+            raise SubmissionError(
+                f"the broker did not accept the job ({exc.__class__.__name__}); nothing was stored, try again",
+                503,
+                "broker_unavailable",
+            ) from exc
+        await redis.zrem(keys.DELAYED, member)
+        return record

@@ -1,0 +1,58 @@
+"""Per-process resources a worker's pipeline needs, created once on the I/O loop."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from functools import cached_property
+
+import httpx
+import redis.asyncio as aioredis
+
+from gateway_core.adapters import PartnerAdapter, adapter_for
+from gateway_core.adapters.base import new_http_client
+from gateway_core.config import GatewayConfig, load_config
+from gateway_core.crypto import load_cipher
+from gateway_core.settings import Settings, get_settings
+from gateway_core.store import JobStore
+from workers.celery_app import broker_url
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    config: GatewayConfig
+    redis: aioredis.Redis
+    store: JobStore
+    http: httpx.AsyncClient
+
+    @cached_property
+    def adapters(self) -> dict[str, PartnerAdapter]:
+        return {name: adapter_for(cfg, self.http) for name, cfg in self.config.partners.items()}
+
+    async def close(self) -> None:
+        await self.http.aclose()
+        await self.redis.aclose()
+
+
+_runtimes: dict[int, Runtime] = {}
+
+
+def build_runtime(settings: Settings | None = None) -> Runtime:
+    settings = settings or get_settings()
+    config = load_config(settings.config, home=settings.home_dir())
+    pool = aioredis.BlockingConnectionPool.from_url(
+        broker_url(settings), decode_responses=True, max_connections=settings.worker_concurrency + 50, timeout=30
+    )
+    client = aioredis.Redis(connection_pool=pool)
+    store = JobStore(client, load_cipher(settings), settings.job_ttl_s)
+    return Runtime(settings, config, client, store, new_http_client(settings.worker_concurrency))
+
+
+def runtime() -> Runtime:
+    """The runtime bound to the running loop (clients may not cross event loops)."""
+    loop_id = id(asyncio.get_running_loop())
+    found = _runtimes.get(loop_id)
+    if found is None:
+        found = _runtimes[loop_id] = build_runtime()
+    return found
