@@ -96,6 +96,7 @@ def up(
     detach: Annotated[bool, typer.Option(help="Start in the background and return")] = False,
     simulator: Annotated[bool, typer.Option(help="Also run the bundled partner simulator")] = True,
     flower: Annotated[bool, typer.Option(help="Also run Flower")] = True,
+    demo: Annotated[bool, typer.Option(help="Send one job to each partner once the fleet is up")] = False,
 ) -> None:
     """Start the fleet: Redis (embedded unless REDIS_URL), API, a worker per partner, Flower, simulator."""
     from gateway_api.fleet import Fleet, ensure_dev_secrets, read_fleet_file
@@ -121,6 +122,8 @@ def up(
         fleet.stop()
         fail(str(exc))
     _announce(fleet, ensure_dev_secrets(settings))
+    if demo:
+        _demo(fleet, ensure_dev_secrets(settings))
     typer.echo("Press Ctrl-C to stop the fleet.")
     try:
         fleet.watch()
@@ -150,6 +153,23 @@ def _announce(fleet: Any, key: str) -> None:
         typer.echo(f"Flower:         {fleet.flower_url}")
     typer.echo(f"Dev API key:    {key}   (also in {home / 'dev-api-key'})")
     typer.echo(f"Logs:           {home / 'logs'}")
+
+
+def _demo(fleet: Any, key: str) -> None:
+    """Show the fleet working: one job per partner, through the API, the queues and the workers."""
+    from gateway_core.config import load_config
+
+    config = load_config(fleet.settings.config, home=fleet.settings.home_dir())
+    headers = {"authorization": f"Bearer {key}"}
+    for partner in config.partners:
+        accepted = httpx.post(f"{fleet.api_url}/v1/jobs", headers=headers, timeout=30,
+                              json={"partner": partner, "prompt": "Say hello to the fleet."}).json()
+        job = httpx.get(f"{fleet.api_url}/v1/jobs/{accepted['id']}", params={"wait": 30}, headers=headers,
+                        timeout=40).json()
+        typer.echo(f"demo job {job['id']} via {partner}: {job['status']} in {job['timings_ms'].get('total_ms')} ms"
+                   f" -> {job.get('output')!r}")
+    typer.echo(f"Try: FEDGATE_HOME={fleet.settings.home_dir()} fedgate submit --partner sim-openai "
+               "--prompt 'Hello' --wait")
 
 
 def _supervisor_alive(settings: Any) -> bool:

@@ -19,6 +19,10 @@ def make_celery(settings: Settings) -> Celery:
         # One visibility timeout everywhere, above the longest partner call: an unacked job is redelivered
         # only after its worker is surely gone.
         "visibility_timeout": settings.visibility_timeout_s,
+        # kombu sweeps for expired unacked messages every interval x throttle seconds (100 s by default);
+        # sweep often enough that a dead worker's jobs come back soon after the visibility timeout.
+        "unacked_restore_interval": max(1, min(10, settings.visibility_timeout_s // 5)),
+        "unacked_restore_throttle": 1,
         "socket_keepalive": True,
         "health_check_interval": 30,
     }

@@ -392,6 +392,8 @@ class AnthropicWire(WireFormat):
         if not isinstance(tool_choice, dict) or tool_choice.get("type") != "tool":
             return TEXT_OUTPUT
         name = tool_choice.get("name")
+        if not isinstance(name, str):
+            return "tool_choice.name: Field required"
         for tool in tools if isinstance(tools, list) else []:
             if isinstance(tool, dict) and tool.get("name") == name:
                 return OutputRequest("tool", tool.get("input_schema"), name)
