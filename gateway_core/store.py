@@ -13,7 +13,8 @@ from gateway_core import keys
 from gateway_core.crypto import PayloadCipher
 from gateway_core.models import Attempt, JobStatus, JobView, Message, Usage, now
 
-# Claim a job for one run. Returns a status word; only "ok" and "redelivered" let the caller proceed.
+# Claim a job for one run. Returns a status word (only "ok" and "redelivered" let the caller proceed) and,
+# when claimed, the job's fields, so a run costs one round trip to start.
 _BEGIN_RUN = """
 local key = KEYS[1]
 local status = redis.call('HGET', key, 'status')
@@ -28,7 +29,7 @@ local word = 'ok'
 if status == 'running' then word = 'redelivered' end
 redis.call('HSET', key, 'status', 'running', 'run_token', ARGV[3])
 if not redis.call('HGET', key, 'started_at') then redis.call('HSET', key, 'started_at', ARGV[4]) end
-return word
+return {word, redis.call('HGETALL', key)}
 """
 
 # Settle a run: write fields only if the caller still holds the run (no zombie run publishes after a
@@ -170,10 +171,14 @@ class JobStore:
             record.output = self.cipher.decrypt(raw["output"].encode())
         return record
 
-    async def begin_run(self, job_id: str, partner: str, attempt: int) -> tuple[str, str]:
+    async def begin_run(self, job_id: str, partner: str, attempt: int) -> tuple[str, str, dict[str, str]]:
+        """Claim the job for this attempt: (word, run token, raw fields when claimed)."""
         token = secrets.token_hex(8)
-        word = await self._begin_run(keys=[keys.job(job_id)], args=[partner, str(attempt), token, repr(now())])
-        return str(word), token
+        reply = await self._begin_run(keys=[keys.job(job_id)], args=[partner, str(attempt), token, repr(now())])
+        if not isinstance(reply, list):
+            return str(reply), token, {}
+        flat = reply[1]
+        return str(reply[0]), token, dict(zip(flat[::2], flat[1::2], strict=True))
 
     async def _settle(
         self,

@@ -42,7 +42,6 @@ def make_celery(settings: Settings) -> Celery:
         task_ignore_result=True,
         result_backend=None,
         worker_send_task_events=True,
-        task_send_sent_event=True,
         task_default_queue="partner.default",
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,

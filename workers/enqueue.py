@@ -21,6 +21,9 @@ def send_attempt(app: Celery, job_id: str, partner: str, attempt: int) -> None:
         kwargs={"job_id": job_id, "partner": partner, "attempt": attempt},
         queue=keys.partner_queue(partner),
         task_id=celery_task_id(job_id, attempt),
+        # What Flower and the logs show; precomputed, which also spares Celery's saferepr on every send.
+        argsrepr="()",
+        kwargsrepr=f"{{'job_id': '{job_id}', 'partner': '{partner}', 'attempt': {attempt}}}",
         retry=True,
         retry_policy=_SEND_RETRY,
     )

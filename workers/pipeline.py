@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 
-from gateway_core import keys
 from gateway_core.adapters.base import CallRequest, Outcome, PartnerResponse
 from gateway_core.models import Attempt, JobStatus, now
 from gateway_core.routing import decide
@@ -15,15 +14,13 @@ from workers.runtime import Runtime, runtime
 async def run_job(job_id: str, partner: str, attempt: int) -> str:
     """Returns a one-word result for the Celery log and Flower (never content)."""
     rt = runtime()
-    claim, token = await rt.store.begin_run(job_id, partner, attempt)
+    claim, token, raw = await rt.store.begin_run(job_id, partner, attempt)
     if claim not in ("ok", "redelivered"):
         return claim  # missing, already done, or a stale duplicate: nothing to do
     try:
-        record = await rt.store.get(job_id, with_payload=True)
-    except ValueError as exc:
-        return await _dead_letter_unreadable(rt, job_id, token, partner, attempt, str(exc))
-    if record is None:
-        return "missing"
+        record = rt.store.decode(job_id, raw, with_payload=True)
+    except (ValueError, KeyError, TypeError) as exc:
+        return await _dead_letter_unreadable(rt, job_id, token, partner, attempt, raw, exc)
     if claim == "redelivered":
         record.history.append(
             Attempt(partner=partner, attempt=attempt, outcome="redelivered", started_at=now(), duration_ms=0.0,
@@ -74,10 +71,10 @@ async def _route_failure(
 
 
 async def _dead_letter_unreadable(
-    rt: Runtime, job_id: str, token: str, partner: str, attempt: int, reason: str
+    rt: Runtime, job_id: str, token: str, partner: str, attempt: int, raw: dict[str, str], exc: Exception
 ) -> str:
-    """A poison job (payload that cannot be read) leaves the queue at once, with the reason kept."""
-    raw = await rt.redis.hgetall(keys.job(job_id))
+    """A poison job (a stored record that cannot be read) leaves the queue at once, with the reason kept."""
+    reason = str(exc) if isinstance(exc, ValueError) else f"malformed record ({exc.__class__.__name__})"
     record = JobRecord(
         id=job_id, tenant=raw.get("tenant", "?"), partner=partner, requested_partner=partner,
         status=JobStatus.RUNNING, attempt=attempt, created_at=float(raw.get("created_at", now())),

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 from celery import Celery
 
 from gateway_core import keys
@@ -22,6 +25,7 @@ class JobProducer:
         self.config = config
         self.settings = settings
         self.app = app
+        self._background: set[asyncio.Task[Any]] = set()
 
     def validate(self, tenant: TenantConfig, submission: JobSubmission) -> None:
         if submission.partner not in self.config.partners:
@@ -79,5 +83,8 @@ class JobProducer:
                 503,
                 "broker_unavailable",
             ) from exc
-        await redis.zrem(keys.DELAYED, member)
+        # The message is on the queue; lifting the safety net need not delay the caller.
+        task = asyncio.create_task(redis.zrem(keys.DELAYED, member))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
         return record

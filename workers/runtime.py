@@ -6,11 +6,10 @@ import asyncio
 from dataclasses import dataclass
 from functools import cached_property
 
-import httpx
 import redis.asyncio as aioredis
 
 from gateway_core.adapters import PartnerAdapter, adapter_for
-from gateway_core.adapters.base import new_http_client
+from gateway_core.adapters.base import HttpPool
 from gateway_core.config import GatewayConfig, load_config
 from gateway_core.crypto import load_cipher
 from gateway_core.settings import Settings, get_settings
@@ -24,7 +23,7 @@ class Runtime:
     config: GatewayConfig
     redis: aioredis.Redis
     store: JobStore
-    http: httpx.AsyncClient
+    http: HttpPool
 
     @cached_property
     def adapters(self) -> dict[str, PartnerAdapter]:
@@ -46,7 +45,7 @@ def build_runtime(settings: Settings | None = None) -> Runtime:
     )
     client = aioredis.Redis(connection_pool=pool)
     store = JobStore(client, load_cipher(settings), settings.job_ttl_s)
-    return Runtime(settings, config, client, store, new_http_client(settings.worker_concurrency))
+    return Runtime(settings, config, client, store, HttpPool(settings.worker_concurrency))
 
 
 def runtime() -> Runtime:

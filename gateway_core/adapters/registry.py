@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import httpx
-
 from gateway_core.adapters.anthropic import AnthropicMessagesAdapter
-from gateway_core.adapters.base import PartnerAdapter
+from gateway_core.adapters.base import HttpPool, PartnerAdapter
 from gateway_core.adapters.generic import GenericJSONAdapter
 from gateway_core.adapters.openai import OpenAIChatAdapter
 from gateway_core.config import PartnerConfig
@@ -17,5 +15,5 @@ ADAPTERS: dict[str, type[PartnerAdapter]] = {
 }
 
 
-def adapter_for(config: PartnerConfig, client: httpx.AsyncClient) -> PartnerAdapter:
-    return ADAPTERS[config.adapter](config, client)
+def adapter_for(config: PartnerConfig, http: HttpPool) -> PartnerAdapter:
+    return ADAPTERS[config.adapter](config, http)

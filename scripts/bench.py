@@ -1,0 +1,395 @@
+"""fedgate benchmarks. Every figure is measured against a baseline taken in the same run on the same Redis.
+
+  scripts/bench            core pipeline figures (issue 2): round trip, throughput, calls in flight
+  scripts/bench --json     print one JSON object instead of the table
+  scripts/bench --quick    smaller job counts (a smoke run; figures are noisier)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import redis
+import redis.asyncio as aioredis
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from gateway_core import keys  # noqa: E402
+from gateway_core.config import load_config  # noqa: E402
+from gateway_core.crypto import load_cipher  # noqa: E402
+from gateway_core.embedded_redis import EmbeddedRedis  # noqa: E402
+from gateway_core.models import JobSubmission  # noqa: E402
+from gateway_core.settings import Settings  # noqa: E402
+from gateway_core.store import JobStore  # noqa: E402
+from workers.celery_app import make_celery  # noqa: E402
+from workers.producer import JobProducer  # noqa: E402
+
+BENCH_CONFIG = """
+partners:
+  bench:
+    adapter: openai
+    base_url: {sim}/sim-openai/v1
+    model: sim-gpt
+    api_key: sk-bench
+    timeout_s: 30
+tenants:
+  bench:
+    api_key: bench-key
+"""
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"bench: timed out waiting for {what}")
+        time.sleep(interval)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+@dataclass
+class BenchFleet:
+    home: Path
+    redis: EmbeddedRedis
+    sim_url: str
+    env: dict[str, str]
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @classmethod
+    def start(cls) -> BenchFleet:
+        home = Path(tempfile.mkdtemp(prefix="fedgate-bench-"))
+        server = EmbeddedRedis(home / "redis", free_port()).start()
+        sim_port = free_port()
+        sim_url = f"http://127.0.0.1:{sim_port}"
+        (home / "fedgate.yaml").write_text(BENCH_CONFIG.format(sim=sim_url))
+        env = dict(os.environ)
+        env.update({
+            "FEDGATE_HOME": str(home),
+            "FEDGATE_REDIS_URL": server.url,
+            "FEDGATE_CONFIG": str(home / "fedgate.yaml"),
+            "FEDGATE_SIMULATOR_PORT": str(sim_port),
+            "BENCH_REDIS_URL": server.url.replace("/0", "/1"),
+            "PYTHONPATH": f"{ROOT}:{ROOT / 'scripts'}",
+        })
+        os.environ["BENCH_REDIS_URL"] = env["BENCH_REDIS_URL"]  # for the baseline's client side, in this process
+        fleet = cls(home, server, sim_url, env)
+        fleet.spawn("simulator", [sys.executable, "-m", "gateway_api.cli", "simulate"])
+        wait_until(lambda: _http_ok(f"{sim_url}/healthz"), 30, "simulator")
+        return fleet
+
+    def spawn(self, name: str, cmd: list[str]) -> subprocess.Popen[bytes]:
+        log = (self.home / f"{name}.log").open("ab")
+        proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        self.procs.append(proc)
+        return proc
+
+    def start_workers(self, count: int, concurrency: int) -> list[subprocess.Popen[bytes]]:
+        procs = []
+        for i in range(count):
+            name = f"worker-{len(self.procs)}-{i}"
+            procs.append(self.spawn(name, [sys.executable, "-m", "gateway_api.cli", "worker", "--partners", "bench",
+                                           "--concurrency", str(concurrency), "--loglevel", "WARNING"]))
+        return procs
+
+    def start_noop_worker(self, pool: str, concurrency: int) -> subprocess.Popen[bytes]:
+        return self.spawn(f"noop-{pool}", [sys.executable, "-m", "celery", "-A", "bench_noop_app", "worker",
+                                            "-P", pool, "-c", str(concurrency), "-Q", "bench.noop",
+                                            "--loglevel", "WARNING", "--without-mingle", "--without-gossip"])
+
+    def sim_behaviour(self, **behaviour: Any) -> None:
+        httpx.put(f"{self.sim_url}/_sim/partners/sim-openai", json=behaviour, timeout=10).raise_for_status()
+
+    def stop(self, procs: list[subprocess.Popen[bytes]] | None = None) -> None:
+        for proc in procs if procs is not None else self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in procs if procs is not None else self.procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def close(self) -> None:
+        self.stop()
+        self.redis.stop()
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+class FedgateClient:
+    """Submits jobs through the real producer and hears completions on the done channel."""
+
+    def __init__(self, fleet: BenchFleet) -> None:
+        self.settings = Settings(home=fleet.home, redis_url=fleet.redis.url, config=fleet.home / "fedgate.yaml")
+        self.config = load_config(self.settings.config)
+        self.tenant = self.config.tenants["bench"]
+        self.done_at: dict[str, float] = {}
+        self.waiters: dict[str, asyncio.Future[float]] = {}
+
+    async def __aenter__(self) -> FedgateClient:
+        self.redis = aioredis.Redis.from_url(self.settings.redis_url or "", decode_responses=True,
+                                             max_connections=500)
+        store = JobStore(self.redis, load_cipher(self.settings), 3600)
+        self.producer = JobProducer(store, self.config, self.settings, make_celery(self.settings))
+        self.pubsub = self.redis.pubsub()
+        await self.pubsub.subscribe(keys.DONE_CHANNEL)
+        self.listener = asyncio.create_task(self._listen())
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        self.listener.cancel()
+        await self.pubsub.aclose()
+        await self.redis.aclose()
+
+    async def _listen(self) -> None:
+        async for message in self.pubsub.listen():
+            if message["type"] == "message":
+                job_id = message["data"]
+                self.done_at[job_id] = time.perf_counter()
+                waiter = self.waiters.pop(job_id, None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(self.done_at[job_id])
+
+    async def submit(self, prompt: str = "benchmark prompt") -> str:
+        record = await self.producer.submit(self.tenant, JobSubmission(partner="bench", prompt=prompt))
+        return record.id
+
+    async def wait_done(self, job_id: str, timeout: float = 30) -> float:
+        if job_id in self.done_at:
+            return self.done_at[job_id]
+        future = asyncio.get_running_loop().create_future()
+        self.waiters[job_id] = future
+        return await asyncio.wait_for(future, timeout)
+
+    async def finished_times(self, ids: list[str]) -> list[float]:
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hget(keys.job(job_id), "finished_at")
+        return [float(v) for v in await pipe.execute() if v]
+
+
+def _steady_rate(finished: list[float], low: float = 0.1, high: float = 0.9) -> float:
+    """Completions per second between the low and high quantiles (skips warm-up and drain)."""
+    ordered = sorted(finished)
+    first, last = int(low * len(ordered)), int(high * len(ordered)) - 1
+    span = ordered[last] - ordered[first]
+    return (last - first) / span if span > 0 else float("inf")
+
+
+async def fedgate_roundtrip(fleet: BenchFleet, n: int) -> list[float]:
+    async with FedgateClient(fleet) as client:
+        await client.wait_done(await client.submit(), timeout=60)  # the worker is up
+        for _ in range(20):  # warm connections, pools and the partner's keep-alive
+            await client.wait_done(await client.submit())
+        samples = []
+        for _ in range(n):
+            started = time.perf_counter()
+            done = await client.wait_done(await client.submit())
+            samples.append((done - started) * 1000)
+        return samples
+
+
+async def fedgate_preload(fleet: BenchFleet, n: int) -> tuple[FedgateClient, list[str]]:
+    client = FedgateClient(fleet)
+    await client.__aenter__()
+    ids: list[str] = []
+    for start in range(0, n, 250):
+        ids += await asyncio.gather(*(client.submit() for _ in range(min(250, n - start))))
+    return client, ids
+
+
+async def fedgate_drain(client: FedgateClient, ids: list[str], timeout: float,
+                        on_tick: Callable[[], None] | None = None) -> list[float]:
+    deadline = time.monotonic() + timeout
+    while sum(1 for i in ids if i in client.done_at) < len(ids):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"bench: only {sum(1 for i in ids if i in client.done_at)}/{len(ids)} jobs finished")
+        if on_tick:
+            on_tick()
+        await asyncio.sleep(0.2)
+    finished = await client.finished_times(ids)
+    await client.__aexit__()
+    return finished
+
+
+def noop_roundtrip(n: int) -> list[float]:
+    from bench_noop_app import noop
+
+    noop.delay().get(timeout=60)  # the worker is up
+    for _ in range(20):
+        noop.delay().get(timeout=10)
+    samples = []
+    for _ in range(n):
+        started = time.perf_counter()
+        noop.delay().get(timeout=10)
+        samples.append((time.perf_counter() - started) * 1000)
+    return samples
+
+
+def noop_throughput(fleet: BenchFleet, n: int, pool: str, concurrency: int) -> float:
+    from datetime import datetime
+
+    from bench_noop_app import noop
+
+    ids = [noop.delay().id for _ in range(n)]
+    worker = fleet.start_noop_worker(pool, concurrency)
+    client = redis.Redis.from_url(fleet.env["BENCH_REDIS_URL"])
+    wait_until(lambda: sum(1 for _ in client.scan_iter("celery-task-meta-*", count=5000)) >= n, 300,
+               "baseline no-op jobs", interval=0.25)
+    fleet.stop([worker])
+    metas = client.mget([f"celery-task-meta-{i}" for i in ids])
+    finished = [datetime.fromisoformat(json.loads(m)["date_done"]).timestamp() for m in metas if m]
+    client.flushdb()
+    return _steady_rate(finished)
+
+
+def bench_core(quick: bool) -> dict[str, Any]:
+    n_rt, n_tp, n_inflight = (100, 1000, 3000) if quick else (500, 5000, 8000)
+    fleet = BenchFleet.start()
+    out: dict[str, Any] = {}
+    try:
+        # (a) serial round trip vs bare Celery no-op, same Redis
+        noop_worker = fleet.start_noop_worker("prefork", 2)
+        base_rt = noop_roundtrip(n_rt)
+        fleet.stop([noop_worker])
+        workers = fleet.start_workers(1, 1000)
+        ours_rt = asyncio.run(fedgate_roundtrip(fleet, n_rt))
+        fleet.stop(workers)
+        out.update({
+            "roundtrip_p50_ms": statistics.median(ours_rt),
+            "roundtrip_p99_ms": percentile(ours_rt, 0.99),
+            "baseline_roundtrip_p50_ms": statistics.median(base_rt),
+            "baseline_roundtrip_p99_ms": percentile(base_rt, 0.99),
+        })
+        out["roundtrip_ratio"] = out["roundtrip_p50_ms"] / out["baseline_roundtrip_p50_ms"]
+        out["roundtrip_p99_ratio"] = out["roundtrip_p99_ms"] / out["baseline_roundtrip_p99_ms"]
+
+        # (b) sustained throughput over a preloaded backlog, two worker processes each side
+        base_tp = noop_throughput(fleet, n_tp, "prefork", 2)
+        out.update(asyncio.run(_fedgate_throughput(fleet, n_tp)))
+        out["baseline_jobs_per_s"] = base_tp
+        out["throughput_ratio"] = out["jobs_per_s"] / base_tp
+
+        # (c) one worker process, 2 s partner latency, 1,000 calls in flight
+        fleet.sim_behaviour(latency_ms=2000)
+        out.update(asyncio.run(_fedgate_inflight(fleet, n_inflight, 1000)))
+        fleet.sim_behaviour(latency_ms=0)
+    finally:
+        fleet.close()
+    return out
+
+
+async def _fedgate_throughput(fleet: BenchFleet, n: int) -> dict[str, Any]:
+    client, ids = await fedgate_preload(fleet, n)
+    workers = fleet.start_workers(2, 1000)
+    finished = await fedgate_drain(client, ids, 600)
+    fleet.stop(workers)
+    return {"jobs_per_s": _steady_rate(finished), "throughput_jobs": n}
+
+
+async def _fedgate_inflight(fleet: BenchFleet, n: int, concurrency: int) -> dict[str, Any]:
+    client, ids = await fedgate_preload(fleet, n)
+    (worker,) = fleet.start_workers(1, concurrency)
+    process = psutil.Process(worker.pid)
+    peak = {"rss": 0}
+
+    def sample_rss() -> None:
+        try:
+            peak["rss"] = max(peak["rss"], process.memory_info().rss)
+        except psutil.Error:
+            pass
+
+    finished = await fedgate_drain(client, ids, 900, on_tick=sample_rss)
+    fleet.stop([worker])
+    rate = _steady_rate(finished)
+    ideal = concurrency / 2.0
+    return {
+        "inflight_jobs_per_s": rate,
+        "inflight_ideal_jobs_per_s": ideal,
+        "inflight_efficiency": rate / ideal,
+        "inflight_rss_mb": peak["rss"] / 2**20,
+        "inflight_concurrency": concurrency,
+    }
+
+
+TARGETS = {
+    "roundtrip_ratio": ("<=", 2.0),
+    "throughput_ratio": (">=", 0.5),
+    "inflight_efficiency": (">=", 0.9),
+    "inflight_rss_mb": ("<=", 400),
+}
+
+
+def print_table(results: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="fedgate bench")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    table.add_column("target", justify="right")
+    table.add_column("met")
+    for name, value in results.items():
+        target = TARGETS.get(name)
+        shown = f"{value:.3f}" if isinstance(value, float) else json.dumps(value)
+        if target:
+            op, bound = target
+            met = value <= bound if op == "<=" else value >= bound
+            table.add_row(name, shown, f"{op} {bound}", "yes" if met else "NO")
+        else:
+            table.add_row(name, shown, "", "")
+    Console().print(table)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--quick", action="store_true", help="smaller job counts")
+    args = parser.parse_args()
+    results: dict[str, Any] = {}
+    results.update(bench_core(args.quick))
+    results = {k: round(v, 4) if isinstance(v, float) else v for k, v in results.items()}
+    out_dir = ROOT / "bench-results"
+    out_dir.mkdir(exist_ok=True)
+    (out_dir / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(json.dumps(results, indent=2))
+    if args.json:
+        print(json.dumps(results))
+    else:
+        print_table(results)
+
+
+if __name__ == "__main__":
+    main()
