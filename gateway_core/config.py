@@ -29,6 +29,15 @@ class RetryPolicy(_Strict):
     max_delay_s: float = Field(default=30.0, gt=0)
 
 
+class BreakerPolicy(_Strict):
+    enabled: bool = True
+    window_s: int = Field(default=30, ge=1, le=3600, description="Sliding window for the failure rate")
+    min_calls: int = Field(default=10, ge=1, description="Calls in the window before the breaker may open")
+    failure_rate: float = Field(default=0.5, gt=0, le=1)
+    cooldown_s: float = Field(default=15.0, gt=0, description="Open time before a probe call is let through")
+    probe_timeout_s: float = Field(default=60.0, gt=0, description="How long one probe may hold the half-open state")
+
+
 class RateLimits(_Strict):
     requests_per_minute: int | None = Field(default=None, ge=1)
     tokens_per_minute: int | None = Field(default=None, ge=1)
@@ -45,6 +54,7 @@ class PartnerConfig(_Strict):
     max_output_tokens: int = Field(default=1024, ge=1)
     retry: RetryPolicy = RetryPolicy()
     limits: RateLimits = RateLimits()
+    breaker: BreakerPolicy = BreakerPolicy()
     fallback: list[str] = Field(default_factory=list)
 
     @field_validator("base_url")

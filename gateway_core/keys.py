@@ -16,3 +16,11 @@ DELAYED = f"{PREFIX}:delayed"
 DEAD_LETTERS = f"{PREFIX}:dlq"
 DONE_CHANNEL = f"{PREFIX}:events:done"
 DELAYED_WAKE = f"{PREFIX}:delayed:wake"
+
+
+def bucket(partner: str, kind: str) -> str:
+    return f"{PREFIX}:bucket:{partner}:{kind}"
+
+
+def breaker(partner: str) -> str:
+    return f"{PREFIX}:breaker:{partner}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -327,10 +328,8 @@ async def _fedgate_inflight(fleet: BenchFleet, n: int, concurrency: int) -> dict
     peak = {"rss": 0}
 
     def sample_rss() -> None:
-        try:
+        with contextlib.suppress(psutil.Error):
             peak["rss"] = max(peak["rss"], process.memory_info().rss)
-        except psutil.Error:
-            pass
 
     finished = await fedgate_drain(client, ids, 900, on_tick=sample_rss)
     fleet.stop([worker])

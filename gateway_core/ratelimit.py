@@ -1,0 +1,139 @@
+"""Distributed partner budgets: token buckets in Redis, shared by every worker on every host.
+
+Each call reserves from the partner's requests/min and tokens/min buckets in one atomic Lua script with
+Redis TIME as the clock. A bucket may go into debt: the reply says how long until the reservation is
+covered, and the job waits that long in the delay queue (not in a worker), then calls without asking
+again. Reservations are handed out in arrival order, so waiting jobs resume in order and the partner sees
+an evenly paced stream at its limit, never above it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from gateway_core import keys
+from gateway_core.config import PartnerConfig
+
+# KEYS: bucket hashes. ARGV: per bucket (rate per second, capacity, cost). Returns wait in microseconds.
+_RESERVE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local wait = 0
+local levels = {}
+for i, key in ipairs(KEYS) do
+  local rate = tonumber(ARGV[3 * i - 2])
+  local capacity = tonumber(ARGV[3 * i - 1])
+  local cost = math.min(tonumber(ARGV[3 * i]), capacity)
+  local state = redis.call('HMGET', key, 'level', 'at')
+  local level = tonumber(state[1]) or capacity
+  local at = tonumber(state[2]) or now
+  local blocked = 0
+  if now > at then
+    level = math.min(capacity, level + (now - at) * rate)
+    at = now
+  else
+    blocked = at - now
+  end
+  level = level - cost
+  wait = math.max(wait, blocked + math.max(0, -level) / rate)
+  levels[i] = {level, at}
+end
+for i, key in ipairs(KEYS) do
+  redis.call('HSET', key, 'level', tostring(levels[i][1]), 'at', tostring(levels[i][2]))
+  redis.call('EXPIRE', key, 3600)
+end
+return math.floor(wait * 1000000)
+"""
+
+# Give back (positive) or take more (negative) tokens after the partner reports real usage.
+_ADJUST = """
+local level = tonumber(redis.call('HGET', KEYS[1], 'level'))
+if not level then return 0 end
+local capacity = tonumber(ARGV[2])
+redis.call('HSET', KEYS[1], 'level', tostring(math.min(capacity, level + tonumber(ARGV[1]))))
+return 1
+"""
+
+# A partner's 429: nothing more until its Retry-After has passed.
+_BLOCK = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local until_at = now + tonumber(ARGV[1])
+local at = tonumber(redis.call('HGET', KEYS[1], 'at')) or now
+if until_at > at then
+  redis.call('HSET', KEYS[1], 'level', '0', 'at', tostring(until_at))
+  redis.call('EXPIRE', KEYS[1], 3600)
+end
+return 1
+"""
+
+BURST_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class BucketSpec:
+    key: str
+    rate_per_s: float
+    capacity: float
+
+
+def bucket_specs(partner: PartnerConfig) -> tuple[BucketSpec | None, BucketSpec | None]:
+    """(requests bucket, tokens bucket) for a partner; None where the config sets no limit.
+
+    Capacity is one second's worth: a full minute's burst would let a fresh bucket send up to twice the
+    limit within one minute, which a partner counting over a sliding minute answers with 429s.
+    """
+    limits = partner.limits
+    requests = tokens = None
+    if limits.requests_per_minute:
+        rate = limits.requests_per_minute / 60
+        requests = BucketSpec(keys.bucket(partner.name, "requests"), rate, max(1.0, rate * BURST_SECONDS))
+    if limits.tokens_per_minute:
+        rate = limits.tokens_per_minute / 60
+        tokens = BucketSpec(keys.bucket(partner.name, "tokens"), rate, max(1.0, rate * BURST_SECONDS))
+    return requests, tokens
+
+
+class PartnerBudgets:
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.redis = client
+        self._reserve = client.register_script(_RESERVE)
+        self._adjust = client.register_script(_ADJUST)
+        self._block = client.register_script(_BLOCK)
+
+    async def reserve(self, partner: PartnerConfig, estimated_tokens: int) -> float:
+        """Reserve one request and the estimated tokens; returns seconds until the reservation is covered."""
+        requests, tokens = bucket_specs(partner)
+        specs = [(s, c) for s, c in ((requests, 1.0), (tokens, float(estimated_tokens))) if s is not None]
+        if not specs:
+            return 0.0
+        args: list[float] = []
+        for spec, cost in specs:
+            args += [spec.rate_per_s, spec.capacity, cost]
+        wait_us = await self._reserve(keys=[s.key for s, _ in specs], args=args)
+        return int(wait_us) / 1_000_000
+
+    async def reconcile(self, partner: PartnerConfig, estimated_tokens: int, actual_tokens: int) -> None:
+        _, tokens = bucket_specs(partner)
+        if tokens is not None and actual_tokens != estimated_tokens:
+            await self._adjust(keys=[tokens.key], args=[estimated_tokens - actual_tokens, tokens.capacity])
+
+    async def block(self, partner: PartnerConfig, seconds: float) -> None:
+        for spec in bucket_specs(partner):
+            if spec is not None:
+                await self._block(keys=[spec.key], args=[seconds])
+
+    async def level(self, partner: PartnerConfig) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for name, spec in zip(("requests", "tokens"), bucket_specs(partner), strict=True):
+            if spec is not None:
+                raw = await self.redis.hget(spec.key, "level")
+                out[name] = float(raw) if raw is not None else spec.capacity
+        return out
+
+
+def estimate_tokens(text_chars: int, max_output_tokens: int) -> int:
+    """Before the call: about four characters a token for the prompt, plus the output allowance."""
+    return max(1, text_chars // 4) + max_output_tokens
