@@ -246,7 +246,7 @@ def flower() -> None:
     """Run Flower against the fleet's broker."""
     settings = get_settings()
     args = [sys.executable, "-m", "celery", "-A", "workers.celery_app", "flower",
-            f"--port={settings.flower_port}", "--address=127.0.0.1"]
+            f"--port={settings.flower_port}", f"--address={settings.flower_host}"]
     if settings.flower_basic_auth:
         args.append(f"--basic-auth={settings.flower_basic_auth}")
     os.execv(sys.executable, args)

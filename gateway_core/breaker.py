@@ -8,6 +8,7 @@ breaker, its failure opens it again.
 
 from __future__ import annotations
 
+import time
 from enum import StrEnum
 
 import redis.asyncio as aioredis
@@ -79,10 +80,15 @@ return 'closed'
 
 
 class CircuitBreakers:
+    """Each process trusts a 'closed' answer for `CLOSED_CACHE_S`, so the hot path costs no round trip."""
+
+    CLOSED_CACHE_S = 0.25
+
     def __init__(self, client: aioredis.Redis) -> None:
         self.redis = client
         self._allow = client.register_script(_ALLOW)
         self._record = client.register_script(_RECORD)
+        self._closed_until: dict[str, float] = {}
 
     @staticmethod
     def _keys(partner: str) -> list[str]:
@@ -90,18 +96,23 @@ class CircuitBreakers:
 
     async def allow(self, partner: str, policy: BreakerPolicy) -> str:
         """'call' (closed), 'probe' (half-open: this call decides) or 'open' (skip this partner)."""
-        if not policy.enabled:
+        if not policy.enabled or self._closed_until.get(partner, 0.0) > time.monotonic():
             return "call"
-        return str(await self._allow(keys=self._keys(partner), args=[policy.cooldown_s, policy.probe_timeout_s]))
+        answer = str(await self._allow(keys=self._keys(partner), args=[policy.cooldown_s, policy.probe_timeout_s]))
+        if answer == "call":
+            self._closed_until[partner] = time.monotonic() + self.CLOSED_CACHE_S
+        return answer
 
     async def record(self, partner: str, policy: BreakerPolicy, ok: bool, probe: bool = False) -> BreakerState:
         if not policy.enabled:
             return BreakerState.CLOSED
-        state = await self._record(
+        state = BreakerState(str(await self._record(
             keys=self._keys(partner),
             args=["1" if ok else "0", policy.window_s, policy.min_calls, policy.failure_rate, "1" if probe else "0"],
-        )
-        return BreakerState(str(state))
+        )))
+        if state is not BreakerState.CLOSED:
+            self._closed_until.pop(partner, None)
+        return state
 
     async def state(self, partner: str) -> BreakerState:
         raw = await self.redis.hget(keys.breaker(partner), "state")

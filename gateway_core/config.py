@@ -75,13 +75,14 @@ class TenantConfig(_Strict):
     api_key: str | None = Field(default=None, repr=False)
     api_key_sha256: str | None = None
     api_key_file: str | None = None
+    api_key_env: str | None = None
     admin: bool = False
     partners: list[str] | None = Field(default=None, description="Partners this tenant may use; unset = all")
 
     @model_validator(mode="after")
     def _one_key_source(self) -> TenantConfig:
-        if not (self.api_key or self.api_key_sha256 or self.api_key_file):
-            raise ValueError("give one of api_key, api_key_sha256 or api_key_file")
+        if not (self.api_key or self.api_key_sha256 or self.api_key_file or self.api_key_env):
+            raise ValueError("give one of api_key, api_key_sha256, api_key_file or api_key_env")
         return self
 
 
@@ -114,8 +115,9 @@ class GatewayConfig(_Strict):
         table: dict[str, str] = {}
         for name, tenant in self.tenants.items():
             digest = tenant.api_key_sha256
-            if tenant.api_key:
-                digest = sha256_hex(tenant.api_key)
+            env_key = os.environ.get(tenant.api_key_env) if tenant.api_key_env else None
+            if tenant.api_key or env_key:
+                digest = sha256_hex(tenant.api_key or env_key or "")
             elif tenant.api_key_file:
                 path = Path(tenant.api_key_file)
                 if path.is_file():
@@ -148,11 +150,19 @@ def sha256_hex(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 
 
-def _expand_env(text: str) -> str:
-    def sub(match: re.Match[str]) -> str:
-        return os.environ.get(match.group(1), match.group(2) or "")
+def _expand_env(value: object) -> object:
+    """Expand ${VAR} and ${VAR:-default} (empty counts as unset, as in shells) in string values only."""
 
-    return _ENV_REF.sub(sub, text)
+    def sub(match: re.Match[str]) -> str:
+        return os.environ.get(match.group(1)) or (match.group(2) or "")
+
+    if isinstance(value, str):
+        return _ENV_REF.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: _expand_env(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_env(v) for v in value]
+    return value
 
 
 def _describe(error: ValidationError, source: str) -> str:
@@ -168,13 +178,18 @@ def load_config(path: Path | None = None, home: Path | None = None) -> GatewayCo
     if not source.is_file():
         raise ConfigError(f"config file {source} does not exist: set FEDGATE_CONFIG to a readable YAML file")
     try:
-        raw = yaml.safe_load(_expand_env(source.read_text())) or {}
+        raw = _expand_env(yaml.safe_load(source.read_text()) or {})
     except yaml.YAMLError as exc:
         problem = exc.__class__.__name__
         raise ConfigError(f"config error in {source}: not valid YAML ({problem}); fix the syntax") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"config error in {source}: top level must be a mapping with 'partners' and 'tenants'")
     for section in ("partners", "tenants"):
+        if not isinstance(raw.get(section) or {}, dict):
+            raise ConfigError(
+                f"config error in {source}: {section} must be a mapping of name -> settings, not a list; "
+                f"write '{section}:' then one indented 'name:' block each"
+            )
         for name, body in (raw.get(section) or {}).items():
             if isinstance(body, dict):
                 body.setdefault("name", name)

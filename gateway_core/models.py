@@ -96,7 +96,7 @@ class Attempt(BaseModel):
 
     partner: str
     attempt: int
-    outcome: Literal["ok", "retryable", "fatal", "contract_violation", "redelivered"]
+    outcome: Literal["ok", "retryable", "fatal", "contract_violation", "redelivered", "breaker_open"]
     status_code: int | None = None
     error: str | None = None
     started_at: float

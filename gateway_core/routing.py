@@ -60,15 +60,29 @@ def decide(
     history: list[Attempt],
     response: PartnerResponse,
     rng: random.Random | None = None,
+    *,
+    breaker_open: bool = False,
 ) -> Decision:
-    policy = config.partners[partner].retry
-    tries_here = sum(1 for a in history if a.partner == partner and a.outcome != "redelivered")
-    if response.outcome is Outcome.RETRYABLE and tries_here < policy.max_attempts:
+    """Retry here while retryable tries remain; else (or while the breaker is open) the next fallback."""
+    partner_config = config.partners[partner]
+    policy = partner_config.retry
+    tries_here = sum(1 for a in history if a.partner == partner and a.outcome not in ("redelivered",))
+    fallback = next_fallback(config, requested, history)
+    if breaker_open and fallback:
+        return Decision("fallback", fallback, 0.0, f"{partner}: circuit open; falling back to {fallback}")
+    if breaker_open and tries_here < policy.max_attempts:
+        return Decision("retry", partner, partner_config.breaker.cooldown_s, f"{partner}: circuit open; no fallback")
+    patient = response.retry_after_s is None or response.retry_after_s <= policy.max_delay_s
+    if response.outcome is Outcome.RETRYABLE and tries_here < policy.max_attempts and patient:
         delay = backoff_delay(tries_here, policy.base_delay_s, policy.max_delay_s, response.retry_after_s,
                               rng or random.Random())
         return Decision("retry", partner, delay, response.error or "retryable failure")
-    fallback = next_fallback(config, requested, history)
-    why = "fatal error" if response.outcome is Outcome.FATAL else f"{tries_here} attempts failed"
+    if response.outcome is Outcome.FATAL:
+        why = "fatal error"
+    elif not patient:
+        why = f"asked to wait {response.retry_after_s:g}s, over max_delay_s"
+    else:
+        why = f"{tries_here} attempts failed"
     if fallback:
         return Decision("fallback", fallback, 0.0, f"{partner}: {why}; falling back to {fallback}")
     return Decision("dead_letter", partner, 0.0, f"{partner}: {why}; no fallback left")

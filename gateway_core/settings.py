@@ -27,6 +27,7 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = 8700
+    flower_host: str = "127.0.0.1"
     flower_port: int = 5555
     flower_basic_auth: str | None = None
     simulator_host: str = "127.0.0.1"

@@ -78,6 +78,7 @@ class JobRecord:
     started_at: float | None = None
     finished_at: float | None = None
     run_token: str | None = None
+    reservation: str | None = None  # "partner:attempt" that already holds budget
 
     def view(self) -> JobView:
         timings: dict[str, float] = {}
@@ -161,6 +162,7 @@ class JobStore:
             started_at=float(raw["started_at"]) if raw.get("started_at") else None,
             finished_at=float(raw["finished_at"]) if raw.get("finished_at") else None,
             run_token=raw.get("run_token"),
+            reservation=raw.get("reservation") or None,
         )
         if raw.get("usage"):
             record.usage = Usage.model_validate_json(raw["usage"])
@@ -228,10 +230,11 @@ class JobStore:
         )
 
     async def move_on(
-        self, record: JobRecord, token: str, *, status: JobStatus, partner: str, attempt: int, delay_s: float
+        self, record: JobRecord, token: str, *, status: JobStatus, partner: str, attempt: int, delay_s: float,
+        reservation: str = "",
     ) -> bool:
-        """Hand the job to its next attempt (a retry or a fallback partner) through the delay queue."""
-        fields = {"partner": partner, "attempt": str(attempt), "status": status.value}
+        """Hand the job to its next delivery (a budget wait, a retry, a fallback) through the delay queue."""
+        fields = {"partner": partner, "attempt": str(attempt), "status": status.value, "reservation": reservation}
         member = delayed_member(record.id, partner, attempt)
         return await self._settle(record, token, fields, next_member=member, delay_ms=int(delay_s * 1000))
 

@@ -1,14 +1,39 @@
-"""One job through the fleet: claim, load, call the partner, then publish or route the failure."""
+"""One job through the fleet. Each stage is a small function over a RunContext:
+
+claim → (breaker, budget) → call the partner → publish, or route the failure (retry / fallback / dead letter).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from dataclasses import dataclass
 
 from gateway_core.adapters.base import CallRequest, Outcome, PartnerResponse
+from gateway_core.config import PartnerConfig
 from gateway_core.models import Attempt, JobStatus, now
+from gateway_core.ratelimit import estimate_tokens
 from gateway_core.routing import decide
 from gateway_core.store import JobRecord
 from workers.runtime import Runtime, runtime
+
+# A budget wait shorter than this is slept through in place; longer ones free the slot via the delay queue.
+INLINE_WAIT_S = 0.05
+
+
+@dataclass
+class RunContext:
+    rt: Runtime
+    record: JobRecord
+    token: str
+    partner: PartnerConfig
+    attempt: int
+
+    def note(self, outcome: str, error: str, status_code: int | None = None, duration_ms: float = 0.0) -> None:
+        self.record.history.append(
+            Attempt(partner=self.partner.name, attempt=self.attempt, outcome=outcome,  # type: ignore[arg-type]
+                    status_code=status_code, error=error, started_at=now(), duration_ms=duration_ms)
+        )
 
 
 async def run_job(job_id: str, partner: str, attempt: int) -> str:
@@ -21,51 +46,85 @@ async def run_job(job_id: str, partner: str, attempt: int) -> str:
         record = rt.store.decode(job_id, raw, with_payload=True)
     except (ValueError, KeyError, TypeError) as exc:
         return await _dead_letter_unreadable(rt, job_id, token, partner, attempt, raw, exc)
+    ctx = RunContext(rt, record, token, rt.config.partners[partner], attempt)
     if claim == "redelivered":
-        record.history.append(
-            Attempt(partner=partner, attempt=attempt, outcome="redelivered", started_at=now(), duration_ms=0.0,
-                    error="previous worker stopped before finishing; call repeated")
-        )
-    response = await _call_partner(rt, record, partner, attempt)
+        ctx.note("redelivered", "previous worker stopped before finishing; call repeated")
+    probe = False
+    if record.reservation != f"{partner}:{attempt}":
+        gate = await rt.breakers.allow(partner, ctx.partner.breaker)
+        if gate == "open":
+            ctx.note("breaker_open", f"circuit breaker for {partner} is open")
+            return await _route_failure(ctx, PartnerResponse(Outcome.RETRYABLE, error="circuit open"), True)
+        probe = gate == "probe"
+        wait_s = await rt.budgets.reserve(ctx.partner, _estimate(ctx))
+        if wait_s > INLINE_WAIT_S:
+            return await _wait_for_budget(ctx, wait_s)
+        if wait_s > 0:
+            await asyncio.sleep(wait_s)
+    response = await _call_partner(ctx)
+    await _after_call(ctx, response, probe)
     if response.outcome is Outcome.OK and response.text is not None:
         published = await rt.store.publish_success(record, token, response.text, response.usage, partner)
         return "succeeded" if published else "superseded"
-    return await _route_failure(rt, record, token, partner, attempt, response)
+    return await _route_failure(ctx, response, False)
 
 
-async def _call_partner(rt: Runtime, record: JobRecord, partner: str, attempt: int) -> PartnerResponse:
-    adapter = rt.adapters[partner]
+def _estimate(ctx: RunContext) -> int:
+    chars = sum(len(m.content) for m in ctx.record.messages)
+    return estimate_tokens(chars, ctx.record.params.get("max_tokens") or ctx.partner.max_output_tokens)
+
+
+async def _wait_for_budget(ctx: RunContext, wait_s: float) -> str:
+    """Hold the reservation, give the worker slot back, and come back when the budget covers it."""
+    next_attempt = ctx.attempt + 1
+    await ctx.rt.store.move_on(
+        ctx.record, ctx.token, status=JobStatus.WAITING, partner=ctx.partner.name, attempt=next_attempt,
+        delay_s=wait_s, reservation=f"{ctx.partner.name}:{next_attempt}",
+    )
+    return "waiting"
+
+
+async def _call_partner(ctx: RunContext) -> PartnerResponse:
+    adapter = ctx.rt.adapters[ctx.partner.name]
     request = CallRequest(
-        messages=record.messages,
-        max_tokens=record.params.get("max_tokens"),
-        temperature=record.params.get("temperature"),
+        messages=ctx.record.messages,
+        max_tokens=ctx.record.params.get("max_tokens"),
+        temperature=ctx.record.params.get("temperature"),
     )
-    started_wall, started = now(), time.perf_counter()
+    started = time.perf_counter()
     response = await adapter.call(request)
-    record.history.append(
-        Attempt(
-            partner=partner,
-            attempt=attempt,
-            outcome=response.outcome.value,
-            status_code=response.status_code,
-            error=response.error,
-            started_at=started_wall,
-            duration_ms=round((time.perf_counter() - started) * 1000, 3),
-        )
-    )
+    ctx.note(response.outcome.value, response.error or "", response.status_code,
+             round((time.perf_counter() - started) * 1000, 3))
+    if not response.error:
+        ctx.record.history[-1] = ctx.record.history[-1].model_copy(update={"error": None})
     return response
 
 
-async def _route_failure(
-    rt: Runtime, record: JobRecord, token: str, partner: str, attempt: int, response: PartnerResponse
-) -> str:
-    decision = decide(rt.config, record.requested_partner, partner, record.history, response)
+async def _after_call(ctx: RunContext, response: PartnerResponse, probe: bool) -> None:
+    """Feed the shared breaker and budgets with what the partner said."""
+    rt, partner = ctx.rt, ctx.partner
+    healthy = response.outcome is not Outcome.RETRYABLE
+    if probe or not healthy:
+        await rt.breakers.record(partner.name, partner.breaker, healthy, probe)
+    else:
+        rt.in_background(rt.breakers.record(partner.name, partner.breaker, True))  # off the latency path
+    if response.status_code == 429:
+        await rt.budgets.block(partner, response.retry_after_s or 1.0)
+    if response.outcome is Outcome.OK:
+        await rt.budgets.reconcile(partner, _estimate(ctx), response.usage.total_tokens)
+
+
+async def _route_failure(ctx: RunContext, response: PartnerResponse, breaker_open: bool) -> str:
+    record = ctx.record
+    decision = decide(ctx.rt.config, record.requested_partner, ctx.partner.name, record.history, response,
+                      breaker_open=breaker_open)
     if decision.action == "dead_letter":
-        await rt.store.finish_unsuccessful(record, token, JobStatus.DEAD_LETTERED, decision.reason)
+        await ctx.rt.store.finish_unsuccessful(record, ctx.token, JobStatus.DEAD_LETTERED, decision.reason)
         return "dead_lettered"
     status = JobStatus.RETRYING if decision.action == "retry" else JobStatus.QUEUED
-    await rt.store.move_on(
-        record, token, status=status, partner=decision.partner, attempt=attempt + 1, delay_s=decision.delay_s
+    await ctx.rt.store.move_on(
+        record, ctx.token, status=status, partner=decision.partner, attempt=ctx.attempt + 1,
+        delay_s=decision.delay_s,
     )
     return decision.action
 
@@ -77,7 +136,7 @@ async def _dead_letter_unreadable(
     reason = str(exc) if isinstance(exc, ValueError) else f"malformed record ({exc.__class__.__name__})"
     record = JobRecord(
         id=job_id, tenant=raw.get("tenant", "?"), partner=partner, requested_partner=partner,
-        status=JobStatus.RUNNING, attempt=attempt, created_at=float(raw.get("created_at", now())),
+        status=JobStatus.RUNNING, attempt=attempt, created_at=float(raw.get("created_at") or now()),
     )
     record.history.append(
         Attempt(partner=partner, attempt=attempt, outcome="fatal", error=f"unreadable job: {reason}",

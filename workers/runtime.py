@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 import redis.asyncio as aioredis
 
 from gateway_core.adapters import PartnerAdapter, adapter_for
 from gateway_core.adapters.base import HttpPool
+from gateway_core.breaker import CircuitBreakers
 from gateway_core.config import GatewayConfig, load_config
 from gateway_core.crypto import load_cipher
+from gateway_core.ratelimit import PartnerBudgets
 from gateway_core.settings import Settings, get_settings
 from gateway_core.store import JobStore
 from workers.celery_app import broker_url
@@ -24,10 +28,24 @@ class Runtime:
     redis: aioredis.Redis
     store: JobStore
     http: HttpPool
+    _background: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    @cached_property
+    def budgets(self) -> PartnerBudgets:
+        return PartnerBudgets(self.redis)
+
+    @cached_property
+    def breakers(self) -> CircuitBreakers:
+        return CircuitBreakers(self.redis)
 
     @cached_property
     def adapters(self) -> dict[str, PartnerAdapter]:
         return {name: adapter_for(cfg, self.http) for name, cfg in self.config.partners.items()}
+
+    def in_background(self, work: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def close(self) -> None:
         await self.http.aclose()

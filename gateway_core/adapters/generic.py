@@ -1,4 +1,4 @@
-"""Generic JSON over HTTP: POST {"prompt", "messages", "max_tokens"}; read {"output", "usage"}."""
+"""Generic JSON over HTTP: POST {"model", "messages", "max_tokens", "temperature"?}; read {"output", "usage"}."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ class GenericJSONAdapter(PartnerAdapter):
             "model": self.config.model,
             "messages": [m.model_dump() for m in request.messages],
             "max_tokens": request.max_tokens or self.config.max_output_tokens,
+            **({"temperature": request.temperature} if request.temperature is not None else {}),
             **request.extra,
         }
 
