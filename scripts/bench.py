@@ -53,6 +53,42 @@ tenants:
     api_key: bench-key
 """
 
+RATELIMIT_CONFIG = """
+partners:
+  bench:
+    adapter: openai
+    base_url: {sim}/sim-openai/v1
+    model: sim-gpt
+    api_key: sk-bench
+    timeout_s: 30
+    limits: {{requests_per_minute: {rpm}}}
+tenants:
+  bench:
+    api_key: bench-key
+"""
+
+FAILOVER_CONFIG = """
+partners:
+  bench:
+    adapter: openai
+    base_url: {sim}/sim-openai/v1
+    model: sim-gpt
+    api_key: sk-bench
+    timeout_s: 30
+    retry: {{max_attempts: 2, base_delay_s: 0.01, max_delay_s: 0.05}}
+    breaker: {{window_s: 30, min_calls: 10, failure_rate: 0.5, cooldown_s: 30}}
+    fallback: [backup]
+  backup:
+    adapter: anthropic
+    base_url: {sim}/sim-anthropic
+    model: sim-claude
+    api_key: sk-bench
+    timeout_s: 30
+tenants:
+  bench:
+    api_key: bench-key
+"""
+
 
 def free_port() -> int:
     import socket
@@ -84,12 +120,12 @@ class BenchFleet:
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @classmethod
-    def start(cls) -> BenchFleet:
+    def start(cls, config: str = BENCH_CONFIG, **params: Any) -> BenchFleet:
         home = Path(tempfile.mkdtemp(prefix="fedgate-bench-"))
         server = EmbeddedRedis(home / "redis", free_port()).start()
         sim_port = free_port()
         sim_url = f"http://127.0.0.1:{sim_port}"
-        (home / "fedgate.yaml").write_text(BENCH_CONFIG.format(sim=sim_url))
+        (home / "fedgate.yaml").write_text(config.format(sim=sim_url, **params))
         env = dict(os.environ)
         env.update({
             "FEDGATE_HOME": str(home),
@@ -111,11 +147,11 @@ class BenchFleet:
         self.procs.append(proc)
         return proc
 
-    def start_workers(self, count: int, concurrency: int) -> list[subprocess.Popen[bytes]]:
+    def start_workers(self, count: int, concurrency: int, partners: str = "bench") -> list[subprocess.Popen[bytes]]:
         procs = []
         for i in range(count):
             name = f"worker-{len(self.procs)}-{i}"
-            procs.append(self.spawn(name, [sys.executable, "-m", "gateway_api.cli", "worker", "--partners", "bench",
+            procs.append(self.spawn(name, [sys.executable, "-m", "gateway_api.cli", "worker", "--partners", partners,
                                            "--concurrency", str(concurrency), "--loglevel", "WARNING"]))
         return procs
 
@@ -124,8 +160,11 @@ class BenchFleet:
                                             "-P", pool, "-c", str(concurrency), "-Q", "bench.noop",
                                             "--loglevel", "WARNING", "--without-mingle", "--without-gossip"])
 
-    def sim_behaviour(self, **behaviour: Any) -> None:
-        httpx.put(f"{self.sim_url}/_sim/partners/sim-openai", json=behaviour, timeout=10).raise_for_status()
+    def sim_behaviour(self, partner: str = "sim-openai", **behaviour: Any) -> None:
+        httpx.put(f"{self.sim_url}/_sim/partners/{partner}", json=behaviour, timeout=10).raise_for_status()
+
+    def sim_stats(self, partner: str) -> dict[str, Any]:
+        return httpx.get(f"{self.sim_url}/_sim/stats", timeout=10).json()["partners"][partner]  # type: ignore[no-any-return]
 
     def stop(self, procs: list[subprocess.Popen[bytes]] | None = None) -> None:
         for proc in procs if procs is not None else self.procs:
@@ -184,8 +223,8 @@ class FedgateClient:
                 if waiter is not None and not waiter.done():
                     waiter.set_result(self.done_at[job_id])
 
-    async def submit(self, prompt: str = "benchmark prompt") -> str:
-        record = await self.producer.submit(self.tenant, JobSubmission(partner="bench", prompt=prompt))
+    async def submit(self, prompt: str = "benchmark prompt", partner: str = "bench") -> str:
+        record = await self.producer.submit(self.tenant, JobSubmission(partner=partner, prompt=prompt))
         return record.id
 
     async def wait_done(self, job_id: str, timeout: float = 30) -> float:
@@ -344,11 +383,107 @@ async def _fedgate_inflight(fleet: BenchFleet, n: int, concurrency: int) -> dict
     }
 
 
+def bench_ratelimit(quick: bool) -> dict[str, Any]:
+    """Partner limit L, gateway configured to L, four workers, minutes of backlog: no 429s, >= 97% of L used."""
+    rpm, minutes = (600, 1.0) if quick else (1200, 3.0)
+    n = int(rpm * minutes)
+    fleet = BenchFleet.start(RATELIMIT_CONFIG, rpm=rpm)
+    try:
+        fleet.sim_behaviour(requests_per_minute=rpm)
+        out = asyncio.run(_ratelimit_run(fleet, n))
+        stats = fleet.sim_stats("sim-openai")
+    finally:
+        fleet.close()
+    calls = out.pop("call_times")
+    span_min = (max(calls) - min(calls)) / 60
+    out.update({
+        "ratelimit_rpm": rpm,
+        "ratelimit_jobs": n,
+        "sim_rate_limited": stats["rate_limited"],
+        "over_limit": stats["over_limit"],
+        "utilization": (len(calls) - 1) / (span_min * rpm) if span_min > 0 else 0.0,
+    })
+    return out
+
+
+async def _ratelimit_run(fleet: BenchFleet, n: int) -> dict[str, Any]:
+    client, ids = await fedgate_preload(fleet, n)
+    workers = fleet.start_workers(4, 250)
+    redis_client = client.redis
+    await fedgate_drain_keep(client, ids, timeout=n / 5 + 300)
+    pipe = redis_client.pipeline(transaction=False)
+    for job_id in ids:
+        pipe.hmget(keys.job(job_id), ["status", "history"])
+    rows = await pipe.execute()
+    await client.__aexit__()
+    fleet.stop(workers)
+    calls = [a["started_at"] for _, history in rows for a in json.loads(history or "[]") if a["outcome"] == "ok"]
+    succeeded = sum(1 for status, _ in rows if status == "succeeded")
+    return {"call_times": calls, "ratelimit_succeeded": succeeded}
+
+
+async def fedgate_drain_keep(client: FedgateClient, ids: list[str], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while sum(1 for i in ids if i in client.done_at) < len(ids):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"bench: only {sum(1 for i in ids if i in client.done_at)}/{len(ids)} jobs finished")
+        await asyncio.sleep(0.2)
+
+
+def bench_failover(quick: bool) -> dict[str, Any]:
+    """Primary answers 503 to everything, fallback healthy: all jobs succeed; added latency once the breaker opens."""
+    n = 100 if quick else 300
+    fleet = BenchFleet.start(FAILOVER_CONFIG)
+    try:
+        fleet.sim_behaviour("sim-openai", error_rate=1.0, error_status=503)
+        out = asyncio.run(_failover_run(fleet, n))
+    finally:
+        fleet.close()
+    return out
+
+
+async def _failover_run(fleet: BenchFleet, n: int) -> dict[str, Any]:
+    workers = fleet.start_workers(1, 1000, partners="bench,backup")
+    async with FedgateClient(fleet) as client:
+        await client.wait_done(await client.submit(partner="backup"), timeout=60)  # the worker is up
+        opening = [await client.submit() for _ in range(30)]  # enough failures to open the breaker
+        for job_id in opening:
+            await client.wait_done(job_id, timeout=60)
+        via_fallback, direct = [], []
+        for i in range(2 * n):
+            partner = "bench" if i % 2 == 0 else "backup"
+            started = time.perf_counter()
+            job_id = await client.submit(partner=partner)
+            done = await client.wait_done(job_id, timeout=60)
+            (via_fallback if partner == "bench" else direct).append((job_id, (done - started) * 1000))
+        all_ids = opening + [j for j, _ in via_fallback]
+        pipe = client.redis.pipeline(transaction=False)
+        for job_id in all_ids:
+            pipe.hmget(keys.job(job_id), ["status", "answered_by"])
+        rows = await pipe.execute()
+    fleet.stop(workers)
+    succeeded = sum(1 for status, by in rows if status == "succeeded" and by == "backup")
+    p50_fallback = statistics.median(ms for _, ms in via_fallback)
+    p50_direct = statistics.median(ms for _, ms in direct)
+    return {
+        "failover_jobs": len(all_ids),
+        "success_rate": succeeded / len(all_ids),
+        "fallback_roundtrip_p50_ms": p50_fallback,
+        "direct_roundtrip_p50_ms": p50_direct,
+        "added_latency_p50_ms": p50_fallback - p50_direct,
+    }
+
+
 TARGETS = {
     "roundtrip_ratio": ("<=", 2.0),
     "throughput_ratio": (">=", 0.5),
     "inflight_efficiency": (">=", 0.9),
     "inflight_rss_mb": ("<=", 400),
+    "sim_rate_limited": ("<=", 0),
+    "over_limit": ("<=", 0),
+    "utilization": (">=", 0.97),
+    "success_rate": (">=", 1.0),
+    "added_latency_p50_ms": ("<=", 50),
 }
 
 
@@ -377,9 +512,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--quick", action="store_true", help="smaller job counts")
+    parser.add_argument("--ratelimit", action="store_true", help="distributed rate limits (issue 4)")
+    parser.add_argument("--failover", action="store_true", help="breaker and fallback (issue 4)")
+    parser.add_argument("--core", action="store_true", help="round trip, throughput, in flight (default)")
     args = parser.parse_args()
+    chosen = [name for name in ("core", "ratelimit", "failover") if getattr(args, name)] or ["core"]
+    runners = {"core": bench_core, "ratelimit": bench_ratelimit, "failover": bench_failover}
     results: dict[str, Any] = {}
-    results.update(bench_core(args.quick))
+    for name in chosen:
+        results.update(runners[name](args.quick))
     results = {k: round(v, 4) if isinstance(v, float) else v for k, v in results.items()}
     out_dir = ROOT / "bench-results"
     out_dir.mkdir(exist_ok=True)

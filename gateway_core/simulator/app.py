@@ -32,6 +32,7 @@ from gateway_core.simulator.behaviour import (
     PartnerStats,
     SimulatorConfig,
     SlidingWindowLimiter,
+    TokenBucketLimiter,
     retry_after_millis,
     retry_after_seconds,
 )
@@ -448,6 +449,7 @@ class PartnerRuntime:
     model: str
     behaviour: PartnerBehaviour
     limiter: SlidingWindowLimiter
+    bucket: TokenBucketLimiter
     recorded: deque[str] | None
     stats: PartnerStats = field(default_factory=PartnerStats)
     rng: random.Random = field(init=False)
@@ -468,6 +470,7 @@ class PartnerRuntime:
     def reset(self) -> None:
         self.stats.reset()
         self.limiter.clear()
+        self.bucket.clear()
         if self.recorded is not None:
             self.recorded.clear()
         # Reseeding makes a reset run replay the same fault sequence as a fresh process.
@@ -485,6 +488,7 @@ def _build_runtimes(config: SimulatorConfig, clock: Clock) -> dict[str, PartnerR
             model=partner.model,
             behaviour=partner.behaviour,
             limiter=SlidingWindowLimiter(clock),
+            bucket=TokenBucketLimiter(clock),
             recorded=deque(maxlen=RECORDED_BODIES_PER_PARTNER) if config.record_bodies else None,
         )
         for name, partner in config.partners.items()
@@ -580,7 +584,10 @@ class SimulatorEndpoints:
         if rejection is not None:
             return rejection
         if behaviour.requests_per_minute is not None:
-            wait_s = runtime.limiter.try_acquire(behaviour.requests_per_minute)
+            if behaviour.rate_limiter == "sliding_window":
+                wait_s = runtime.limiter.try_acquire(behaviour.requests_per_minute)
+            else:
+                wait_s = runtime.bucket.try_acquire(behaviour.requests_per_minute, behaviour.burst_s)
             if wait_s is not None:
                 stats.rate_limited += 1
                 return wire.rate_limited(wait_s)

@@ -42,6 +42,10 @@ class PartnerBehaviour(BaseModel):
     malformed_rate: float = Field(default=0, ge=0, le=1)
     offcontract_rate: float = Field(default=0, ge=0, le=1)
     requests_per_minute: int | None = Field(default=None, ge=1)
+    # token_bucket refills continuously (as OpenAI and Anthropic describe their limits) and holds `burst_s`
+    # seconds of requests; sliding_window counts accepted requests over any trailing 60 s, the strictest reading.
+    rate_limiter: Literal["token_bucket", "sliding_window"] = "token_bucket"
+    burst_s: float = Field(default=2.0, gt=0, le=60)
     require_api_key: bool = True
     seed: int | None = None
 
@@ -160,6 +164,32 @@ class SlidingWindowLimiter:
 
     def clear(self) -> None:
         self._accepted.clear()
+
+
+class TokenBucketLimiter:
+    """Refills at limit/60 per second up to `burst_s` seconds' worth; a request takes one token."""
+
+    __slots__ = ("_at", "_clock", "_level")
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._level: float | None = None
+        self._at = 0.0
+
+    def try_acquire(self, limit: int, burst_s: float) -> float | None:
+        now = self._clock()
+        rate = limit / RATE_WINDOW_S
+        capacity = max(1.0, rate * burst_s)
+        level = capacity if self._level is None else min(capacity, self._level + (now - self._at) * rate)
+        self._at = now
+        if level >= 1.0:
+            self._level = level - 1.0
+            return None
+        self._level = level
+        return (1.0 - level) / rate
+
+    def clear(self) -> None:
+        self._level = None
 
 
 def retry_after_seconds(wait_s: float) -> int:

@@ -504,7 +504,7 @@ async def test_seeded_faults_are_deterministic_and_replay_after_reset() -> None:
 @pytest.mark.anyio
 async def test_openai_rate_limit_answers_429_with_retry_headers() -> None:
     clock = FakeClock()
-    config = make_config(openai_behaviour=PartnerBehaviour(requests_per_minute=2))
+    config = make_config(openai_behaviour=PartnerBehaviour(rate_limiter="sliding_window", requests_per_minute=2))
     async with simulator_client(config, clock) as client:
         first = await chat(client)
         clock.advance(20.5)
@@ -525,7 +525,7 @@ async def test_openai_rate_limit_answers_429_with_retry_headers() -> None:
 @pytest.mark.anyio
 async def test_rate_limit_window_slides() -> None:
     clock = FakeClock()
-    config = make_config(anthropic_behaviour=PartnerBehaviour(requests_per_minute=1))
+    config = make_config(anthropic_behaviour=PartnerBehaviour(rate_limiter="sliding_window", requests_per_minute=1))
     async with simulator_client(config, clock) as client:
         assert (await message(client)).status_code == 200
         clock.advance(59.9)
@@ -542,7 +542,7 @@ async def test_rate_limit_window_slides() -> None:
 @pytest.mark.anyio
 async def test_rejected_requests_do_not_consume_the_window() -> None:
     clock = FakeClock()
-    config = make_config(openai_behaviour=PartnerBehaviour(requests_per_minute=1))
+    config = make_config(openai_behaviour=PartnerBehaviour(rate_limiter="sliding_window", requests_per_minute=1))
     async with simulator_client(config, clock) as client:
         assert (await chat(client, headers={})).status_code == 401
         assert (await chat(client)).status_code == 200
@@ -555,7 +555,9 @@ async def test_rejected_requests_do_not_consume_the_window() -> None:
 @pytest.mark.anyio
 async def test_rate_limit_is_checked_before_injected_errors() -> None:
     clock = FakeClock()
-    config = make_config(openai_behaviour=PartnerBehaviour(requests_per_minute=1, error_rate=1))
+    config = make_config(
+        openai_behaviour=PartnerBehaviour(rate_limiter="sliding_window", requests_per_minute=1, error_rate=1)
+    )
     async with simulator_client(config, clock) as client:
         statuses = await _status_sequence(client, 2)
     assert statuses == [500, 429]
@@ -625,7 +627,7 @@ async def test_put_partner_rejects_bad_updates(path: str, payload: Any, status: 
 @pytest.mark.anyio
 async def test_reset_zeroes_counters_and_rate_windows() -> None:
     clock = FakeClock()
-    config = make_config(openai_behaviour=PartnerBehaviour(requests_per_minute=1))
+    config = make_config(openai_behaviour=PartnerBehaviour(rate_limiter="sliding_window", requests_per_minute=1))
     async with simulator_client(config, clock) as client:
         await _status_sequence(client, 2)
         reset = await client.post("/_sim/reset")
@@ -768,7 +770,9 @@ def test_openai_sdk_round_trip(live_simulator: str) -> None:
 
 
 def test_openai_sdk_sees_rate_limit_error(live_simulator: str) -> None:
-    httpx.put(f"{live_simulator}/_sim/partners/sim-openai", json={"requests_per_minute": 1})
+    httpx.put(
+        f"{live_simulator}/_sim/partners/sim-openai", json={"requests_per_minute": 1, "rate_limiter": "sliding_window"}
+    )
     client = _sdk_client(live_simulator)
     client.chat.completions.create(model="sim-gpt", messages=[{"role": "user", "content": "one"}])
     with pytest.raises(openai.RateLimitError) as raised:
@@ -790,3 +794,18 @@ def test_sdk_timeout_on_hang_releases_server_side_in_flight(live_simulator: str)
             break
     assert stats["in_flight"] == 0
     assert stats["errors"]["timeout"] == 1
+
+
+@pytest.mark.anyio
+async def test_token_bucket_allows_a_burst_then_paces_at_the_limit() -> None:
+    clock = FakeClock()
+    config = make_config(openai_behaviour=PartnerBehaviour(requests_per_minute=60, burst_s=2))
+    async with simulator_client(config, clock) as client:
+        burst = [(await chat(client)).status_code for _ in range(3)]
+        clock.advance(1.0)
+        refilled = (await chat(client)).status_code
+        limited = await chat(client)
+    assert burst == [200, 200, 429]
+    assert refilled == 200
+    assert limited.status_code == 429
+    assert limited.headers["retry-after"] == "1"
