@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+import redis
 import redis.asyncio as aioredis
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -136,6 +137,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 svc.completions.unregister(job_id, event)
         return record.view()
 
+    from gateway_api.dlq_routes import install as install_dlq; install_dlq(app)  # noqa: E702, I001
     return app
 
 
@@ -154,6 +156,12 @@ def _install_error_handlers(app: FastAPI) -> None:
         else:
             message = f"{where}: {first.get('msg')}"
         return JSONResponse(error_body(message, "invalid_request", where), status_code=422)
+
+    @app.exception_handler(redis.exceptions.ConnectionError)
+    @app.exception_handler(redis.exceptions.BusyLoadingError)
+    async def _store_down(_: Request, exc: Exception) -> JSONResponse:
+        message = "the job store is unreachable for a moment; retry shortly (nothing was changed)"
+        return JSONResponse(error_body(message, "store_unavailable"), status_code=503, headers={"retry-after": "1"})
 
     @app.exception_handler(FedgateError)
     async def _fedgate(_: Request, exc: FedgateError) -> JSONResponse:
