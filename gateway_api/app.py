@@ -5,18 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 
 import redis
 import redis.asyncio as aioredis
-from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from gateway_api.completion import CompletionListener
-from gateway_core.config import GatewayConfig, TenantConfig, load_config
+from gateway_api.deps import ApiError, Services, Tenant, error_body, services
+from gateway_api.dlq_routes import install as install_dead_letter_routes
+from gateway_core.config import load_config
 from gateway_core.crypto import load_cipher
 from gateway_core.errors import FedgateError, SubmissionError
 from gateway_core.models import JobStatus, JobSubmission, JobView
@@ -26,53 +27,11 @@ from workers.celery_app import broker_url, make_celery
 from workers.producer import JobProducer
 
 
-class ApiError(Exception):
-    def __init__(self, status_code: int, message: str, code: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-        self.message = message
-        self.code = code
-        self.param = param
-
-
-def error_body(message: str, code: str, param: str | None = None) -> dict[str, Any]:
-    """OpenAI-style error shape, so SDK clients show the message."""
-    return {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}}
-
-
-@dataclass
-class Services:
-    settings: Settings
-    config: GatewayConfig
-    redis: aioredis.Redis
-    store: JobStore
-    producer: JobProducer
-    completions: CompletionListener
-
-
 class JobAccepted(BaseModel):
     id: str
     status: JobStatus
     partner: str
     created_at: float
-
-
-def services(request: Request) -> Services:
-    return request.app.state.services  # type: ignore[no-any-return]
-
-def tenant(
-    request: Request, authorization: Annotated[str | None, Header()] = None
-) -> TenantConfig:
-    svc = services(request)
-    if not authorization or not authorization.lower().startswith("bearer "):
-        raise ApiError(401, "missing API key: send 'Authorization: Bearer <your tenant key>'", "missing_api_key")
-    found = svc.config.tenant_for_key(authorization[7:].strip())
-    if found is None:
-        raise ApiError(401, "invalid API key: check the key your operator issued", "invalid_api_key")
-    return found
-
-Tenant = Annotated[TenantConfig, Depends(tenant)]
-
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -132,12 +91,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(event.wait(), timeout=wait)
                 record = await svc.store.get(job_id) or record
+                sealed = svc.completions.sealed_outputs.get(job_id)
+                if sealed and record.output is None:
+                    record.output = svc.store.cipher.decrypt(sealed.encode())
         finally:
             if event is not None:
                 svc.completions.unregister(job_id, event)
         return record.view()
 
-    from gateway_api.dlq_routes import install as install_dlq; install_dlq(app)  # noqa: E702, I001
+    install_dead_letter_routes(app)
     return app
 
 

@@ -233,12 +233,62 @@ def worker(
     from workers.celery_app import app as celery_app
 
     names = [p.strip() for p in partners.split(",") if p.strip()]
+    _refuse_unsupported_policies()
     queues = ",".join(keys.partner_queue(p) for p in names)
     argv = ["worker", "-Q", queues, "-n", f"{'+'.join(names)}@%h", "--loglevel", loglevel, "-E",
             "--without-mingle", "--without-gossip"]
     if concurrency:
         argv += ["-c", str(concurrency)]
     celery_app.worker_main(argv)
+
+
+def _refuse_unsupported_policies() -> None:
+    """A worker that cannot detect what a partner's policy requires must not start (any job may fall back)."""
+    from gateway_core.config import load_config
+    from gateway_core.redaction import PolicyNotSupportedError, check_policy_supported
+
+    settings = get_settings()
+    config = load_config(settings.config, home=settings.home_dir())
+    for name, partner in config.partners.items():
+        try:
+            check_policy_supported(partner.policy)
+        except PolicyNotSupportedError as exc:
+            fail(f"partner {name!r}: {exc}", code=2)
+
+
+@cli.command()
+def redact(
+    partner: Annotated[str, typer.Option(help="Partner whose data policy to apply")],
+    jsonl: Annotated[bool, typer.Option(help='Read one {"text": ...} object per line; write one result per line')]
+    = False,
+) -> None:
+    """Redact text from stdin with a partner's policy; print {"text", "entities": [{type, start, end, placeholder}]}."""
+    from gateway_core.config import load_config
+    from gateway_core.crypto import load_cipher
+    from gateway_core.redaction import PlaceholderMap, RedactionError, Redactor
+
+    settings = get_settings()
+    config = load_config(settings.config, home=settings.home_dir())
+    if partner not in config.partners:
+        fail(f"unknown partner {partner!r}: use one of {', '.join(sorted(config.partners))}")
+    redactor = Redactor(config.partners[partner].policy)
+    salt = load_cipher(settings).derive("redaction-salt:cli")
+    try:
+        if not jsonl:
+            typer.echo(json.dumps(redactor.redact(sys.stdin.read(), PlaceholderMap(), salt=salt).to_dict()))
+            return
+        for number, line in enumerate(sys.stdin, start=1):
+            if not line.strip():
+                continue
+            try:
+                text = json.loads(line)["text"]
+                if not isinstance(text, str):
+                    raise TypeError
+            except (ValueError, KeyError, TypeError):
+                fail(f'line {number}: expected a JSON object like {{"text": "..."}}')
+            typer.echo(json.dumps(redactor.redact(text, PlaceholderMap(), salt=salt).to_dict()))
+    except RedactionError as exc:
+        fail(str(exc))
 
 
 @cli.command()
@@ -263,6 +313,11 @@ def simulate(
 
     settings = get_settings()
     serve(host or settings.simulator_host, port or settings.simulator_port, SimulatorConfig.from_env())
+
+
+from gateway_api.cli_dlq import dlq_app  # noqa: E402  (it uses the helpers above)
+
+cli.add_typer(dlq_app, name="dlq", help="Inspect, replay and purge dead letters (admin API key).")
 
 
 def main() -> None:

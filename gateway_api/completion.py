@@ -18,6 +18,7 @@ class CompletionListener:
     def __init__(self, client: aioredis.Redis) -> None:
         self.redis = client
         self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
+        self.sealed_outputs: dict[str, str] = {}  # retention-0 jobs: output only travels in the message
         self._task: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()
 
@@ -42,6 +43,7 @@ class CompletionListener:
             waiters.discard(event)
             if not waiters:
                 del self._waiters[job_id]
+                self.sealed_outputs.pop(job_id, None)
 
     async def _listen(self) -> None:
         while True:
@@ -51,7 +53,11 @@ class CompletionListener:
                     self.ready.set()
                     async for message in pubsub.listen():
                         if message.get("type") == "message":
-                            for event in self._waiters.get(message["data"], ()):
+                            job_id, _, sealed = message["data"].partition("|")
+                            waiters = self._waiters.get(job_id, ())
+                            if sealed and waiters:
+                                self.sealed_outputs[job_id] = sealed
+                            for event in waiters:
                                 event.set()
             except asyncio.CancelledError:
                 raise

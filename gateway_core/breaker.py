@@ -89,6 +89,28 @@ class CircuitBreakers:
         self._allow = client.register_script(_ALLOW)
         self._record = client.register_script(_RECORD)
         self._closed_until: dict[str, float] = {}
+        self._pending_ok: dict[str, int] = {}
+
+    def note_success(self, partner: str, policy: BreakerPolicy) -> None:
+        """Count a success locally; `flush_successes` writes the counts in one call per partner.
+
+        Successes only dilute the failure rate, so writing them a fraction of a second late is harmless,
+        and it saves a round trip per call. Failures are recorded at once: they are what opens a breaker.
+        """
+        if policy.enabled:
+            self._pending_ok[partner] = self._pending_ok.get(partner, 0) + 1
+
+    async def flush_successes(self) -> None:
+        pending, self._pending_ok = self._pending_ok, {}
+        if not pending:
+            return
+        now = int(time.time())
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for partner, count in pending.items():
+                slots = self._keys(partner)[1]
+                pipe.hincrby(slots, f"{now}:ok", count)
+                pipe.expire(slots, 3600)
+            await pipe.execute()
 
     @staticmethod
     def _keys(partner: str) -> list[str]:

@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gateway_core.errors import ConfigError
+from gateway_core.redaction.policy import RedactionPolicy
 
 DEMO_CONFIG = Path(__file__).with_name("demo_config.yaml")
 _PARTNER_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -55,6 +56,7 @@ class PartnerConfig(_Strict):
     retry: RetryPolicy = RetryPolicy()
     limits: RateLimits = RateLimits()
     breaker: BreakerPolicy = BreakerPolicy()
+    policy: RedactionPolicy = Field(default_factory=RedactionPolicy, description="What this partner may see")
     fallback: list[str] = Field(default_factory=list)
 
     @field_validator("base_url")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 from pathlib import Path
 
@@ -15,6 +17,7 @@ class PayloadCipher:
     def __init__(self, keys: list[bytes]) -> None:
         if not keys:
             raise ConfigError("no encryption key: set FEDGATE_ENCRYPTION_KEYS or let FEDGATE_HOME hold secret.key")
+        self._primary = keys[0]
         try:
             self._fernet = MultiFernet([Fernet(k) for k in keys])
         except ValueError as exc:
@@ -31,6 +34,10 @@ class PayloadCipher:
             return self._fernet.decrypt(token).decode()
         except InvalidToken as exc:
             raise ValueError("stored payload cannot be decrypted with the configured keys") from exc
+
+    def derive(self, label: str) -> str:
+        """A stable secret for `label` (e.g. a tenant's hashing salt), derived from the primary key."""
+        return hmac.new(self._primary, label.encode(), hashlib.sha256).hexdigest()[:32]
 
     def rotate(self, token: bytes) -> bytes:
         return self._fernet.rotate(token)

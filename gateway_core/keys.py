@@ -15,6 +15,7 @@ def partner_queue(partner: str) -> str:
 DELAYED = f"{PREFIX}:delayed"
 DEAD_LETTERS = f"{PREFIX}:dlq"
 DONE_CHANNEL = f"{PREFIX}:events:done"
+RETENTION = f"{PREFIX}:retention"  # job ids whose payload is deleted when their score (ms) is due
 DELAYED_WAKE = f"{PREFIX}:delayed:wake"
 
 

@@ -51,6 +51,18 @@ TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
 }
 
 
+# History entries that record something other than a call to a partner.
+NOT_CALLS = frozenset({"redelivered", "breaker_open", "replayed"})
+
+
+def since_last_replay(history: list[Attempt]) -> list[Attempt]:
+    """The attempts that count for retries and fallbacks: an operator's replay starts afresh."""
+    for index in range(len(history) - 1, -1, -1):
+        if history[index].outcome == "replayed":
+            return history[index + 1:]
+    return history
+
+
 def can_transition(current: JobStatus, new: JobStatus) -> bool:
     return new in TRANSITIONS[current]
 
@@ -96,11 +108,14 @@ class Attempt(BaseModel):
 
     partner: str
     attempt: int
-    outcome: Literal["ok", "retryable", "fatal", "contract_violation", "redelivered", "breaker_open"]
+    outcome: Literal["ok", "retryable", "fatal", "contract_violation", "redelivered", "breaker_open", "replayed"]
     status_code: int | None = None
     error: str | None = None
     started_at: float
     duration_ms: float
+    redactions: dict[str, int] | None = Field(
+        default=None, description="Entity types and how many of each were redacted before this call (never values)"
+    )
 
 
 class JobView(BaseModel):
@@ -115,6 +130,10 @@ class JobView(BaseModel):
     usage: Usage | None = None
     error: str | None = None
     history: list[Attempt] = Field(default_factory=list)
+    redaction_audit: dict[str, dict[str, int]] = Field(
+        default_factory=dict, description="Per partner that received the job: entity types and counts redacted"
+    )
+    payload_retained: bool = Field(default=True, description="False once the retention policy removed the payload")
     metadata: dict[str, str] = Field(default_factory=dict)
     created_at: float
     started_at: float | None = None

@@ -69,7 +69,7 @@ end
 return 1
 """
 
-BURST_SECONDS = 1.0
+BURST_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ class BucketSpec:
 def bucket_specs(partner: PartnerConfig) -> tuple[BucketSpec | None, BucketSpec | None]:
     """(requests bucket, tokens bucket) for a partner; None where the config sets no limit.
 
-    Capacity is one second's worth: a full minute's burst would let a fresh bucket send up to twice the
+    Capacity is half a second's worth: a full minute's burst would let a fresh bucket send up to twice the
     limit within one minute, which a partner counting over a sliding minute answers with 429s.
     """
     limits = partner.limits

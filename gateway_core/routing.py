@@ -8,7 +8,7 @@ from typing import Literal
 
 from gateway_core.adapters.base import Outcome, PartnerResponse
 from gateway_core.config import GatewayConfig
-from gateway_core.models import Attempt
+from gateway_core.models import Attempt, since_last_replay
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ def tried_partners(history: list[Attempt]) -> list[str]:
 
 def next_fallback(config: GatewayConfig, requested: str, history: list[Attempt]) -> str | None:
     """The next partner in the requested partner's chain (depth-first) that has not been tried yet."""
-    tried = set(tried_partners(history))
+    tried = set(tried_partners([a for a in since_last_replay(history) if a.outcome != "replayed"]))
     order: list[str] = []
 
     def walk(name: str) -> None:
@@ -64,9 +64,10 @@ def decide(
     breaker_open: bool = False,
 ) -> Decision:
     """Retry here while retryable tries remain; else (or while the breaker is open) the next fallback."""
+    history = since_last_replay(history)
     partner_config = config.partners[partner]
     policy = partner_config.retry
-    tries_here = sum(1 for a in history if a.partner == partner and a.outcome not in ("redelivered",))
+    tries_here = sum(1 for a in history if a.partner == partner and a.outcome not in ("redelivered", "replayed"))
     fallback = next_fallback(config, requested, history)
     if breaker_open and fallback:
         return Decision("fallback", fallback, 0.0, f"{partner}: circuit open; falling back to {fallback}")

@@ -35,13 +35,15 @@ return {word, redis.call('HGETALL', key)}
 # Settle a run: write fields only if the caller still holds the run (no zombie run publishes after a
 # takeover), and in the same step schedule the next attempt, dead-letter, or announce completion.
 # KEYS: job, delayed, wake, dead_letters, done_channel
-# ARGV: token, next_member|'', delay_ms, dead_letter('1'|''), terminal('1'|''), ttl_s, job_id, field, value, ...
+# ARGV: token, next_member|'', delay_ms, dead_letter('1'|''), terminal('1'|''), ttl_s, job_id, done_message,
+#       fields_to_delete (space-separated), retention_due_ms|'', field, value, ...
 _SETTLE = """
 local key = KEYS[1]
 if redis.call('HGET', key, 'run_token') ~= ARGV[1] or redis.call('HGET', key, 'status') ~= 'running' then
   return 0
 end
-for i = 8, #ARGV, 2 do redis.call('HSET', key, ARGV[i], ARGV[i + 1]) end
+for i = 11, #ARGV, 2 do redis.call('HSET', key, ARGV[i], ARGV[i + 1]) end
+for name in string.gmatch(ARGV[9], '%S+') do redis.call('HDEL', key, name) end
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if ARGV[2] ~= '' then
@@ -52,7 +54,8 @@ end
 if ARGV[4] == '1' then redis.call('ZADD', KEYS[4], now_ms, ARGV[7]) end
 if ARGV[5] == '1' then
   redis.call('EXPIRE', key, tonumber(ARGV[6]))
-  redis.call('PUBLISH', KEYS[5], ARGV[7])
+  redis.call('PUBLISH', KEYS[5], ARGV[8])
+  if ARGV[10] ~= '' then redis.call('ZADD', KEYS[6], now_ms + tonumber(ARGV[10]), ARGV[7]) end
 end
 return 1
 """
@@ -79,8 +82,13 @@ class JobRecord:
     finished_at: float | None = None
     run_token: str | None = None
     reservation: str | None = None  # "partner:attempt" that already holds budget
+    payload_retained: bool = True
 
     def view(self) -> JobView:
+        audit: dict[str, dict[str, int]] = {}
+        for attempt in self.history:
+            if attempt.redactions is not None:
+                audit[attempt.partner] = dict(attempt.redactions)
         timings: dict[str, float] = {}
         if self.started_at:
             timings["queue_wait_ms"] = round((self.started_at - self.created_at) * 1000, 3)
@@ -96,6 +104,8 @@ class JobRecord:
             usage=self.usage,
             error=self.error,
             history=self.history,
+            redaction_audit=audit,
+            payload_retained=self.payload_retained,
             metadata=self.metadata,
             created_at=self.created_at,
             started_at=self.started_at,
@@ -163,6 +173,7 @@ class JobStore:
             finished_at=float(raw["finished_at"]) if raw.get("finished_at") else None,
             run_token=raw.get("run_token"),
             reservation=raw.get("reservation") or None,
+            payload_retained=raw.get("payload_retained", "1") != "0",
         )
         if raw.get("usage"):
             record.usage = Usage.model_validate_json(raw["usage"])
@@ -192,6 +203,9 @@ class JobStore:
         delay_ms: int = 0,
         dead_letter: bool = False,
         terminal: bool = False,
+        done_message: str = "",
+        delete_fields: tuple[str, ...] = (),
+        retention_ms: int | None = None,
     ) -> bool:
         args: list[str] = [
             token,
@@ -201,27 +215,57 @@ class JobStore:
             "1" if terminal else "",
             str(self.ttl_s),
             record.id,
+            done_message or record.id,
+            " ".join(delete_fields),
+            "" if retention_ms is None else str(retention_ms),
         ]
         fields = {**fields, "history": _history_json(record.history)}
         for name, value in fields.items():
             args.extend((name, value))
         done = await self._settle_script(
-            keys=[keys.job(record.id), keys.DELAYED, keys.DELAYED_WAKE, keys.DEAD_LETTERS, keys.DONE_CHANNEL],
+            keys=[keys.job(record.id), keys.DELAYED, keys.DELAYED_WAKE, keys.DEAD_LETTERS, keys.DONE_CHANNEL,
+                  keys.RETENTION],
             args=args,
         )
         return bool(done)
 
     async def publish_success(
-        self, record: JobRecord, token: str, output: str, usage: Usage, answered_by: str
+        self,
+        record: JobRecord,
+        token: str,
+        output: str,
+        usage: Usage,
+        answered_by: str,
+        *,
+        placeholder_map: str | None = None,
+        retention_s: int | None = None,
     ) -> bool:
+        """Publish the result. With retention 0 the payload is deleted now and the encrypted output travels only
+        in the completion message, to waiting long-pollers; with N > 0 it is deleted N seconds from now."""
+        sealed_output = self.cipher.encrypt(output).decode()
         fields = {
-            "output": self.cipher.encrypt(output).decode(),
             "usage": usage.model_dump_json(),
             "answered_by": answered_by,
             "finished_at": repr(now()),
             "status": JobStatus.SUCCEEDED.value,
         }
-        return await self._settle(record, token, fields, terminal=True)
+        if retention_s == 0:
+            return await self._settle(
+                record, token, {**fields, "payload_retained": "0"}, terminal=True,
+                done_message=f"{record.id}|{sealed_output}", delete_fields=PAYLOAD_FIELDS,
+            )
+        fields["output"] = sealed_output
+        if placeholder_map is not None:
+            fields["placeholder_map"] = self.cipher.encrypt(placeholder_map).decode()
+        retention_ms = None if retention_s is None else retention_s * 1000
+        return await self._settle(record, token, fields, terminal=True, retention_ms=retention_ms)
+
+    async def drop_payload(self, job_id: str) -> None:
+        """Retention: remove prompt, output and placeholder map; keep the metadata."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hdel(keys.job(job_id), *PAYLOAD_FIELDS)
+            pipe.hset(keys.job(job_id), "payload_retained", "0")
+            await pipe.execute()
 
     async def finish_unsuccessful(self, record: JobRecord, token: str, status: JobStatus, error: str) -> bool:
         fields = {"error": error, "finished_at": repr(now()), "status": status.value}
@@ -237,6 +281,9 @@ class JobStore:
         fields = {"partner": partner, "attempt": str(attempt), "status": status.value, "reservation": reservation}
         member = delayed_member(record.id, partner, attempt)
         return await self._settle(record, token, fields, next_member=member, delay_ms=int(delay_s * 1000))
+
+
+PAYLOAD_FIELDS = ("messages", "output", "placeholder_map")
 
 
 def delayed_member(job_id: str, partner: str, attempt: int) -> str:

@@ -200,8 +200,9 @@ class FedgateClient:
         self.waiters: dict[str, asyncio.Future[float]] = {}
 
     async def __aenter__(self) -> FedgateClient:
-        self.redis = aioredis.Redis.from_url(self.settings.redis_url or "", decode_responses=True,
-                                             max_connections=500)
+        pool = aioredis.BlockingConnectionPool.from_url(self.settings.redis_url or "", decode_responses=True,
+                                                        max_connections=500, timeout=60)
+        self.redis = aioredis.Redis(connection_pool=pool)
         store = JobStore(self.redis, load_cipher(self.settings), 3600)
         self.producer = JobProducer(store, self.config, self.settings, make_celery(self.settings))
         self.pubsub = self.redis.pubsub()

@@ -11,6 +11,7 @@ import pytest
 import redis
 
 from gateway_core.embedded_redis import EmbeddedRedis
+from gateway_core.simulator import SimulatorConfig
 from tests.helpers import FleetEnv, free_port, http_ok, wait_for
 
 TEST_CONFIG = Path(__file__).with_name("fleet_config.yaml")
@@ -37,6 +38,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, redis_server: EmbeddedRedis)
     home = tmp_path_factory.mktemp("fedgate-home")
     sim_port, api_port = free_port(), free_port()
     (home / "dev-api-key").write_text("test-key-dev\n")
+    sim_config = home / "simulator.json"  # the demo partners, recording what they receive (for leak tests)
+    sim_config.write_text(SimulatorConfig.demo().model_copy(update={"record_bodies": True}).model_dump_json())
     env = dict(os.environ)
     env.update(
         {
@@ -50,6 +53,9 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, redis_server: EmbeddedRedis)
             "FEDGATE_API_KEY": "test-key-dev",
             "FEDGATE_VISIBILITY_TIMEOUT_S": "10",
             "FEDGATE_MAX_PROMPT_CHARS": "5000",
+            "FEDGATE_SIM_CONFIG": str(sim_config),
+            "FEDGATE_FLOWER_PORT": str(free_port()),
+            "FEDGATE_FLOWER_BASIC_AUTH": "operator:test-flower-password",
         }
     )
     fleet_env = FleetEnv(home, env)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import threading
 import time
 from typing import Any
 
@@ -21,11 +20,9 @@ class AsyncioPool(BasePool):
     stop_grace_s = 30.0
 
     def on_start(self) -> None:
-        self._loop = bridge.new_event_loop()
+        # The process's one I/O loop: worker start-up hooks may already have used it to build the runtime.
+        self._loop = bridge.io_loop()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="fedgate-io-loop", daemon=True)
-        self._thread.start()
-        bridge.install_loop(self._loop)
 
     def on_apply(
         self,
@@ -57,9 +54,7 @@ class AsyncioPool(BasePool):
         self._halt_loop()
 
     def _halt_loop(self) -> None:
-        if self._loop.is_running():
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=5)
+        bridge.stop_io_loop()
 
     def _get_info(self) -> dict[str, Any]:
         info = super()._get_info()

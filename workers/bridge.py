@@ -20,6 +20,7 @@ from greenlet import getcurrent, greenlet
 T = TypeVar("T")
 
 _loop: asyncio.AbstractEventLoop | None = None
+_loop_thread: threading.Thread | None = None
 _loop_lock = threading.Lock()
 
 
@@ -36,20 +37,25 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
         return asyncio.new_event_loop()
 
 
-def install_loop(loop: asyncio.AbstractEventLoop) -> None:
-    global _loop
-    _loop = loop
-
-
 def io_loop() -> asyncio.AbstractEventLoop:
-    """This process's I/O loop: the pool's, or a background thread started on first use."""
-    global _loop
+    """This process's one I/O loop, running in a background thread started on first use."""
+    global _loop, _loop_thread
     with _loop_lock:
         if _loop is None or _loop.is_closed():
             loop = new_event_loop()
-            threading.Thread(target=loop.run_forever, name="fedgate-io-loop", daemon=True).start()
+            _loop_thread = threading.Thread(target=loop.run_forever, name="fedgate-io-loop", daemon=True)
+            _loop_thread.start()
             _loop = loop
         return _loop
+
+
+def stop_io_loop(timeout_s: float = 5.0) -> None:
+    with _loop_lock:
+        loop, thread = _loop, _loop_thread
+    if loop is not None and loop.is_running():
+        loop.call_soon_threadsafe(loop.stop)
+        if thread is not None:
+            thread.join(timeout=timeout_s)
 
 
 async def _await(awaitable: Awaitable[T]) -> T:

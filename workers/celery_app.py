@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from celery import Celery
 
 from gateway_core.settings import Settings, get_settings
@@ -48,7 +50,12 @@ def make_celery(settings: Settings) -> Celery:
         worker_redirect_stdouts=False,
         worker_disable_rate_limits=True,
         task_track_started=True,
+        # After a broker connection loss the unacked messages are redelivered anyway; a run that lost its
+        # claim cannot publish, so the duplicates are harmless. Say so explicitly (Celery 6's default).
+        worker_cancel_long_running_tasks_on_connection_loss=False,
     )
+    # Partner URLs at INFO on every call are noise; errors still surface through job histories.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     return app
 
 

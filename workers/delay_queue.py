@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
+import redis
 import redis.asyncio as aioredis
 from celery import Celery
 
 from gateway_core import keys
-from gateway_core.store import parse_delayed_member
+from gateway_core.store import JobStore, parse_delayed_member
 from workers.enqueue import send_attempt
 
 log = logging.getLogger("fedgate.delay_queue")
@@ -29,6 +31,14 @@ if head[2] then wait_ms = math.max(0, tonumber(head[2]) - now_ms) end
 return {due, wait_ms}
 """
 
+_CLAIM_RETENTION = """
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms, 'LIMIT', 0, tonumber(ARGV[1]))
+if #due > 0 then redis.call('ZREM', KEYS[1], unpack(due)) end
+return due
+"""
+
 LEASE_MS = 30_000
 BATCH = 500
 MAX_IDLE_S = 0.5
@@ -39,6 +49,7 @@ class DelayQueueMover:
         self.redis = client
         self.app = app
         self._claim = client.register_script(_CLAIM_DUE)
+        self._claim_retention = client.register_script(_CLAIM_RETENTION)
 
     async def move_due(self) -> tuple[int, float]:
         """Send every due entry; returns (how many moved, seconds until the next is due or MAX_IDLE_S)."""
@@ -51,14 +62,28 @@ class DelayQueueMover:
         wait_s = MAX_IDLE_S if int(wait_ms) < 0 else min(MAX_IDLE_S, int(wait_ms) / 1000)
         return len(due), wait_s
 
-    async def run_forever(self) -> None:
+    async def drop_expired_payloads(self, store: JobStore) -> int:
+        """Retention: delete the payload of jobs whose partner's retention period has passed."""
+        due = await self._claim_retention(keys=[keys.RETENTION], args=[BATCH])
+        for job_id in due:
+            await store.drop_payload(job_id)
+        return len(due)
+
+    async def run_forever(self, store: JobStore | None = None) -> None:
+        next_sweep = 0.0
         while True:
             try:
+                if store is not None and time.monotonic() >= next_sweep:
+                    await self.drop_expired_payloads(store)
+                    next_sweep = time.monotonic() + 1.0
                 moved, wait_s = await self.move_due()
                 if not moved and wait_s > 0:
                     await self.redis.blpop([keys.DELAYED_WAKE], timeout=max(wait_s, 0.01))
             except asyncio.CancelledError:
                 raise
-            except Exception:  # keep moving after a Redis hiccup; entries stay leased, never lost
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+                log.warning("delay queue mover: store unreachable (%s); retrying", exc.__class__.__name__)
+                await asyncio.sleep(1)
+            except Exception:  # keep moving; claimed entries stay leased and are never lost
                 log.exception("delay queue mover failed; retrying")
                 await asyncio.sleep(1)

@@ -1,18 +1,22 @@
 """One job through the fleet. Each stage is a small function over a RunContext:
 
-claim → (breaker, budget) → call the partner → publish, or route the failure (retry / fallback / dead letter).
+claim → redact for THIS partner's policy → (breaker, budget) → call the partner → restore placeholders and
+publish, or route the failure (retry / fallback — re-redacted from the original for the next partner — /
+dead letter).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 
 from gateway_core.adapters.base import CallRequest, Outcome, PartnerResponse
 from gateway_core.config import PartnerConfig
-from gateway_core.models import Attempt, JobStatus, now
+from gateway_core.models import Attempt, JobStatus, Message, now
 from gateway_core.ratelimit import estimate_tokens
+from gateway_core.redaction import PlaceholderMap, RedactionError
 from gateway_core.routing import decide
 from gateway_core.store import JobRecord
 from workers.runtime import Runtime, runtime
@@ -28,11 +32,16 @@ class RunContext:
     token: str
     partner: PartnerConfig
     attempt: int
+    outgoing: list[Message] = field(default_factory=list)
+    placeholders: PlaceholderMap = field(default_factory=PlaceholderMap)
+    redactions: dict[str, int] = field(default_factory=dict)
 
-    def note(self, outcome: str, error: str, status_code: int | None = None, duration_ms: float = 0.0) -> None:
+    def note(self, outcome: str, error: str | None, status_code: int | None = None, duration_ms: float = 0.0,
+             redactions: dict[str, int] | None = None) -> None:
         self.record.history.append(
             Attempt(partner=self.partner.name, attempt=self.attempt, outcome=outcome,  # type: ignore[arg-type]
-                    status_code=status_code, error=error, started_at=now(), duration_ms=duration_ms)
+                    status_code=status_code, error=error, started_at=now(), duration_ms=duration_ms,
+                    redactions=redactions)
         )
 
 
@@ -49,6 +58,11 @@ async def run_job(job_id: str, partner: str, attempt: int) -> str:
     ctx = RunContext(rt, record, token, rt.config.partners[partner], attempt)
     if claim == "redelivered":
         ctx.note("redelivered", "previous worker stopped before finishing; call repeated")
+    try:
+        _redact(ctx)
+    except RedactionError as exc:  # fail closed: nothing unredacted leaves; this partner cannot take the job
+        ctx.note("fatal", f"redaction failed for {partner}'s policy: {exc}")
+        return await _route_failure(ctx, PartnerResponse(Outcome.FATAL, error="redaction failed"), False)
     probe = False
     if record.reservation != f"{partner}:{attempt}":
         gate = await rt.breakers.allow(partner, ctx.partner.breaker)
@@ -64,13 +78,29 @@ async def run_job(job_id: str, partner: str, attempt: int) -> str:
     response = await _call_partner(ctx)
     await _after_call(ctx, response, probe)
     if response.outcome is Outcome.OK and response.text is not None:
-        published = await rt.store.publish_success(record, token, response.text, response.usage, partner)
+        output = rt.redactors[partner].restore(response.text, ctx.placeholders)
+        published = await rt.store.publish_success(
+            record, token, output, response.usage, partner,
+            placeholder_map=ctx.placeholders.to_json(), retention_s=ctx.partner.policy.retention_s,
+        )
         return "succeeded" if published else "superseded"
     return await _route_failure(ctx, response, False)
 
 
+def _redact(ctx: RunContext) -> None:
+    """Redact the ORIGINAL messages for this partner; placeholders are numbered per job across messages."""
+    redactor = ctx.rt.redactors[ctx.partner.name]
+    salt = ctx.rt.tenant_salt(ctx.record.tenant)
+    counts: Counter[str] = Counter()
+    for message in ctx.record.messages:
+        result = redactor.redact(message.content, ctx.placeholders, salt=salt)
+        counts.update(result.counts)
+        ctx.outgoing.append(Message(role=message.role, content=result.text))
+    ctx.redactions = dict(counts)
+
+
 def _estimate(ctx: RunContext) -> int:
-    chars = sum(len(m.content) for m in ctx.record.messages)
+    chars = sum(len(m.content) for m in ctx.outgoing)
     return estimate_tokens(chars, ctx.record.params.get("max_tokens") or ctx.partner.max_output_tokens)
 
 
@@ -87,16 +117,14 @@ async def _wait_for_budget(ctx: RunContext, wait_s: float) -> str:
 async def _call_partner(ctx: RunContext) -> PartnerResponse:
     adapter = ctx.rt.adapters[ctx.partner.name]
     request = CallRequest(
-        messages=ctx.record.messages,
+        messages=ctx.outgoing,
         max_tokens=ctx.record.params.get("max_tokens"),
         temperature=ctx.record.params.get("temperature"),
     )
     started = time.perf_counter()
     response = await adapter.call(request)
-    ctx.note(response.outcome.value, response.error or "", response.status_code,
-             round((time.perf_counter() - started) * 1000, 3))
-    if not response.error:
-        ctx.record.history[-1] = ctx.record.history[-1].model_copy(update={"error": None})
+    ctx.note(response.outcome.value, response.error, response.status_code,
+             round((time.perf_counter() - started) * 1000, 3), redactions=ctx.redactions)
     return response
 
 
@@ -107,7 +135,7 @@ async def _after_call(ctx: RunContext, response: PartnerResponse, probe: bool) -
     if probe or not healthy:
         await rt.breakers.record(partner.name, partner.breaker, healthy, probe)
     else:
-        rt.in_background(rt.breakers.record(partner.name, partner.breaker, True))  # off the latency path
+        rt.breakers.note_success(partner.name, partner.breaker)
     if response.status_code == 429:
         await rt.budgets.block(partner, response.retry_after_s or 1.0)
     if response.outcome is Outcome.OK:
@@ -129,11 +157,22 @@ async def _route_failure(ctx: RunContext, response: PartnerResponse, breaker_ope
     return decision.action
 
 
+async def dead_letter_internal_error(job_id: str, partner: str, attempt: int, exc: Exception) -> str:
+    """Take over the job's run and dead-letter it with the error class (never its text, which may hold data)."""
+    rt = runtime()
+    claim, token, raw = await rt.store.begin_run(job_id, partner, attempt)
+    if claim not in ("ok", "redelivered"):
+        return claim
+    return await _dead_letter_unreadable(rt, job_id, token, partner, attempt, raw,
+                                         RuntimeError(f"internal error in the worker ({exc.__class__.__name__})"))
+
+
 async def _dead_letter_unreadable(
     rt: Runtime, job_id: str, token: str, partner: str, attempt: int, raw: dict[str, str], exc: Exception
 ) -> str:
     """A poison job (a stored record that cannot be read) leaves the queue at once, with the reason kept."""
-    reason = str(exc) if isinstance(exc, ValueError) else f"malformed record ({exc.__class__.__name__})"
+    readable = isinstance(exc, ValueError | RuntimeError)
+    reason = str(exc) if readable else f"malformed record ({exc.__class__.__name__})"
     record = JobRecord(
         id=job_id, tenant=raw.get("tenant", "?"), partner=partner, requested_partner=partner,
         status=JobStatus.RUNNING, attempt=attempt, created_at=float(raw.get("created_at") or now()),

@@ -16,6 +16,7 @@ from gateway_core.breaker import CircuitBreakers
 from gateway_core.config import GatewayConfig, load_config
 from gateway_core.crypto import load_cipher
 from gateway_core.ratelimit import PartnerBudgets
+from gateway_core.redaction import Redactor
 from gateway_core.settings import Settings, get_settings
 from gateway_core.store import JobStore
 from workers.celery_app import broker_url
@@ -39,6 +40,13 @@ class Runtime:
         return CircuitBreakers(self.redis)
 
     @cached_property
+    def redactors(self) -> dict[str, Redactor]:
+        return {name: Redactor(cfg.policy) for name, cfg in self.config.partners.items()}
+
+    def tenant_salt(self, tenant: str) -> str:
+        return self.store.cipher.derive(f"redaction-salt:{tenant}")
+
+    @cached_property
     def adapters(self) -> dict[str, PartnerAdapter]:
         return {name: adapter_for(cfg, self.http) for name, cfg in self.config.partners.items()}
 
@@ -53,13 +61,16 @@ class Runtime:
 
 
 _runtimes: dict[int, Runtime] = {}
+REDIS_CONNECTIONS = 256
 
 
 def build_runtime(settings: Settings | None = None) -> Runtime:
     settings = settings or get_settings()
     config = load_config(settings.config, home=settings.home_dir())
+    # Commands take well under a millisecond, so a few dozen connections serve thousands of calls in flight;
+    # a connection per call would cost seconds of connects when a worker starts with a full prefetch.
     pool = aioredis.BlockingConnectionPool.from_url(
-        broker_url(settings), decode_responses=True, max_connections=settings.worker_concurrency + 50, timeout=30
+        broker_url(settings), decode_responses=True, max_connections=REDIS_CONNECTIONS, timeout=30
     )
     client = aioredis.Redis(connection_pool=pool)
     store = JobStore(client, load_cipher(settings), settings.job_ttl_s)

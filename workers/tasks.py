@@ -3,25 +3,71 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
-from celery.signals import worker_ready
+import redis
+from celery.exceptions import Reject
+from celery.signals import worker_init, worker_ready
 
+from gateway_core.redaction import PlaceholderMap
 from workers import pipeline
 from workers.bridge import await_, io_loop
 from workers.celery_app import RUN_JOB_TASK, app
 from workers.delay_queue import DelayQueueMover
 from workers.runtime import runtime
 
+log = logging.getLogger("fedgate.worker")
+
+# The job store or broker is unreachable: the job is not lost, it goes back to the queue (or, if even that
+# cannot be written, stays unacked and returns after the visibility timeout).
+INFRASTRUCTURE_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+
 
 @app.task(name=RUN_JOB_TASK, acks_late=True, ignore_result=True)
 def run_job(job_id: str, partner: str, attempt: int) -> str:
-    return await_(pipeline.run_job(job_id, partner, attempt))
+    try:
+        return await_(pipeline.run_job(job_id, partner, attempt))
+    except INFRASTRUCTURE_ERRORS as exc:
+        log.warning("job %s attempt %s: store unreachable (%s); requeued", job_id, attempt, exc.__class__.__name__)
+        raise Reject(exc.__class__.__name__, requeue=True) from None
+    except Exception as exc:
+        # A bug, not the partner: the job must not sit in 'running' forever. Dead-letter it with the reason.
+        log.exception("job %s attempt %s failed inside the worker; dead-lettering it", job_id, attempt)
+        try:
+            return await_(pipeline.dead_letter_internal_error(job_id, partner, attempt, exc))
+        except INFRASTRUCTURE_ERRORS:
+            raise Reject("store unreachable while dead-lettering", requeue=True) from None
 
 
 @worker_ready.connect
-def _start_delay_queue_mover(**_: object) -> None:
+def _start_background_work(**_: object) -> None:
     asyncio.run_coroutine_threadsafe(_run_mover(), io_loop())
+    asyncio.run_coroutine_threadsafe(_flush_breaker_counts(), io_loop())
+
+
+@worker_init.connect
+def _warm_up(**_: object) -> None:
+    """Build the runtime (config, redactors, adapters) before the first job, not in its critical path."""
+    asyncio.run_coroutine_threadsafe(_build(), io_loop()).result(timeout=120)
+
+
+async def _build() -> None:
+    rt = runtime()
+    for partner in rt.config.partners:
+        rt.redactors[partner].redact("warm-up a@b.co", PlaceholderMap())
+    _ = rt.adapters
 
 
 async def _run_mover() -> None:
-    await DelayQueueMover(runtime().redis, app).run_forever()
+    rt = runtime()
+    await DelayQueueMover(rt.redis, app).run_forever(rt.store)
+
+
+async def _flush_breaker_counts() -> None:
+    breakers = runtime().breakers
+    while True:
+        await asyncio.sleep(0.25)
+        try:
+            await breakers.flush_successes()
+        except Exception:  # a Redis hiccup loses a few success counts, which only dilute failure rates
+            log.warning("could not write breaker success counts")

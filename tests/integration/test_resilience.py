@@ -82,6 +82,7 @@ def test_partner_429_is_retried_after_its_retry_after(api: httpx.Client, sim: ht
 def test_breaker_opens_and_jobs_go_straight_to_the_fallback(api: httpx.Client, sim: httpx.Client, worker: Proc,
                                                              redis_server: EmbeddedRedis) -> None:
     client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    client.delete("fg:breaker:sim-openai", "fg:breaker:sim-openai:slots")  # earlier tests' calls are history
     sim.put("/_sim/partners/sim-openai", json={"error_rate": 1, "error_status": 503})
     try:
         first = [finish(api, submit(api, "sim-openai", f"outage {i}")) for i in range(3)]

@@ -1,0 +1,56 @@
+"""What every route needs: the process's services, the calling tenant, and the error shape."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import redis.asyncio as aioredis
+from fastapi import Depends, Header, Request
+
+from gateway_api.completion import CompletionListener
+from gateway_core.config import GatewayConfig, TenantConfig
+from gateway_core.settings import Settings
+from gateway_core.store import JobStore
+from workers.producer import JobProducer
+
+
+class ApiError(Exception):
+    def __init__(self, status_code: int, message: str, code: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = message
+        self.code = code
+        self.param = param
+
+
+def error_body(message: str, code: str, param: str | None = None) -> dict[str, Any]:
+    """OpenAI-style error shape, so SDK clients show the message."""
+    return {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}}
+
+
+@dataclass
+class Services:
+    settings: Settings
+    config: GatewayConfig
+    redis: aioredis.Redis
+    store: JobStore
+    producer: JobProducer
+    completions: CompletionListener
+
+
+def services(request: Request) -> Services:
+    return request.app.state.services  # type: ignore[no-any-return]
+
+
+def tenant(request: Request, authorization: Annotated[str | None, Header()] = None) -> TenantConfig:
+    svc = services(request)
+    if not authorization or not authorization.lower().startswith("bearer "):
+        raise ApiError(401, "missing API key: send 'Authorization: Bearer <your tenant key>'", "missing_api_key")
+    found = svc.config.tenant_for_key(authorization[7:].strip())
+    if found is None:
+        raise ApiError(401, "invalid API key: check the key your operator issued", "invalid_api_key")
+    return found
+
+
+Tenant = Annotated[TenantConfig, Depends(tenant)]

@@ -1,0 +1,129 @@
+"""Issue 3: PII never reaches a partner that may not see it, nor Redis, logs or Flower; it comes back for the app."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import redis
+
+from gateway_core.embedded_redis import EmbeddedRedis
+from tests.helpers import FleetEnv, Proc, http_ok, wait_for
+
+FLOWER_AUTH = ("operator", "test-flower-password")
+TERMINAL = {"succeeded", "failed", "dead_lettered", "cancelled"}
+PII = {
+    "EMAIL_ADDRESS": "leaky.alice@example.org",
+    "PHONE_NUMBER": "+1 415-555-2671",
+    "CREDIT_CARD": "4111 1111 1111 1111",
+    "IBAN_CODE": "DE89 3704 0044 0532 0130 00",
+    "IP_ADDRESS": "203.0.113.77",
+    "US_SSN": "536-90-4399",
+}
+PROMPT = (
+    f"Customer {PII['EMAIL_ADDRESS']} (phone {PII['PHONE_NUMBER']}) paid with {PII['CREDIT_CARD']} "
+    f"from IBAN {PII['IBAN_CODE']}, login from {PII['IP_ADDRESS']}, SSN {PII['US_SSN']}. "
+    f"Reply to {PII['EMAIL_ADDRESS']}."
+)
+
+
+@pytest.fixture(scope="module")
+def fleet_with_flower(fleet: FleetEnv) -> Iterator[tuple[Proc, str]]:
+    worker = fleet.start_worker("sim-openai,sim-anthropic")
+    flower = fleet.spawn("flower", "flower")
+    url = f"http://127.0.0.1:{fleet.env['FEDGATE_FLOWER_PORT']}"
+    wait_for(lambda: http_ok(f"{url}/healthcheck"), 60, what="flower")
+    # Flower shows a task once the worker's events reach it; wait for its API to answer with basic auth.
+    wait_for(lambda: httpx.get(f"{url}/api/workers", auth=FLOWER_AUTH, timeout=5).status_code == 200, 60,
+             what="flower api")
+    yield worker, url
+    flower.stop()
+    worker.stop()
+
+
+def finish(api: httpx.Client, job_id: str) -> dict:
+    return wait_for(
+        lambda: (j := api.get(f"/v1/jobs/{job_id}", params={"wait": 10}).json())["status"] in TERMINAL and j,
+        timeout=90, what=f"job {job_id} to finish",
+    )
+
+
+def submit(api: httpx.Client, partner: str) -> str:
+    response = api.post("/v1/jobs", json={"partner": partner, "prompt": PROMPT})
+    assert response.status_code == 202, response.text
+    return str(response.json()["id"])
+
+
+def everything_in_redis(client: redis.Redis) -> str:
+    parts: list[str] = []
+    for key in client.scan_iter(count=1000):
+        kind = client.type(key)
+        if kind == "string":
+            parts.append(str(client.get(key)))
+        elif kind == "hash":
+            parts.append(json.dumps(client.hgetall(key)))
+        elif kind == "list":
+            parts.append(json.dumps(client.lrange(key, 0, -1)))
+        elif kind == "zset":
+            parts.append(json.dumps(client.zrange(key, 0, -1)))
+        elif kind == "set":
+            parts.append(json.dumps(sorted(client.smembers(key))))
+        parts.append(key)
+    return "\n".join(parts)
+
+
+def leaks(text: str) -> list[str]:
+    found = [name for name, value in PII.items() if value in text]
+    # Also catch a card or IBAN written without its separators.
+    found += [name for name in ("CREDIT_CARD", "IBAN_CODE") if PII[name].replace(" ", "") in text.replace(" ", "")]
+    return sorted(set(found))
+
+
+def test_pii_never_leaves_in_clear_on_any_path(api: httpx.Client, sim: httpx.Client, fleet: FleetEnv,
+                                               fleet_with_flower: tuple[Proc, str],
+                                               redis_server: EmbeddedRedis) -> None:
+    _, flower_url = fleet_with_flower
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    jobs: dict[str, dict] = {}
+    try:
+        jobs["success"] = finish(api, submit(api, "sim-openai"))
+        sim.put("/_sim/partners/sim-openai", json={"error_rate": 1, "error_status": 503})
+        jobs["retry_then_fallback"] = finish(api, submit(api, "sim-openai"))
+        sim.put("/_sim/partners/sim-anthropic", json={"error_rate": 1, "error_status": 400})
+        jobs["dead_letter"] = finish(api, submit(api, "sim-openai"))
+    finally:
+        sim.put("/_sim/partners/sim-openai", json={"error_rate": 0})
+        sim.put("/_sim/partners/sim-anthropic", json={"error_rate": 0})
+        client.delete("fg:breaker:sim-openai", "fg:breaker:sim-openai:slots")
+
+    success, fallback, dead = jobs["success"], jobs["retry_then_fallback"], jobs["dead_letter"]
+    assert success["status"] == "succeeded" and fallback["status"] == "succeeded"
+    assert fallback["answered_by"] == "sim-anthropic"
+    assert dead["status"] == "dead_lettered"
+    # The app gets its data back: placeholders in the partner's echo are restored.
+    assert success["output"] == f"Simulated reply from sim-openai: {PROMPT}"
+    assert fallback["output"] == f"Simulated reply from sim-anthropic: {PROMPT}"
+    # Audit: types and counts per partner, never values.
+    assert success["redaction_audit"]["sim-openai"]["EMAIL_ADDRESS"] == 2
+    assert set(success["redaction_audit"]["sim-openai"]) == set(PII)
+    assert set(fallback["redaction_audit"]) == {"sim-openai", "sim-anthropic"}
+
+    # What the partners received: placeholders, not values; the repeated email got the same placeholder.
+    received = sim.get("/_sim/requests/sim-openai").json()["bodies"] + sim.get(
+        "/_sim/requests/sim-anthropic").json()["bodies"]
+    assert received
+    assert leaks("\n".join(received)) == []
+    assert all(body.count("<EMAIL_ADDRESS_1>") == 2 for body in received if "Customer" in body)
+
+    # Nowhere at rest or in transit: every Redis key (queues, unacked, job store, dead letters), logs, Flower.
+    assert leaks(everything_in_redis(client)) == []
+    logs = "\n".join(path.read_text(errors="replace") for path in fleet.home.glob("*.log"))
+    assert leaks(logs) == []
+    flower_tasks = wait_for(
+        lambda: (text := httpx.get(f"{flower_url}/api/tasks", auth=FLOWER_AUTH, timeout=10).text)
+        and dead["id"] in text and text, 30, what="flower to list the jobs' tasks")
+    assert "fedgate.run_job" in flower_tasks
+    assert leaks(flower_tasks) == []
+    assert leaks(json.dumps(api.get(f"/v1/jobs/{dead['id']}").json())) == []  # the dead letter shows no prompt
