@@ -61,7 +61,7 @@ class Runtime:
 
 
 _runtimes: dict[int, Runtime] = {}
-REDIS_CONNECTIONS = 256
+REDIS_CONNECTIONS = 64
 
 
 def build_runtime(settings: Settings | None = None) -> Runtime:
