@@ -475,6 +475,13 @@ async def _failover_run(fleet: BenchFleet, n: int) -> dict[str, Any]:
     }
 
 
+def bench_redaction(quick: bool) -> dict[str, Any]:
+    """Our redactor vs stock Presidio on the same ~1 KB prompts in this process, plus recall per entity type."""
+    from gateway_core.redaction.bench import run_redaction_bench
+
+    return run_redaction_bench(n_prompts=100 if quick else 300)
+
+
 TARGETS = {
     "roundtrip_ratio": ("<=", 2.0),
     "throughput_ratio": (">=", 0.5),
@@ -485,6 +492,7 @@ TARGETS = {
     "utilization": (">=", 0.97),
     "success_rate": (">=", 1.0),
     "added_latency_p50_ms": ("<=", 50),
+    "redaction_p50_ms": ("<=", 2.0),
 }
 
 
@@ -516,9 +524,11 @@ def main() -> None:
     parser.add_argument("--ratelimit", action="store_true", help="distributed rate limits (issue 4)")
     parser.add_argument("--failover", action="store_true", help="breaker and fallback (issue 4)")
     parser.add_argument("--core", action="store_true", help="round trip, throughput, in flight (default)")
+    parser.add_argument("--redaction", action="store_true", help="redaction speed and recall vs stock Presidio")
     args = parser.parse_args()
-    chosen = [name for name in ("core", "ratelimit", "failover") if getattr(args, name)] or ["core"]
-    runners = {"core": bench_core, "ratelimit": bench_ratelimit, "failover": bench_failover}
+    chosen = [name for name in ("core", "ratelimit", "failover", "redaction") if getattr(args, name)] or ["core"]
+    runners = {"core": bench_core, "ratelimit": bench_ratelimit, "failover": bench_failover,
+               "redaction": bench_redaction}
     results: dict[str, Any] = {}
     for name in chosen:
         results.update(runners[name](args.quick))
