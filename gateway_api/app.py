@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Annotated
@@ -15,8 +14,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from gateway_api.completion import CompletionListener
-from gateway_api.deps import ApiError, Services, Tenant, error_body, services
+from gateway_api.deps import ApiError, Services, Tenant, error_body, services, wait_for_job
 from gateway_api.dlq_routes import install as install_dead_letter_routes
+from gateway_api.openai_compat import install as install_openai_routes
 from gateway_core.config import load_config
 from gateway_core.crypto import load_cipher
 from gateway_core.errors import FedgateError, SubmissionError
@@ -81,25 +81,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         wait: Annotated[float, Query(ge=0, description="Seconds to long-poll for a finished job")] = 0,
     ) -> JobView:
         svc = services(request)
-        wait = min(wait, svc.settings.max_wait_s)
-        event = svc.completions.register(job_id) if wait > 0 else None
-        try:
-            record = await svc.store.get(job_id)
-            if record is None or record.tenant != who.name:
-                raise ApiError(404, f"no job {job_id!r} for this tenant", "job_not_found", "job_id")
-            if event is not None and not record.status.terminal:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(event.wait(), timeout=wait)
-                record = await svc.store.get(job_id) or record
-                sealed = svc.completions.sealed_outputs.get(job_id)
-                if sealed and record.output is None:
-                    record.output = svc.store.cipher.decrypt(sealed.encode())
-        finally:
-            if event is not None:
-                svc.completions.unregister(job_id, event)
+        record = await wait_for_job(svc, job_id, min(wait, svc.settings.max_wait_s))
+        if record is None or record.tenant != who.name:
+            raise ApiError(404, f"no job {job_id!r} for this tenant", "job_not_found", "job_id")
         return record.view()
 
     install_dead_letter_routes(app)
+    install_openai_routes(app)
+    from gateway_api.contract_routes import install as install_contracts; install_contracts(app)  # noqa
     return app
 
 

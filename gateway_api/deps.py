@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -11,7 +13,7 @@ from fastapi import Depends, Header, Request
 from gateway_api.completion import CompletionListener
 from gateway_core.config import GatewayConfig, TenantConfig
 from gateway_core.settings import Settings
-from gateway_core.store import JobStore
+from gateway_core.store import JobRecord, JobStore
 from workers.producer import JobProducer
 
 
@@ -54,3 +56,22 @@ def tenant(request: Request, authorization: Annotated[str | None, Header()] = No
 
 
 Tenant = Annotated[TenantConfig, Depends(tenant)]
+
+
+async def wait_for_job(svc: Services, job_id: str, wait_s: float) -> JobRecord | None:
+    """The job, once it is finished or `wait_s` has passed (0: at once). Wakes on the completion channel."""
+    event = svc.completions.register(job_id) if wait_s > 0 else None
+    try:
+        record = await svc.store.get(job_id)
+        if record is None or event is None or record.status.terminal:
+            return record
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout=wait_s)
+        record = await svc.store.get(job_id) or record
+        sealed = svc.completions.sealed_outputs.get(job_id)
+        if sealed and record.output is None:  # retention 0: the output only travelled in the message
+            record.output = svc.store.cipher.decrypt(sealed.encode())
+        return record
+    finally:
+        if event is not None:
+            svc.completions.unregister(job_id, event)

@@ -91,6 +91,7 @@ class TenantConfig(_Strict):
 class GatewayConfig(_Strict):
     partners: dict[str, PartnerConfig]
     tenants: dict[str, TenantConfig]
+    routes: dict[str, str] = Field(default_factory=dict, description="Model names (OpenAI API) -> partner")
     source: str = "<memory>"
 
     @model_validator(mode="after")
@@ -103,6 +104,9 @@ class GatewayConfig(_Strict):
                     raise ValueError(f"partners.{name}.fallback names unknown partner {target!r}")
         for name in self.partners:
             _refuse_fallback_cycle(name, self.partners)
+        for route, target in self.routes.items():
+            if target not in self.partners:
+                raise ValueError(f"routes.{route} names unknown partner {target!r}")
         for tname, tenant in self.tenants.items():
             for pname in tenant.partners or []:
                 if pname not in self.partners:

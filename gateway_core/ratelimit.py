@@ -1,10 +1,12 @@
 """Distributed partner budgets: token buckets in Redis, shared by every worker on every host.
 
-Each call reserves from the partner's requests/min and tokens/min buckets in one atomic Lua script with
-Redis TIME as the clock. A bucket may go into debt: the reply says how long until the reservation is
-covered, and the job waits that long in the delay queue (not in a worker), then calls without asking
-again. Reservations are handed out in arrival order, so waiting jobs resume in order and the partner sees
-an evenly paced stream at its limit, never above it.
+Two steps, each one atomic Lua script with Redis TIME as the clock:
+- reserve: a job takes its place in line in the partner's requests/min and tokens/min buckets. A bucket may go
+  into debt; the reply says how long until the reservation is covered, and the job waits that long in the delay
+  queue (not in a worker). Reservations are handed out in arrival order, so waiting jobs resume in order.
+- admit: right before the call, a second pair of buckets that never goes into debt checks the actual send.
+  Jobs that come back late (a slow host, a busy loop) would otherwise call in a bunch; admission spreads them
+  out again, so the partner never sees more than its rate plus a half-second burst.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
 
 from gateway_core import keys
 from gateway_core.config import PartnerConfig
@@ -47,6 +50,37 @@ end
 return math.floor(wait * 1000000)
 """
 
+# KEYS: admission buckets. ARGV: per bucket (rate per second, capacity, cost). All or nothing, never in debt.
+# Returns 0 when admitted (and deducted), else microseconds to wait.
+_ADMIT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local wait = 0
+local levels = {}
+for i, key in ipairs(KEYS) do
+  local rate = tonumber(ARGV[3 * i - 2])
+  local capacity = tonumber(ARGV[3 * i - 1])
+  local cost = math.min(tonumber(ARGV[3 * i]), capacity)
+  local state = redis.call('HMGET', key, 'level', 'at')
+  local level = tonumber(state[1]) or capacity
+  local at = tonumber(state[2]) or now
+  if now > at then
+    level = math.min(capacity, level + (now - at) * rate)
+    at = now
+  else
+    wait = math.max(wait, at - now)
+  end
+  if level < cost then wait = math.max(wait, (cost - level) / rate) end
+  levels[i] = {level - cost, at}
+end
+if wait > 0 then return math.max(1, math.floor(wait * 1000000)) end
+for i, key in ipairs(KEYS) do
+  redis.call('HSET', key, 'level', tostring(levels[i][1]), 'at', tostring(levels[i][2]))
+  redis.call('EXPIRE', key, 3600)
+end
+return 0
+"""
+
 # Give back (positive) or take more (negative) tokens after the partner reports real usage.
 _ADJUST = """
 local level = tonumber(redis.call('HGET', KEYS[1], 'level'))
@@ -70,6 +104,7 @@ return 1
 """
 
 BURST_SECONDS = 0.5
+ADMISSION_SUFFIX = ":admit"
 
 
 @dataclass(frozen=True)
@@ -102,9 +137,17 @@ class PartnerBudgets:
         self._reserve = client.register_script(_RESERVE)
         self._adjust = client.register_script(_ADJUST)
         self._block = client.register_script(_BLOCK)
+        self._admit = client.register_script(_ADMIT)
 
     async def reserve(self, partner: PartnerConfig, estimated_tokens: int) -> float:
         """Reserve one request and the estimated tokens; returns seconds until the reservation is covered."""
+        return await self._run(self._reserve, partner, estimated_tokens, "")
+
+    async def admit(self, partner: PartnerConfig, estimated_tokens: int) -> float:
+        """Admit the call now (0.0), or say how many seconds until it may go; nothing is taken then."""
+        return await self._run(self._admit, partner, estimated_tokens, ADMISSION_SUFFIX)
+
+    async def _run(self, script: AsyncScript, partner: PartnerConfig, estimated_tokens: int, suffix: str) -> float:
         requests, tokens = bucket_specs(partner)
         specs = [(s, c) for s, c in ((requests, 1.0), (tokens, float(estimated_tokens))) if s is not None]
         if not specs:
@@ -112,7 +155,7 @@ class PartnerBudgets:
         args: list[float] = []
         for spec, cost in specs:
             args += [spec.rate_per_s, spec.capacity, cost]
-        wait_us = await self._reserve(keys=[s.key for s, _ in specs], args=args)
+        wait_us = await script(keys=[s.key + suffix for s, _ in specs], args=args)
         return int(wait_us) / 1_000_000
 
     async def reconcile(self, partner: PartnerConfig, estimated_tokens: int, actual_tokens: int) -> None:
@@ -124,6 +167,7 @@ class PartnerBudgets:
         for spec in bucket_specs(partner):
             if spec is not None:
                 await self._block(keys=[spec.key], args=[seconds])
+                await self._block(keys=[spec.key + ADMISSION_SUFFIX], args=[seconds])
 
     async def level(self, partner: PartnerConfig) -> dict[str, float]:
         out: dict[str, float] = {}

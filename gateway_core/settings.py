@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     job_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
     max_prompt_chars: int = Field(default=200_000, ge=1)
     max_wait_s: float = Field(default=60.0, ge=0, description="Longest long-poll a client may ask for")
+    chat_timeout_s: float = Field(default=120.0, gt=0, description="How long /v1/chat/completions waits for its job")
     delay_poll_interval_s: float = Field(default=0.05, gt=0)
 
     def home_dir(self) -> Path:

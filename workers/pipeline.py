@@ -23,6 +23,8 @@ from workers.runtime import Runtime, runtime
 
 # A budget wait shorter than this is slept through in place; longer ones free the slot via the delay queue.
 INLINE_WAIT_S = 0.05
+ADMIT_INLINE_WAIT_S = 0.25
+ADMIT_TRIES = 8
 
 
 @dataclass
@@ -75,6 +77,9 @@ async def run_job(job_id: str, partner: str, attempt: int) -> str:
             return await _wait_for_budget(ctx, wait_s)
         if wait_s > 0:
             await asyncio.sleep(wait_s)
+    wait_s = await _admit(ctx)
+    if wait_s > 0:
+        return await _wait_for_budget(ctx, wait_s)
     response = await _call_partner(ctx)
     await _after_call(ctx, response, probe)
     if response.outcome is Outcome.OK and response.text is not None:
@@ -102,6 +107,16 @@ def _redact(ctx: RunContext) -> None:
 def _estimate(ctx: RunContext) -> int:
     chars = sum(len(m.content) for m in ctx.outgoing)
     return estimate_tokens(chars, ctx.record.params.get("max_tokens") or ctx.partner.max_output_tokens)
+
+
+async def _admit(ctx: RunContext) -> float:
+    """Admission right before the call; short waits are slept through, a long one is returned."""
+    for _ in range(ADMIT_TRIES):
+        wait_s = await ctx.rt.budgets.admit(ctx.partner, _estimate(ctx))
+        if wait_s == 0 or wait_s > ADMIT_INLINE_WAIT_S:
+            return wait_s
+        await asyncio.sleep(wait_s)
+    return ADMIT_INLINE_WAIT_S
 
 
 async def _wait_for_budget(ctx: RunContext, wait_s: float) -> str:

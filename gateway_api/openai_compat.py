@@ -1,0 +1,140 @@
+"""OpenAI-compatible front door: apps using the official `openai` SDK change only base_url and api key.
+
+`POST /v1/chat/completions` (non-streaming) turns the request into an ordinary job (redacted, budgeted,
+retried, failed over, visible at /v1/jobs/{id}), waits for it, and answers in OpenAI's response and error
+shapes. `model` names a partner, or a route from the config.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway_api.deps import ApiError, Tenant, services, wait_for_job
+from gateway_core.errors import SubmissionError
+from gateway_core.models import JobStatus, JobSubmission, Message
+
+router = APIRouter(tags=["openai-compatible"])
+
+
+class TextPart(BaseModel):
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart]
+
+    def as_message(self) -> Message:
+        text = self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+        return Message(role="system" if self.role == "developer" else self.role, content=text)
+
+
+class ChatCompletionRequest(BaseModel):
+    """The fields fedgate uses; other OpenAI fields are accepted and ignored."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(description="A partner name or a route from the config")
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    n: int = Field(default=1, ge=1, le=1, description="Only 1 is supported")
+    stream: bool = False
+    metadata: dict[str, str] | None = None
+
+
+def _partner_for(model: str, request: Request) -> str:
+    config = services(request).config
+    return config.routes.get(model, model)
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(body: ChatCompletionRequest, request: Request, who: Tenant) -> JSONResponse:
+    if body.stream:
+        raise ApiError(400, "stream=true is not supported by this gateway yet: send stream=false", "unsupported",
+                       "stream")
+    svc = services(request)
+    partner = _partner_for(body.model, request)
+    if partner not in svc.config.partners:
+        known = ", ".join(sorted([*svc.config.partners, *svc.config.routes]))
+        raise ApiError(404, f"the model {body.model!r} does not exist here: use one of {known}", "model_not_found",
+                       "model")
+    submission = JobSubmission(
+        partner=partner,
+        messages=[m.as_message() for m in body.messages],
+        max_tokens=body.max_completion_tokens or body.max_tokens,
+        temperature=body.temperature,
+        metadata=dict(body.metadata or {}),
+    )
+    try:
+        accepted = await svc.producer.submit(who, submission)
+    except SubmissionError as exc:
+        raise ApiError(exc.status_code, str(exc), exc.code) from None
+    record = await wait_for_job(svc, accepted.id, svc.settings.chat_timeout_s)
+    headers = {"x-fedgate-job-id": accepted.id}
+    if record is None or not record.status.terminal:
+        return JSONResponse(
+            _error(f"the job {accepted.id} is still running after {svc.settings.chat_timeout_s:g}s; "
+                   f"poll GET /v1/jobs/{accepted.id}", "timeout"),
+            status_code=504, headers=headers,
+        )
+    if record.status is not JobStatus.SUCCEEDED or record.output is None:
+        return JSONResponse(
+            _error(f"job {record.id} {record.status.value}: {record.error or 'no output'}", "partner_failed",
+                   kind="api_error"),
+            status_code=502, headers=headers,
+        )
+    usage = record.usage
+    prompt_tokens = usage.prompt_tokens if usage else 0
+    completion_tokens = usage.completion_tokens if usage else 0
+    return JSONResponse(
+        {
+            "id": f"chatcmpl-{record.id}",
+            "object": "chat.completion",
+            "created": int(record.created_at),
+            "model": body.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": record.output, "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+            "system_fingerprint": f"fedgate-{record.answered_by}",
+        },
+        headers=headers,
+    )
+
+
+@router.get("/v1/models")
+async def list_models(request: Request, who: Tenant) -> dict[str, Any]:
+    config = services(request).config
+    allowed = who.partners
+    names = [p for p in config.partners if allowed is None or p in allowed]
+    names += [r for r, p in config.routes.items() if allowed is None or p in allowed]
+    now = int(time.time())
+    return {"object": "list", "data": [{"id": n, "object": "model", "created": now, "owned_by": "fedgate"}
+                                       for n in names]}
+
+
+def _error(message: str, code: str, kind: str = "invalid_request_error") -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+
+
+def install(app: FastAPI) -> None:
+    app.include_router(router)
