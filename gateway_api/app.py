@@ -14,10 +14,12 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from gateway_api.completion import CompletionListener
+from gateway_api.contract_routes import install as install_contract_routes
 from gateway_api.deps import ApiError, Services, Tenant, error_body, services, wait_for_job
 from gateway_api.dlq_routes import install as install_dead_letter_routes
 from gateway_api.openai_compat import install as install_openai_routes
 from gateway_core.config import load_config
+from gateway_core.contracts import ContractRegistry
 from gateway_core.crypto import load_cipher
 from gateway_core.errors import FedgateError, SubmissionError
 from gateway_core.models import JobStatus, JobSubmission, JobView
@@ -42,7 +44,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         config = load_config(settings.config, home=settings.home_dir())
         client = aioredis.Redis.from_url(broker_url(settings), decode_responses=True)
         store = JobStore(client, load_cipher(settings), settings.job_ttl_s)
-        producer = JobProducer(store, config, settings, make_celery(settings))
+        producer = JobProducer(store, config, settings, make_celery(settings), ContractRegistry(client))
+        await producer.contracts.sync_models()
         completions = CompletionListener(client)
         await completions.start()
         app.state.services = Services(settings, config, client, store, producer, completions)
@@ -88,7 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     install_dead_letter_routes(app)
     install_openai_routes(app)
-    from gateway_api.contract_routes import install as install_contracts; install_contracts(app)  # noqa
+    install_contract_routes(app)
     return app
 
 

@@ -315,9 +315,11 @@ def simulate(
     serve(host or settings.simulator_host, port or settings.simulator_port, SimulatorConfig.from_env())
 
 
-from gateway_api.cli_dlq import dlq_app  # noqa: E402  (it uses the helpers above)
+from gateway_api.cli_contracts import contracts_app  # noqa: E402  (these use the helpers above)
+from gateway_api.cli_dlq import dlq_app  # noqa: E402
 
 cli.add_typer(dlq_app, name="dlq", help="Inspect, replay and purge dead letters (admin API key).")
+cli.add_typer(contracts_app, name="contracts", help="Add, list and show output contracts (admin API key).")
 
 
 def main() -> None:

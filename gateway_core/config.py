@@ -53,6 +53,7 @@ class PartnerConfig(_Strict):
     api_key_env: str | None = None
     timeout_s: float = Field(default=60.0, gt=0, le=600)
     max_output_tokens: int = Field(default=1024, ge=1)
+    contract_repairs: int = Field(default=1, ge=0, le=3, description="Repair calls after an off-contract answer")
     retry: RetryPolicy = RetryPolicy()
     limits: RateLimits = RateLimits()
     breaker: BreakerPolicy = BreakerPolicy()

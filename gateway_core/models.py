@@ -87,6 +87,9 @@ class JobSubmission(BaseModel):
     max_tokens: int | None = Field(default=None, ge=1, le=100_000)
     temperature: float | None = Field(default=None, ge=0, le=2)
     metadata: dict[str, str] = Field(default_factory=dict, max_length=16)
+    contract: str | None = Field(
+        default=None, description="Registered output contract the result must conform to: 'name' or 'name@version'"
+    )
 
     def conversation(self) -> list[Message]:
         if self.messages:
@@ -127,6 +130,8 @@ class JobView(BaseModel):
     answered_by: str | None = None
     attempts: int
     output: str | None = None
+    parsed: Any = Field(default=None, description="The output parsed and validated against the job's contract")
+    contract: str | None = None
     usage: Usage | None = None
     error: str | None = None
     history: list[Attempt] = Field(default_factory=list)

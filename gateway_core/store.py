@@ -75,6 +75,7 @@ class JobRecord:
     metadata: dict[str, str] = field(default_factory=dict)
     history: list[Attempt] = field(default_factory=list)
     output: str | None = None
+    parsed: Any = None
     usage: Usage | None = None
     error: str | None = None
     answered_by: str | None = None
@@ -101,6 +102,8 @@ class JobRecord:
             answered_by=self.answered_by,
             attempts=len([a for a in self.history if a.outcome != "redelivered"]),
             output=self.output,
+            parsed=self.parsed,
+            contract=self.params.get("contract"),
             usage=self.usage,
             error=self.error,
             history=self.history,
@@ -182,6 +185,8 @@ class JobStore:
             record.messages = [Message.model_validate(m) for m in decoded]
         if raw.get("output"):
             record.output = self.cipher.decrypt(raw["output"].encode())
+        if raw.get("parsed"):
+            record.parsed = json.loads(self.cipher.decrypt(raw["parsed"].encode()))
         return record
 
     async def begin_run(self, job_id: str, partner: str, attempt: int) -> tuple[str, str, dict[str, str]]:
@@ -239,11 +244,12 @@ class JobStore:
         *,
         placeholder_map: str | None = None,
         retention_s: int | None = None,
+        parsed: Any = None,
     ) -> bool:
         """Publish the result. With retention 0 the payload is deleted now and the encrypted output travels only
         in the completion message, to waiting long-pollers; with N > 0 it is deleted N seconds from now."""
         sealed_output = self.cipher.encrypt(output).decode()
-        fields = {
+        fields: dict[str, str] = {
             "usage": usage.model_dump_json(),
             "answered_by": answered_by,
             "finished_at": repr(now()),
@@ -255,6 +261,8 @@ class JobStore:
                 done_message=f"{record.id}|{sealed_output}", delete_fields=PAYLOAD_FIELDS,
             )
         fields["output"] = sealed_output
+        if parsed is not None:
+            fields["parsed"] = self.cipher.encrypt(json.dumps(parsed)).decode()
         if placeholder_map is not None:
             fields["placeholder_map"] = self.cipher.encrypt(placeholder_map).decode()
         retention_ms = None if retention_s is None else retention_s * 1000
@@ -283,7 +291,7 @@ class JobStore:
         return await self._settle(record, token, fields, next_member=member, delay_ms=int(delay_s * 1000))
 
 
-PAYLOAD_FIELDS = ("messages", "output", "placeholder_map")
+PAYLOAD_FIELDS = ("messages", "output", "parsed", "placeholder_map")
 
 
 def delayed_member(job_id: str, partner: str, attempt: int) -> str:

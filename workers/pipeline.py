@@ -1,8 +1,8 @@
 """One job through the fleet. Each stage is a small function over a RunContext:
 
-claim → redact for THIS partner's policy → (breaker, budget) → call the partner → restore placeholders and
-publish, or route the failure (retry / fallback — re-redacted from the original for the next partner — /
-dead letter).
+claim → redact for THIS partner's policy → (breaker, budget) → call the partner → check the output contract
+(one repair call where configured) → restore placeholders and publish, or route the failure (retry / fallback —
+re-redacted from the original for the next partner — / dead letter).
 """
 
 from __future__ import annotations
@@ -10,10 +10,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from gateway_core.adapters.base import CallRequest, Outcome, PartnerResponse
+from gateway_core.adapters.base import CallRequest, Outcome, OutputSchema, PartnerResponse
 from gateway_core.config import PartnerConfig
+from gateway_core.contracts import ContractVersion, parse_lenient, validation_errors
 from gateway_core.models import Attempt, JobStatus, Message, now
 from gateway_core.ratelimit import estimate_tokens
 from gateway_core.redaction import PlaceholderMap, RedactionError
@@ -35,14 +38,15 @@ class RunContext:
     partner: PartnerConfig
     attempt: int
     outgoing: list[Message] = field(default_factory=list)
+    contract: ContractVersion | None = None
     placeholders: PlaceholderMap = field(default_factory=PlaceholderMap)
     redactions: dict[str, int] = field(default_factory=dict)
 
     def note(self, outcome: str, error: str | None, status_code: int | None = None, duration_ms: float = 0.0,
-             redactions: dict[str, int] | None = None) -> None:
+             redactions: dict[str, int] | None = None, started_at: float | None = None) -> None:
         self.record.history.append(
             Attempt(partner=self.partner.name, attempt=self.attempt, outcome=outcome,  # type: ignore[arg-type]
-                    status_code=status_code, error=error, started_at=now(), duration_ms=duration_ms,
+                    status_code=status_code, error=error, started_at=started_at or now(), duration_ms=duration_ms,
                     redactions=redactions)
         )
 
@@ -80,16 +84,67 @@ async def run_job(job_id: str, partner: str, attempt: int) -> str:
     wait_s = await _admit(ctx)
     if wait_s > 0:
         return await _wait_for_budget(ctx, wait_s)
+    if record.params.get("contract"):
+        ctx.contract = await rt.contract(record.params["contract"])
     response = await _call_partner(ctx)
     await _after_call(ctx, response, probe)
+    parsed: Any = None
+    if response.outcome is Outcome.OK and ctx.contract is not None:
+        response, parsed = await _hold_to_contract(ctx, response)
     if response.outcome is Outcome.OK and response.text is not None:
-        output = rt.redactors[partner].restore(response.text, ctx.placeholders)
+        restore = rt.redactors[partner].restore
         published = await rt.store.publish_success(
-            record, token, output, response.usage, partner,
+            record, token, restore(response.text, ctx.placeholders), response.usage, partner,
             placeholder_map=ctx.placeholders.to_json(), retention_s=ctx.partner.policy.retention_s,
+            parsed=_restore_inside(parsed, lambda text: restore(text, ctx.placeholders)),
         )
         return "succeeded" if published else "superseded"
     return await _route_failure(ctx, response, False)
+
+
+async def _hold_to_contract(ctx: RunContext, response: PartnerResponse) -> tuple[PartnerResponse, Any]:
+    """Parse leniently, validate strictly; feed the errors back for a repair; a persistent violation fails."""
+    assert ctx.contract is not None
+    schema = ctx.contract.schema_
+    for repair in range(ctx.partner.contract_repairs + 1):
+        errors = _contract_errors(schema, response.text or "")
+        if isinstance(errors, tuple):
+            return response, errors[0]
+        verdict = f"{ctx.contract.name}@{ctx.contract.version}: " + "; ".join(errors)
+        last = ctx.record.history[-1]
+        ctx.record.history[-1] = last.model_copy(update={"outcome": "contract_violation", "error": verdict})
+        if repair == ctx.partner.contract_repairs:
+            break
+        ctx.outgoing += [
+            Message(role="assistant", content=response.text or ""),
+            Message(role="user", content="That answer does not match the required JSON Schema: " + "; ".join(errors)
+                    + ". Reply again with only the corrected JSON."),
+        ]
+        response = await _call_partner(ctx)
+        if response.outcome is not Outcome.OK:
+            return response, None
+    return PartnerResponse(Outcome.CONTRACT_VIOLATION, response.status_code, error="output violates the contract"), None
+
+
+def _contract_errors(schema: dict[str, Any], text: str) -> list[str] | tuple[Any]:
+    """The validation errors, or a one-tuple holding the parsed value when it conforms."""
+    try:
+        value = parse_lenient(text, schema)
+    except ValueError as exc:
+        return [str(exc)]
+    errors = validation_errors(schema, value)
+    return errors if errors else (value,)
+
+
+def _restore_inside(value: Any, restore: Callable[[str], str]) -> Any:
+    """Placeholders come back inside the parsed object's strings (and keys) too."""
+    if isinstance(value, str):
+        return restore(value)
+    if isinstance(value, list):
+        return [_restore_inside(v, restore) for v in value]
+    if isinstance(value, dict):
+        return {restore(k): _restore_inside(v, restore) for k, v in value.items()}
+    return value
 
 
 def _redact(ctx: RunContext) -> None:
@@ -131,15 +186,17 @@ async def _wait_for_budget(ctx: RunContext, wait_s: float) -> str:
 
 async def _call_partner(ctx: RunContext) -> PartnerResponse:
     adapter = ctx.rt.adapters[ctx.partner.name]
+    contract = ctx.contract
     request = CallRequest(
         messages=ctx.outgoing,
         max_tokens=ctx.record.params.get("max_tokens"),
         temperature=ctx.record.params.get("temperature"),
+        output=OutputSchema(contract.name, contract.schema_) if contract else None,
     )
-    started = time.perf_counter()
+    started_wall, started = now(), time.perf_counter()
     response = await adapter.call(request)
     ctx.note(response.outcome.value, response.error, response.status_code,
-             round((time.perf_counter() - started) * 1000, 3), redactions=ctx.redactions)
+             round((time.perf_counter() - started) * 1000, 3), redactions=ctx.redactions, started_at=started_wall)
     return response
 
 

@@ -9,6 +9,7 @@ from celery import Celery
 
 from gateway_core import keys
 from gateway_core.config import GatewayConfig, TenantConfig
+from gateway_core.contracts import ContractNotFound, ContractRegistry
 from gateway_core.errors import SubmissionError
 from gateway_core.models import JobStatus, JobSubmission, new_job_id, now
 from gateway_core.settings import Settings
@@ -20,11 +21,15 @@ SAFETY_NET_S = 60
 
 
 class JobProducer:
-    def __init__(self, store: JobStore, config: GatewayConfig, settings: Settings, app: Celery) -> None:
+    def __init__(
+        self, store: JobStore, config: GatewayConfig, settings: Settings, app: Celery,
+        contracts: ContractRegistry | None = None,
+    ) -> None:
         self.store = store
         self.config = config
         self.settings = settings
         self.app = app
+        self.contracts = contracts or ContractRegistry(store.redis)
         self._background: set[asyncio.Task[Any]] = set()
 
     def validate(self, tenant: TenantConfig, submission: JobSubmission) -> None:
@@ -48,8 +53,20 @@ class JobProducer:
                 "prompt_too_large",
             )
 
+    async def pin_contract(self, reference: str) -> str:
+        """The contract a job names, pinned to a version ("name@N") so a later version cannot change the job."""
+        try:
+            version = await self.contracts.resolve(reference)
+        except ContractNotFound as exc:
+            message = f"{exc}: register it first (fedgate contracts add)"
+            raise SubmissionError(message, 404, "contract_not_found") from None
+        except ValueError as exc:
+            raise SubmissionError(f"contract: {exc}", 422, "invalid_contract") from None
+        return f"{version.name}@{version.version}"
+
     async def submit(self, tenant: TenantConfig, submission: JobSubmission) -> JobRecord:
         self.validate(tenant, submission)
+        contract = await self.pin_contract(submission.contract) if submission.contract else None
         record = JobRecord(
             id=new_job_id(),
             tenant=tenant.name,
@@ -60,7 +77,8 @@ class JobProducer:
             created_at=now(),
             messages=submission.conversation(),
             params={k: v for k, v in
-                    {"max_tokens": submission.max_tokens, "temperature": submission.temperature}.items()
+                    {"max_tokens": submission.max_tokens, "temperature": submission.temperature,
+                     "contract": contract}.items()
                     if v is not None},
             metadata=submission.metadata,
         )

@@ -14,6 +14,7 @@ from gateway_core.adapters import PartnerAdapter, adapter_for
 from gateway_core.adapters.base import HttpPool
 from gateway_core.breaker import CircuitBreakers
 from gateway_core.config import GatewayConfig, load_config
+from gateway_core.contracts import ContractRegistry, ContractVersion
 from gateway_core.crypto import load_cipher
 from gateway_core.ratelimit import PartnerBudgets
 from gateway_core.redaction import Redactor
@@ -30,6 +31,7 @@ class Runtime:
     store: JobStore
     http: HttpPool
     _background: set[asyncio.Task[Any]] = field(default_factory=set)
+    _contracts: dict[str, ContractVersion] = field(default_factory=dict)
 
     @cached_property
     def budgets(self) -> PartnerBudgets:
@@ -42,6 +44,17 @@ class Runtime:
     @cached_property
     def redactors(self) -> dict[str, Redactor]:
         return {name: Redactor(cfg.policy) for name, cfg in self.config.partners.items()}
+
+    @cached_property
+    def contracts(self) -> ContractRegistry:
+        return ContractRegistry(self.redis)
+
+    async def contract(self, reference: str) -> ContractVersion:
+        """A pinned contract version ("name@N"); versions never change, so each is read from Redis once."""
+        found = self._contracts.get(reference)
+        if found is None:
+            found = self._contracts[reference] = await self.contracts.resolve(reference)
+        return found
 
     def tenant_salt(self, tenant: str) -> str:
         return self.store.cipher.derive(f"redaction-salt:{tenant}")

@@ -9,6 +9,7 @@ from gateway_core.adapters.base import CallRequest, PartnerAdapter
 from gateway_core.models import Usage
 
 ANTHROPIC_VERSION = "2023-06-01"
+OUTPUT_TOOL = "emit_output"
 
 
 class AnthropicMessagesAdapter(PartnerAdapter):
@@ -32,6 +33,11 @@ class AnthropicMessagesAdapter(PartnerAdapter):
             body["system"] = system
         if request.temperature is not None:
             body["temperature"] = min(request.temperature, 1.0)
+        if request.output is not None:
+            # Anthropic's way to structured output: one tool whose input is the schema, and that tool forced.
+            body["tools"] = [{"name": OUTPUT_TOOL, "description": f"Return the answer as {request.output.name}.",
+                              "input_schema": request.output.schema}]
+            body["tool_choice"] = {"type": "tool", "name": OUTPUT_TOOL}
         body.update(request.extra)
         return body
 

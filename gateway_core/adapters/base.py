@@ -19,6 +19,14 @@ from gateway_core.models import Message, Usage
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
 
 
+def schema_instruction(output: OutputSchema) -> str:
+    """For partners without a native structured-output switch: say it in words."""
+    return (
+        "Reply with a single JSON value and nothing else. It must conform to this JSON Schema "
+        f"(named {output.name}):\n{json.dumps(output.schema)}"
+    )
+
+
 class Outcome(StrEnum):
     OK = "ok"
     RETRYABLE = "retryable"
@@ -27,10 +35,19 @@ class Outcome(StrEnum):
 
 
 @dataclass(frozen=True)
+class OutputSchema:
+    """Structured output to ask the partner for, the way it supports it."""
+
+    name: str
+    schema: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class CallRequest:
     messages: list[Message]
     max_tokens: int | None = None
     temperature: float | None = None
+    output: OutputSchema | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 

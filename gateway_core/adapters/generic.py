@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway_core.adapters.base import CallRequest, PartnerAdapter
+from gateway_core.adapters.base import CallRequest, PartnerAdapter, schema_instruction
 from gateway_core.models import Usage
 
 
@@ -16,9 +16,12 @@ class GenericJSONAdapter(PartnerAdapter):
         return {"authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
     def body(self, request: CallRequest) -> dict[str, Any]:
+        messages = [m.model_dump() for m in request.messages]
+        if request.output is not None:
+            messages.insert(0, {"role": "system", "content": schema_instruction(request.output)})
         return {
             "model": self.config.model,
-            "messages": [m.model_dump() for m in request.messages],
+            "messages": messages,
             "max_tokens": request.max_tokens or self.config.max_output_tokens,
             **({"temperature": request.temperature} if request.temperature is not None else {}),
             **request.extra,

@@ -23,6 +23,11 @@ class OpenAIChatAdapter(PartnerAdapter):
         }
         if request.temperature is not None:
             body["temperature"] = request.temperature
+        if request.output is not None:
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": _schema_name(request.output.name), "schema": request.output.schema},
+            }
         body.update(request.extra)
         return body
 
@@ -36,3 +41,8 @@ class OpenAIChatAdapter(PartnerAdapter):
             prompt_tokens=int(usage.get("prompt_tokens", 0)),
             completion_tokens=int(usage.get("completion_tokens", 0)),
         )
+
+
+def _schema_name(name: str) -> str:
+    """OpenAI allows letters, digits, '_' and '-' in a schema name."""
+    return "".join(ch if ch.isalnum() or ch in "_-" else "_" for ch in name)[:64]

@@ -1,0 +1,134 @@
+"""Operator endpoints for output contracts: add a version, list, show. Admin tenants only."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway_api.deps import ApiError, Services, error_body, tenant
+from gateway_core.config import TenantConfig
+from gateway_core.contracts import (
+    CompatibilityVerdict,
+    ContractError,
+    ContractNotFound,
+    ContractRegistry,
+    ContractSummary,
+    ContractVersion,
+    IncompatibleContract,
+    InvalidContractName,
+    InvalidSchema,
+)
+
+
+def admin(who: Annotated[TenantConfig, Depends(tenant)]) -> TenantConfig:
+    if not who.admin:
+        raise ApiError(
+            403,
+            f"tenant {who.name!r} is not an operator: managing output contracts needs an admin tenant's API key "
+            "(a tenant with 'admin: true' in the config)",
+            "admin_required",
+        )
+    return who
+
+
+router = APIRouter(prefix="/v1/admin/contracts", tags=["contracts"], dependencies=[Depends(admin)])
+
+
+class ContractCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: str = Field(description="Contract name: lowercase letters, digits, '-', '_', '.'; 1-64 characters")
+    schema_: dict[str, Any] = Field(alias="schema", description="A JSON Schema (draft 2020-12) object")
+    force: bool = Field(default=False, description="Store the version even if it breaks callers of the previous one")
+
+
+class ContractCreated(BaseModel):
+    name: str
+    version: int
+    forced: bool
+    compatibility: CompatibilityVerdict
+
+
+class ContractList(BaseModel):
+    object: str = "list"
+    data: list[ContractSummary]
+
+
+class ContractVersionList(BaseModel):
+    object: str = "list"
+    data: list[ContractVersion]
+
+
+def registry(request: Request) -> ContractRegistry:
+    """One ContractRegistry per app, on the running services' Redis client."""
+    state = request.app.state
+    found: ContractRegistry | None = getattr(state, "contracts", None)
+    if found is None:
+        svc: Services = state.services
+        found = ContractRegistry(svc.redis)
+        state.contracts = found
+    return found
+
+
+Registry = Annotated[ContractRegistry, Depends(registry)]
+
+
+def _api_error(exc: ContractError) -> ApiError:
+    if isinstance(exc, InvalidContractName):
+        return ApiError(422, str(exc), exc.code, "name")
+    if isinstance(exc, InvalidSchema):
+        param = "schema" + exc.path[1:] if exc.path.startswith("$") else "schema"
+        return ApiError(422, str(exc), exc.code, param)
+    if isinstance(exc, ContractNotFound):
+        return ApiError(404, str(exc), exc.code, "version" if exc.version is not None else "name")
+    return ApiError(409, str(exc), getattr(exc, "code", "contract_error"))
+
+
+@router.post("", status_code=201, response_model=ContractCreated,
+             summary="Add a contract, or a new version of one (checked for compatibility with the previous one)",
+             responses={409: {"description": "The new version breaks callers of the previous one; the body lists "
+                                             "the problems next to the error"},
+                        422: {"description": "Invalid name or schema; the message names the JSON path"}})
+async def add_contract(body: ContractCreate, contracts: Registry) -> ContractCreated | JSONResponse:
+    try:
+        version, verdict = await contracts.add(body.name, body.schema_, force=body.force)
+    except IncompatibleContract as exc:
+        content = {**error_body(str(exc), exc.code, "schema"), "problems": exc.verdict.problems,
+                   "previous_version": exc.previous}
+        return JSONResponse(content, status_code=409)
+    except ContractError as exc:
+        raise _api_error(exc) from None
+    return ContractCreated(name=version.name, version=version.version, forced=version.forced, compatibility=verdict)
+
+
+@router.get("", response_model=ContractList, summary="List contracts with their latest version")
+async def list_contracts(contracts: Registry) -> ContractList:
+    return ContractList(data=await contracts.list())
+
+
+@router.get("/{name}", response_model=ContractVersion, summary="One contract: its latest version, or ?version=N")
+async def show_contract(
+    name: str,
+    contracts: Registry,
+    version: Annotated[int | None, Query(ge=1, description="A version number; default: the latest")] = None,
+) -> ContractVersion:
+    try:
+        return await contracts.get(name, version)
+    except ContractError as exc:
+        raise _api_error(exc) from None
+
+
+@router.get("/{name}/versions", response_model=ContractVersionList, summary="Every version of a contract, oldest first")
+async def contract_versions(name: str, contracts: Registry) -> ContractVersionList:
+    try:
+        return ContractVersionList(data=await contracts.versions(name))
+    except ContractError as exc:
+        raise _api_error(exc) from None
+
+
+def install(app: FastAPI) -> None:
+    """Add the contract endpoints to the app (called from create_app)."""
+    app.include_router(router)
