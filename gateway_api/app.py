@@ -8,7 +8,7 @@ from typing import Annotated
 
 import redis
 import redis.asyncio as aioredis
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
@@ -69,12 +69,38 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {"ok": True}
 
     @app.post("/v1/jobs", status_code=202, response_model=JobAccepted, tags=["jobs"])
-    async def submit_job(submission: JobSubmission, request: Request, who: Tenant) -> JobAccepted:
+    async def submit_job(
+        submission: JobSubmission,
+        request: Request,
+        who: Tenant,
+        idempotency_key: Annotated[str | None, Header(description="Same key and body: the same job")] = None,
+    ) -> JobAccepted:
+        svc = services(request)
         try:
-            record = await services(request).producer.submit(who, submission)
+            if idempotency_key is None:
+                record = await svc.producer.submit(who, submission)
+            else:
+                outcome, _ = await svc.producer.submit_idempotent(who, submission, idempotency_key)
+                record = outcome if not isinstance(outcome, str) else await svc.store.get(outcome)
+                if record is None:
+                    raise ApiError(410, "the job for this Idempotency-Key has expired; use a new key", "expired")
         except SubmissionError as exc:
             raise ApiError(exc.status_code, str(exc), exc.code) from None
-        return JobAccepted(id=record.id, status=record.status, partner=record.partner, created_at=record.created_at)
+        return JobAccepted(id=record.id, status=record.status, partner=record.requested_partner,
+                           created_at=record.created_at)
+
+    @app.post("/v1/jobs/{job_id}/cancel", response_model=JobView, tags=["jobs"])
+    async def cancel_job(job_id: str, request: Request, who: Tenant) -> JobView:
+        """Cancel a job that has not finished; a partner call in flight is not interrupted, its result is dropped."""
+        svc = services(request)
+        record = await svc.store.get(job_id)
+        if record is None or record.tenant != who.name:
+            raise ApiError(404, f"no job {job_id!r} for this tenant", "job_not_found", "job_id")
+        before = await svc.store.cancel(job_id)
+        if before in ("succeeded", "failed", "dead_lettered"):
+            raise ApiError(409, f"job {job_id} already {before}; nothing to cancel", "job_finished", "job_id")
+        record = await svc.store.get(job_id) or record
+        return record.view()
 
     @app.get("/v1/jobs/{job_id}", response_model=JobView, tags=["jobs"])
     async def get_job(

@@ -25,3 +25,7 @@ def bucket(partner: str, kind: str) -> str:
 
 def breaker(partner: str) -> str:
     return f"{PREFIX}:breaker:{partner}"
+
+
+def idempotency(tenant: str, key_digest: str) -> str:
+    return f"{PREFIX}:idem:{tenant}:{key_digest}"

@@ -61,6 +61,22 @@ return 1
 """
 
 
+# Cancel a job that has not finished. A run in flight loses its claim: its result is discarded when it settles.
+# KEYS: job, done_channel   ARGV: finished_at, ttl_s, job_id   Returns the status before ('' if missing).
+_CANCEL = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return '' end
+if status == 'succeeded' or status == 'failed' or status == 'dead_lettered' or status == 'cancelled' then
+  return status
+end
+redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[1], 'error', 'cancelled by the client')
+redis.call('HDEL', KEYS[1], 'run_token', 'reservation')
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
+redis.call('PUBLISH', KEYS[2], ARGV[3])
+return status
+"""
+
+
 @dataclass
 class JobRecord:
     id: str
@@ -124,6 +140,7 @@ class JobStore:
         self.ttl_s = ttl_s
         self._begin_run = client.register_script(_BEGIN_RUN)
         self._settle_script = client.register_script(_SETTLE)
+        self._cancel = client.register_script(_CANCEL)
 
     def encode_new(self, record: JobRecord) -> dict[str, str]:
         """The hash for a new job; prompts are encrypted before they reach Redis."""
@@ -267,6 +284,11 @@ class JobStore:
             fields["placeholder_map"] = self.cipher.encrypt(placeholder_map).decode()
         retention_ms = None if retention_s is None else retention_s * 1000
         return await self._settle(record, token, fields, terminal=True, retention_ms=retention_ms)
+
+    async def cancel(self, job_id: str) -> str:
+        """Cancel an unfinished job; returns its status before the call ('' when there is no such job)."""
+        before = await self._cancel(keys=[keys.job(job_id), keys.DONE_CHANNEL], args=[repr(now()), self.ttl_s, job_id])
+        return str(before)
 
     async def drop_payload(self, job_id: str) -> None:
         """Retention: remove prompt, output and placeholder map; keep the metadata."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from typing import Any
 
 from celery import Celery
@@ -18,6 +19,7 @@ from workers.enqueue import send_attempt
 
 # If the producer dies between storing a job and sending its message, the delay queue sends it after this.
 SAFETY_NET_S = 60
+IDEMPOTENCY_TTL_S = 24 * 3600
 
 
 class JobProducer:
@@ -63,6 +65,37 @@ class JobProducer:
         except ValueError as exc:
             raise SubmissionError(f"contract: {exc}", 422, "invalid_contract") from None
         return f"{version.name}@{version.version}"
+
+    async def submit_idempotent(
+        self, tenant: TenantConfig, submission: JobSubmission, key: str
+    ) -> tuple[JobRecord | str, bool]:
+        """Same key and body: the same job (returns its id, False). A new key: a new job (record, True).
+        The same key with a different body is refused with 409."""
+        if not 1 <= len(key) <= 255:
+            raise SubmissionError("Idempotency-Key must be 1 to 255 characters", 422, "invalid_idempotency_key")
+        digest = hashlib.sha256(submission.model_dump_json().encode()).hexdigest()
+        slot = keys.idempotency(tenant.name, hashlib.sha256(key.encode()).hexdigest())
+        redis = self.store.redis
+        if not await redis.set(slot, f"pending:{digest}", nx=True, ex=IDEMPOTENCY_TTL_S):
+            existing = await redis.get(slot) or ""
+            state, _, value = existing.partition(":")
+            stored_digest, _, job_id = value.partition(":")
+            if stored_digest != digest:
+                raise SubmissionError(
+                    "this Idempotency-Key was used with a different request body: use a new key for a new job",
+                    409, "idempotency_key_reused",
+                )
+            if state == "pending":
+                raise SubmissionError("a request with this Idempotency-Key is still being processed; retry shortly",
+                                      409, "idempotency_key_in_use")
+            return job_id, False
+        try:
+            record = await self.submit(tenant, submission)
+        except BaseException:
+            await redis.delete(slot)
+            raise
+        await redis.set(slot, f"done:{digest}:{record.id}", ex=IDEMPOTENCY_TTL_S)
+        return record, True
 
     async def submit(self, tenant: TenantConfig, submission: JobSubmission) -> JobRecord:
         self.validate(tenant, submission)
