@@ -13,48 +13,12 @@ from typing import Annotated, Any
 import httpx
 import typer
 
+from gateway_api.cli_http import fail, print_json, request
 from gateway_core.errors import FedgateError
 from gateway_core.settings import get_settings
 
 cli = typer.Typer(help="fedgate: a federated AI partnership gateway run as a Celery worker fleet.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
-
-
-def fail(message: str, code: int = 1) -> None:
-    typer.echo(f"fedgate: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def api_url() -> str:
-    settings = get_settings()
-    return os.environ.get("FEDGATE_API_URL", f"http://{settings.api_host}:{settings.api_port}").rstrip("/")
-
-
-def api_key() -> str:
-    key = os.environ.get("FEDGATE_API_KEY")
-    if key:
-        return key
-    path = get_settings().home_dir() / "dev-api-key"
-    if path.exists():
-        return path.read_text().strip()
-    fail("no API key: set FEDGATE_API_KEY, or run `fedgate up` once to create the development key")
-    return ""
-
-
-def request(method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-    try:
-        response = httpx.request(method, api_url() + path, headers={"authorization": f"Bearer {api_key()}"},
-                                 timeout=kwargs.pop("timeout", 30), **kwargs)
-    except httpx.HTTPError as exc:
-        fail(f"cannot reach the API at {api_url()} ({exc.__class__.__name__}): is the fleet up (`fedgate up`)?")
-    body = response.json()
-    if response.status_code >= 400:
-        fail(body.get("error", {}).get("message", response.text))
-    return body  # type: ignore[no-any-return]
-
-
-def print_json(data: Any) -> None:
-    typer.echo(json.dumps(data, indent=2))
 
 
 @cli.command()
@@ -315,7 +279,7 @@ def simulate(
     serve(host or settings.simulator_host, port or settings.simulator_port, SimulatorConfig.from_env())
 
 
-from gateway_api.cli_contracts import contracts_app  # noqa: E402  (these use the helpers above)
+from gateway_api.cli_contracts import contracts_app  # noqa: E402
 from gateway_api.cli_dlq import dlq_app  # noqa: E402
 
 cli.add_typer(dlq_app, name="dlq", help="Inspect, replay and purge dead letters (admin API key).")

@@ -5,48 +5,29 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 
+from gateway_api.cli_http import api_key, api_url, fail, print_json, request
+
 BASE = "/v1/admin/contracts"
 
-contracts_app = typer.Typer(help="Add, list and show output contracts (needs an admin tenant's API key).",
-                            no_args_is_help=True, pretty_exceptions_enable=False)
-
-
-# The helpers live in gateway_api.cli, which registers this sub-app: imported when a command runs, not at import
-# time, so the two modules have no import cycle.
-def request(method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-    from gateway_api import cli
-
-    return cli.request(method, path, **kwargs)
-
-
-def print_json(data: Any) -> None:
-    from gateway_api import cli
-
-    cli.print_json(data)
-
-
-def fail(message: str, code: int = 1) -> NoReturn:
-    from gateway_api import cli
-
-    cli.fail(message, code)
-    raise typer.Exit(code)  # cli.fail exits; this keeps type checkers informed
+contracts_app = typer.Typer(
+    help="Add, list and show output contracts (needs an admin tenant's API key).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 
 
 def _post(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     """POST keeping the error body (cli.request stops at the message; a 409 also lists the problems)."""
     import httpx
 
-    from gateway_api import cli
-
     try:
-        response = httpx.post(cli.api_url() + path, json=body, headers={"authorization": f"Bearer {cli.api_key()}"},
-                              timeout=30)
+        response = httpx.post(api_url() + path, json=body, headers={"authorization": f"Bearer {api_key()}"}, timeout=30)
     except httpx.HTTPError as exc:
-        fail(f"cannot reach the API at {cli.api_url()} ({exc.__class__.__name__}): is the fleet up (`fedgate up`)?")
+        fail(f"cannot reach the API at {api_url()} ({exc.__class__.__name__}): is the fleet up (`fedgate up`)?")
     try:
         return response.status_code, response.json()
     except ValueError:
@@ -60,10 +41,15 @@ def _when(unix_s: float | None) -> str:
 @contracts_app.command()
 def add(
     name: Annotated[str, typer.Argument(help="Contract name (lowercase letters, digits, '-', '_', '.')")],
-    schema_file: Annotated[Path, typer.Argument(help="A JSON file holding a JSON Schema (draft 2020-12)",
-                                                exists=True, dir_okay=False, readable=True)],
-    force: Annotated[bool, typer.Option("--force", help="Store it even if it breaks callers of the previous "
-                                                        "version")] = False,
+    schema_file: Annotated[
+        Path,
+        typer.Argument(
+            help="A JSON file holding a JSON Schema (draft 2020-12)", exists=True, dir_okay=False, readable=True
+        ),
+    ],
+    force: Annotated[
+        bool, typer.Option("--force", help="Store it even if it breaks callers of the previous version")
+    ] = False,
 ) -> None:
     """Add a contract, or a new version of one; prints the version and the compatibility verdict."""
     try:
@@ -74,8 +60,9 @@ def add(
         fail(f"cannot read {schema_file}: {exc}")
     status, body = _post(BASE, {"name": name, "schema": schema, "force": force})
     if status == 409 and "problems" in body:
-        lines = [f"fedgate: {name}: refused, the new version breaks callers of version "
-                 f"{body.get('previous_version', '?')}:"]
+        lines = [
+            f"fedgate: {name}: refused, the new version breaks callers of version {body.get('previous_version', '?')}:"
+        ]
         lines += [f"  - {problem}" for problem in body["problems"]]
         lines.append("Keep the old promises, use a new contract name, or add --force.")
         typer.echo("\n".join(lines), err=True)
@@ -112,16 +99,18 @@ def list_(
     for column in ("Name", "Latest", "Versions", "Source", "Updated"):
         table.add_column(column)
     for item in page["data"]:
-        table.add_row(item["name"], str(item["latest_version"]), str(item["versions"]), item["source"],
-                      _when(item["updated_at"]))
+        table.add_row(
+            item["name"], str(item["latest_version"]), str(item["versions"]), item["source"], _when(item["updated_at"])
+        )
     console.print(table)
 
 
 @contracts_app.command()
 def show(
     name: Annotated[str, typer.Argument(help="Contract name, or NAME@VERSION")],
-    version: Annotated[int | None, typer.Option("--version", min=1, help="A version number (default: the latest)")]
-    = None,
+    version: Annotated[
+        int | None, typer.Option("--version", min=1, help="A version number (default: the latest)")
+    ] = None,
 ) -> None:
     """Show one version of a contract (the latest by default) as JSON, schema included."""
     from gateway_core.contracts import parse_reference

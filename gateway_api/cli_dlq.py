@@ -10,30 +10,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from gateway_api.cli_http import fail, print_json, request
+
 BASE = "/v1/admin/dead-letters"
 
-dlq_app = typer.Typer(help="Inspect, replay and purge dead letters (needs an admin tenant's API key).",
-                      no_args_is_help=True, pretty_exceptions_enable=False)
-
-
-# The helpers live in gateway_api.cli, which registers this sub-app; importing them when a command runs (not at
-# import time) keeps the two modules free of an import cycle, also under `python -m gateway_api.cli`.
-def request(method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-    from gateway_api import cli
-
-    return cli.request(method, path, **kwargs)
-
-
-def print_json(data: Any) -> None:
-    from gateway_api import cli
-
-    cli.print_json(data)
-
-
-def fail(message: str, code: int = 1) -> None:
-    from gateway_api import cli
-
-    cli.fail(message, code)
+dlq_app = typer.Typer(
+    help="Inspect, replay and purge dead letters (needs an admin tenant's API key).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 
 
 def _when(unix_s: float | None) -> str:
@@ -72,9 +57,16 @@ def list_(
     for column in ("Job", "Tenant", "Requested", "Last partner", "Dead-lettered", "Attempts", "Status", "Error"):
         table.add_column(column, overflow="fold" if column in ("Job", "Error") else "ellipsis")
     for item in page["items"]:
-        table.add_row(item["id"], item["tenant"], item["requested_partner"], item["last_partner"],
-                      _when(item["dead_lettered_at"]), str(item["attempts"]),
-                      str(item["last_status_code"] or "-"), _short(item["error"]))
+        table.add_row(
+            item["id"],
+            item["tenant"],
+            item["requested_partner"],
+            item["last_partner"],
+            _when(item["dead_lettered_at"]),
+            str(item["attempts"]),
+            str(item["last_status_code"] or "-"),
+            _short(item["error"]),
+        )
     console.print(table)
     if page.get("next_offset") is not None:
         console.print(f"More: fedgate dlq list --offset {page['next_offset']}")
@@ -89,23 +81,28 @@ def show(job_id: Annotated[str, typer.Argument(help="The dead-lettered job's id"
 @dlq_app.command()
 def replay(
     job_id: Annotated[str, typer.Argument(help="The dead-lettered job's id")],
-    partner: Annotated[str | None, typer.Option(help="Send it to this partner (default: the one it was submitted for)")]
-    = None,
+    partner: Annotated[
+        str | None, typer.Option(help="Send it to this partner (default: the one it was submitted for)")
+    ] = None,
 ) -> None:
     """Send a dead letter back to a partner, keeping its job id; prints where it went."""
     body = {"partner": partner} if partner else None
     result = request("POST", f"{BASE}/{job_id}/replay", json=body)
-    typer.echo(f"replayed {result['id']} to {result['partner']} (attempt {result['attempt']}); "
-               f"follow it with `fedgate dlq show` or `fedgate job {result['id']}`")
+    typer.echo(
+        f"replayed {result['id']} to {result['partner']} (attempt {result['attempt']}); "
+        f"follow it with `fedgate dlq show` or `fedgate job {result['id']}`"
+    )
 
 
 @dlq_app.command()
 def purge(
     job_id: Annotated[str | None, typer.Argument(help="The dead letter to delete; or use --all")] = None,
-    all_: Annotated[bool, typer.Option("--all", help="Delete every dead letter (with --older-than, only old ones)")]
-    = False,
-    older_than: Annotated[float | None, typer.Option(help="With --all: only those dead-lettered this many seconds ago "
-                                                           "or more", min=0)] = None,
+    all_: Annotated[
+        bool, typer.Option("--all", help="Delete every dead letter (with --older-than, only old ones)")
+    ] = False,
+    older_than: Annotated[
+        float | None, typer.Option(help="With --all: only those dead-lettered this many seconds ago or more", min=0)
+    ] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation")] = False,
 ) -> None:
     """Delete one dead letter, or with --all many of them. Deleted dead letters cannot be replayed."""

@@ -8,8 +8,7 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway_api.deps import ApiError, Services, error_body, tenant
-from gateway_core.config import TenantConfig
+from gateway_api.deps import ApiError, Services, error_body, require_admin
 from gateway_core.contracts import (
     CompatibilityVerdict,
     ContractError,
@@ -22,19 +21,9 @@ from gateway_core.contracts import (
     InvalidSchema,
 )
 
-
-def admin(who: Annotated[TenantConfig, Depends(tenant)]) -> TenantConfig:
-    if not who.admin:
-        raise ApiError(
-            403,
-            f"tenant {who.name!r} is not an operator: managing output contracts needs an admin tenant's API key "
-            "(a tenant with 'admin: true' in the config)",
-            "admin_required",
-        )
-    return who
-
-
-router = APIRouter(prefix="/v1/admin/contracts", tags=["contracts"], dependencies=[Depends(admin)])
+router = APIRouter(
+    prefix="/v1/admin/contracts", tags=["contracts"], dependencies=[Depends(require_admin("managing output contracts"))]
+)
 
 
 class ContractCreate(BaseModel):
@@ -87,17 +76,28 @@ def _api_error(exc: ContractError) -> ApiError:
     return ApiError(409, str(exc), getattr(exc, "code", "contract_error"))
 
 
-@router.post("", status_code=201, response_model=ContractCreated,
-             summary="Add a contract, or a new version of one (checked for compatibility with the previous one)",
-             responses={409: {"description": "The new version breaks callers of the previous one; the body lists "
-                                             "the problems next to the error"},
-                        422: {"description": "Invalid name or schema; the message names the JSON path"}})
+@router.post(
+    "",
+    status_code=201,
+    response_model=ContractCreated,
+    summary="Add a contract, or a new version of one (checked for compatibility with the previous one)",
+    responses={
+        409: {
+            "description": "The new version breaks callers of the previous one; the body lists "
+            "the problems next to the error"
+        },
+        422: {"description": "Invalid name or schema; the message names the JSON path"},
+    },
+)
 async def add_contract(body: ContractCreate, contracts: Registry) -> ContractCreated | JSONResponse:
     try:
         version, verdict = await contracts.add(body.name, body.schema_, force=body.force)
     except IncompatibleContract as exc:
-        content = {**error_body(str(exc), exc.code, "schema"), "problems": exc.verdict.problems,
-                   "previous_version": exc.previous}
+        content = {
+            **error_body(str(exc), exc.code, "schema"),
+            "problems": exc.verdict.problems,
+            "previous_version": exc.previous,
+        }
         return JSONResponse(content, status_code=409)
     except ContractError as exc:
         raise _api_error(exc) from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -56,6 +57,22 @@ def tenant(request: Request, authorization: Annotated[str | None, Header()] = No
 
 
 Tenant = Annotated[TenantConfig, Depends(tenant)]
+
+
+def require_admin(what: str) -> Callable[[TenantConfig], TenantConfig]:
+    """A dependency refusing non-admin tenants with a 403 that says what needed the admin key."""
+
+    def admin(who: Tenant) -> TenantConfig:
+        if not who.admin:
+            raise ApiError(
+                403,
+                f"tenant {who.name!r} is not an operator: {what} needs an admin tenant's API key "
+                "(a tenant with 'admin: true' in the config)",
+                "admin_required",
+            )
+        return who
+
+    return admin
 
 
 async def wait_for_job(svc: Services, job_id: str, wait_s: float) -> JobRecord | None:

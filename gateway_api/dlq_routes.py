@@ -7,8 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway_api.deps import ApiError, Services, tenant
-from gateway_core.config import TenantConfig
+from gateway_api.deps import ApiError, Services, require_admin
 from gateway_core.dlq import (
     MAX_PAGE,
     DeadLetterDetail,
@@ -23,19 +22,9 @@ from gateway_core.dlq import (
     UnknownPartner,
 )
 
-
-def admin(who: Annotated[TenantConfig, Depends(tenant)]) -> TenantConfig:
-    if not who.admin:
-        raise ApiError(
-            403,
-            f"tenant {who.name!r} is not an operator: the dead-letter queue needs an admin tenant's API key "
-            "(a tenant with 'admin: true' in the config)",
-            "admin_required",
-        )
-    return who
-
-
-router = APIRouter(prefix="/v1/admin/dead-letters", tags=["operations"], dependencies=[Depends(admin)])
+router = APIRouter(
+    prefix="/v1/admin/dead-letters", tags=["operations"], dependencies=[Depends(require_admin("the dead-letter queue"))]
+)
 
 
 class ReplayRequest(BaseModel):
@@ -89,8 +78,12 @@ async def show_dead_letter(job_id: str, queue: Queue) -> DeadLetterDetail:
         raise _api_error(exc, not_dead_lettered_status=404) from None
 
 
-@router.post("/{job_id}/replay", response_model=ReplayResult, status_code=202,
-             summary="Send a dead letter back to a partner, keeping its job id")
+@router.post(
+    "/{job_id}/replay",
+    response_model=ReplayResult,
+    status_code=202,
+    summary="Send a dead letter back to a partner, keeping its job id",
+)
 async def replay_dead_letter(job_id: str, queue: Queue, body: ReplayRequest | None = None) -> ReplayResult:
     try:
         return await queue.replay(job_id, body.partner if body else None)

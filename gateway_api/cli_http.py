@@ -1,0 +1,54 @@
+"""What every `fedgate` command that talks to the API shares: where it is, the key, and how errors print."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, NoReturn
+
+import httpx
+import typer
+
+from gateway_core.settings import get_settings
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    typer.echo(f"fedgate: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def api_url() -> str:
+    settings = get_settings()
+    return os.environ.get("FEDGATE_API_URL", f"http://{settings.api_host}:{settings.api_port}").rstrip("/")
+
+
+def api_key() -> str:
+    key = os.environ.get("FEDGATE_API_KEY")
+    if key:
+        return key
+    path = get_settings().home_dir() / "dev-api-key"
+    if path.exists():
+        return path.read_text().strip()
+    fail("no API key: set FEDGATE_API_KEY, or run `fedgate up` once to create the development key")
+    return ""
+
+
+def request(method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+    try:
+        response = httpx.request(
+            method,
+            api_url() + path,
+            headers={"authorization": f"Bearer {api_key()}"},
+            timeout=kwargs.pop("timeout", 30),
+            **kwargs,
+        )
+    except httpx.HTTPError as exc:
+        fail(f"cannot reach the API at {api_url()} ({exc.__class__.__name__}): is the fleet up (`fedgate up`)?")
+    body = response.json()
+    if response.status_code >= 400:
+        fail(body.get("error", {}).get("message", response.text))
+    return body  # type: ignore[no-any-return]
+
+
+def print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2))
