@@ -14,21 +14,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
-from redis.commands.core import AsyncScript
 
 from gateway_core import keys
 from gateway_core.config import PartnerConfig
 
-# KEYS: bucket hashes. ARGV: per bucket (rate per second, capacity, cost). Returns wait in microseconds.
-_RESERVE = """
+# KEYS: bucket hashes. ARGV[1]: 'reserve' (may go into debt, always takes) or 'admit' (all or nothing, never in
+# debt); then per bucket (rate per second, capacity, cost). Returns microseconds to wait (0: covered / admitted).
+_TAKE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local reserve = ARGV[1] == 'reserve'
 local wait = 0
 local levels = {}
 for i, key in ipairs(KEYS) do
-  local rate = tonumber(ARGV[3 * i - 2])
-  local capacity = tonumber(ARGV[3 * i - 1])
-  local cost = math.min(tonumber(ARGV[3 * i]), capacity)
+  local rate = tonumber(ARGV[3 * i - 1])
+  local capacity = tonumber(ARGV[3 * i])
+  local cost = math.min(tonumber(ARGV[3 * i + 1]), capacity)
   local state = redis.call('HMGET', key, 'level', 'at')
   local level = tonumber(state[1]) or capacity
   local at = tonumber(state[2]) or now
@@ -39,46 +40,16 @@ for i, key in ipairs(KEYS) do
   else
     blocked = at - now
   end
-  level = level - cost
-  wait = math.max(wait, blocked + math.max(0, -level) / rate)
-  levels[i] = {level, at}
+  local short = math.max(0, cost - level)
+  wait = math.max(wait, blocked + short / rate)
+  levels[i] = {level - cost, at}
 end
+if not reserve and wait > 0 then return math.max(1, math.floor(wait * 1000000)) end
 for i, key in ipairs(KEYS) do
   redis.call('HSET', key, 'level', tostring(levels[i][1]), 'at', tostring(levels[i][2]))
   redis.call('EXPIRE', key, 3600)
 end
 return math.floor(wait * 1000000)
-"""
-
-# KEYS: admission buckets. ARGV: per bucket (rate per second, capacity, cost). All or nothing, never in debt.
-# Returns 0 when admitted (and deducted), else microseconds to wait.
-_ADMIT = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local wait = 0
-local levels = {}
-for i, key in ipairs(KEYS) do
-  local rate = tonumber(ARGV[3 * i - 2])
-  local capacity = tonumber(ARGV[3 * i - 1])
-  local cost = math.min(tonumber(ARGV[3 * i]), capacity)
-  local state = redis.call('HMGET', key, 'level', 'at')
-  local level = tonumber(state[1]) or capacity
-  local at = tonumber(state[2]) or now
-  if now > at then
-    level = math.min(capacity, level + (now - at) * rate)
-    at = now
-  else
-    wait = math.max(wait, at - now)
-  end
-  if level < cost then wait = math.max(wait, (cost - level) / rate) end
-  levels[i] = {level - cost, at}
-end
-if wait > 0 then return math.max(1, math.floor(wait * 1000000)) end
-for i, key in ipairs(KEYS) do
-  redis.call('HSET', key, 'level', tostring(levels[i][1]), 'at', tostring(levels[i][2]))
-  redis.call('EXPIRE', key, 3600)
-end
-return 0
 """
 
 # Give back (positive) or take more (negative) tokens after the partner reports real usage.
@@ -134,28 +105,27 @@ def bucket_specs(partner: PartnerConfig) -> tuple[BucketSpec | None, BucketSpec 
 class PartnerBudgets:
     def __init__(self, client: aioredis.Redis) -> None:
         self.redis = client
-        self._reserve = client.register_script(_RESERVE)
+        self._take = client.register_script(_TAKE)
         self._adjust = client.register_script(_ADJUST)
         self._block = client.register_script(_BLOCK)
-        self._admit = client.register_script(_ADMIT)
 
     async def reserve(self, partner: PartnerConfig, estimated_tokens: int) -> float:
         """Reserve one request and the estimated tokens; returns seconds until the reservation is covered."""
-        return await self._run(self._reserve, partner, estimated_tokens, "")
+        return await self._run("reserve", partner, estimated_tokens, "")
 
     async def admit(self, partner: PartnerConfig, estimated_tokens: int) -> float:
         """Admit the call now (0.0), or say how many seconds until it may go; nothing is taken then."""
-        return await self._run(self._admit, partner, estimated_tokens, ADMISSION_SUFFIX)
+        return await self._run("admit", partner, estimated_tokens, ADMISSION_SUFFIX)
 
-    async def _run(self, script: AsyncScript, partner: PartnerConfig, estimated_tokens: int, suffix: str) -> float:
+    async def _run(self, mode: str, partner: PartnerConfig, estimated_tokens: int, suffix: str) -> float:
         requests, tokens = bucket_specs(partner)
         specs = [(s, c) for s, c in ((requests, 1.0), (tokens, float(estimated_tokens))) if s is not None]
         if not specs:
             return 0.0
-        args: list[float] = []
+        args: list[str | float] = [mode]
         for spec, cost in specs:
             args += [spec.rate_per_s, spec.capacity, cost]
-        wait_us = await script(keys=[s.key + suffix for s, _ in specs], args=args)
+        wait_us = await self._take(keys=[s.key + suffix for s, _ in specs], args=args)
         return int(wait_us) / 1_000_000
 
     async def reconcile(self, partner: PartnerConfig, estimated_tokens: int, actual_tokens: int) -> None:
