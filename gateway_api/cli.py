@@ -194,11 +194,12 @@ def worker(
 ) -> None:
     """Run a Celery worker consuming the named partners' queues."""
     from gateway_core import keys
+    from gateway_core.webhooks import WEBHOOK_QUEUE
     from workers.celery_app import app as celery_app
 
     names = [p.strip() for p in partners.split(",") if p.strip()]
     _refuse_unsupported_policies()
-    queues = ",".join(keys.partner_queue(p) for p in names)
+    queues = ",".join([*(keys.partner_queue(p) for p in names), WEBHOOK_QUEUE])
     argv = ["worker", "-Q", queues, "-n", f"{'+'.join(names)}@%h", "--loglevel", loglevel, "-E",
             "--without-mingle", "--without-gossip"]
     if concurrency:

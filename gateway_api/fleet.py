@@ -19,6 +19,7 @@ from gateway_core.crypto import load_cipher
 from gateway_core.embedded_redis import EmbeddedRedis, port_in_use
 from gateway_core.errors import ConfigError
 from gateway_core.settings import Settings
+from gateway_core.webhooks import load_or_create_secret
 from workers.celery_app import broker_url
 
 FLEET_FILE = "fleet.json"
@@ -31,12 +32,7 @@ def ensure_dev_secrets(settings: Settings) -> str:
     if not key_file.exists():
         key_file.write_text("fg-dev-" + secrets.token_urlsafe(24) + "\n")
         key_file.chmod(0o600)
-    secret_file = home / "dev-webhook-secret"
-    if not secret_file.exists():
-        import base64
-
-        secret_file.write_text("whsec_" + base64.b64encode(secrets.token_bytes(24)).decode() + "\n")
-        secret_file.chmod(0o600)
+    load_or_create_secret(home / "dev-webhook-secret")
     load_cipher(settings)  # creates secret.key before any child races to
     return key_file.read_text().strip()
 

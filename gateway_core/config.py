@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from gateway_core.errors import ConfigError
 from gateway_core.redaction.policy import RedactionPolicy
+from gateway_core.webhooks import WebhookSettings
 
 DEMO_CONFIG = Path(__file__).with_name("demo_config.yaml")
 _PARTNER_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -80,6 +81,8 @@ class TenantConfig(_Strict):
     api_key_file: str | None = None
     api_key_env: str | None = None
     admin: bool = False
+    webhook_secrets: list[str] = Field(default_factory=list, repr=False, description="whsec_... secrets, newest first")
+    webhook_secret_file: str | None = Field(default=None, description="File holding the whsec_ secret")
     partners: list[str] | None = Field(default=None, description="Partners this tenant may use; unset = all")
 
     @model_validator(mode="after")
@@ -93,6 +96,7 @@ class GatewayConfig(_Strict):
     partners: dict[str, PartnerConfig]
     tenants: dict[str, TenantConfig]
     routes: dict[str, str] = Field(default_factory=dict, description="Model names (OpenAI API) -> partner")
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     source: str = "<memory>"
 
     @model_validator(mode="after")

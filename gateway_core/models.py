@@ -90,6 +90,9 @@ class JobSubmission(BaseModel):
     contract: str | None = Field(
         default=None, description="Registered output contract the result must conform to: 'name' or 'name@version'"
     )
+    webhook_url: str | None = Field(
+        default=None, max_length=2048, description="Where to POST the finished job, signed (Standard Webhooks)"
+    )
 
     def conversation(self) -> list[Message]:
         if self.messages:

@@ -99,6 +99,7 @@ class JobRecord:
     finished_at: float | None = None
     run_token: str | None = None
     reservation: str | None = None  # "partner:attempt" that already holds budget
+    webhook_url: str | None = None
     payload_retained: bool = True
 
     def view(self) -> JobView:
@@ -157,6 +158,7 @@ class JobStore:
             "params": json.dumps(record.params),
             "metadata": json.dumps(record.metadata),
             "history": "[]",
+            **({"webhook_url": self.cipher.encrypt(record.webhook_url).decode()} if record.webhook_url else {}),
         }
 
     async def create(self, record: JobRecord) -> None:
@@ -202,6 +204,8 @@ class JobStore:
             record.messages = [Message.model_validate(m) for m in decoded]
         if raw.get("output"):
             record.output = self.cipher.decrypt(raw["output"].encode())
+        if raw.get("webhook_url"):
+            record.webhook_url = self.cipher.decrypt(raw["webhook_url"].encode())
         if raw.get("parsed"):
             record.parsed = json.loads(self.cipher.decrypt(raw["parsed"].encode()))
         return record

@@ -12,6 +12,7 @@ import redis
 
 from gateway_core.embedded_redis import EmbeddedRedis
 from gateway_core.simulator import SimulatorConfig
+from gateway_core.webhooks import load_or_create_secret
 from tests.helpers import FleetEnv, free_port, http_ok, wait_for
 
 TEST_CONFIG = Path(__file__).with_name("fleet_config.yaml")
@@ -38,6 +39,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, redis_server: EmbeddedRedis)
     home = tmp_path_factory.mktemp("fedgate-home")
     sim_port, api_port = free_port(), free_port()
     (home / "dev-api-key").write_text("test-key-dev\n")
+    load_or_create_secret(home / "dev-webhook-secret")
     sim_config = home / "simulator.json"  # the demo partners, recording what they receive (for leak tests)
     sim_config.write_text(SimulatorConfig.demo().model_copy(update={"record_bodies": True}).model_dump_json())
     env = dict(os.environ)

@@ -16,7 +16,7 @@ def broker_url(settings: Settings) -> str:
 
 
 def make_celery(settings: Settings) -> Celery:
-    app = Celery("fedgate", broker=broker_url(settings), include=["workers.tasks"])
+    app = Celery("fedgate", broker=broker_url(settings), include=["workers.tasks", "workers.webhooks"])
     transport = {
         # One visibility timeout everywhere, above the longest partner call: an unacked job is redelivered
         # only after its worker is surely gone.

@@ -22,6 +22,7 @@ from gateway_core.ratelimit import estimate_tokens
 from gateway_core.redaction import PlaceholderMap, RedactionError
 from gateway_core.routing import decide
 from gateway_core.store import JobRecord
+from workers.notify import notify_finished
 from workers.runtime import Runtime, runtime
 
 # A budget wait shorter than this is slept through in place; longer ones free the slot via the delay queue.
@@ -93,13 +94,29 @@ async def run_job(job_id: str, partner: str, attempt: int) -> str:
         response, parsed = await _hold_to_contract(ctx, response)
     if response.outcome is Outcome.OK and response.text is not None:
         restore = rt.redactors[partner].restore
+        output = restore(response.text, ctx.placeholders)
+        parsed = _restore_inside(parsed, lambda text: restore(text, ctx.placeholders))
         published = await rt.store.publish_success(
-            record, token, restore(response.text, ctx.placeholders), response.usage, partner,
-            placeholder_map=ctx.placeholders.to_json(), retention_s=ctx.partner.policy.retention_s,
-            parsed=_restore_inside(parsed, lambda text: restore(text, ctx.placeholders)),
+            record, token, output, response.usage, partner,
+            placeholder_map=ctx.placeholders.to_json(), retention_s=ctx.partner.policy.retention_s, parsed=parsed,
         )
-        return "succeeded" if published else "superseded"
+        if not published:
+            return "superseded"
+        await _notify(ctx, JobStatus.SUCCEEDED, output=output, parsed=parsed, usage=response.usage,
+                      answered_by=partner)
+        return "succeeded"
     return await _route_failure(ctx, response, False)
+
+
+async def _notify(ctx: RunContext, status: JobStatus, **finished: Any) -> None:
+    """The webhook carries the finished job as the tenant will see it (never the prompt)."""
+    if not ctx.record.webhook_url:
+        return
+    record = ctx.record
+    record.status, record.finished_at = status, now()
+    for name, value in finished.items():
+        setattr(record, name, value)
+    await notify_finished(ctx.rt.redis, ctx.rt.store.cipher, ctx.rt.config, record, ctx.rt.settings.job_ttl_s)
 
 
 async def _hold_to_contract(ctx: RunContext, response: PartnerResponse) -> tuple[PartnerResponse, Any]:
@@ -219,7 +236,8 @@ async def _route_failure(ctx: RunContext, response: PartnerResponse, breaker_ope
     decision = decide(ctx.rt.config, record.requested_partner, ctx.partner.name, record.history, response,
                       breaker_open=breaker_open)
     if decision.action == "dead_letter":
-        await ctx.rt.store.finish_unsuccessful(record, ctx.token, JobStatus.DEAD_LETTERED, decision.reason)
+        if await ctx.rt.store.finish_unsuccessful(record, ctx.token, JobStatus.DEAD_LETTERED, decision.reason):
+            await _notify(ctx, JobStatus.DEAD_LETTERED, error=decision.reason)
         return "dead_lettered"
     status = JobStatus.RETRYING if decision.action == "retry" else JobStatus.QUEUED
     await ctx.rt.store.move_on(

@@ -15,7 +15,9 @@ from gateway_core.errors import SubmissionError
 from gateway_core.models import JobStatus, JobSubmission, new_job_id, now
 from gateway_core.settings import Settings
 from gateway_core.store import JobRecord, JobStore, delayed_member
+from gateway_core.webhooks import WebhookError, check_destination
 from workers.enqueue import send_attempt
+from workers.webhooks import allow_list
 
 # If the producer dies between storing a job and sending its message, the delay queue sends it after this.
 SAFETY_NET_S = 60
@@ -54,6 +56,13 @@ class JobProducer:
                 413,
                 "prompt_too_large",
             )
+
+    async def check_webhook(self, url: str) -> None:
+        """Refuse destinations on private, loopback or link-local addresses unless allow-listed (SSRF)."""
+        try:
+            await asyncio.to_thread(check_destination, url, allow_list(self.config, self.settings))
+        except WebhookError as exc:
+            raise SubmissionError(f"webhook_url: {exc}", 422, "webhook_refused") from None
 
     async def pin_contract(self, reference: str) -> str:
         """The contract a job names, pinned to a version ("name@N") so a later version cannot change the job."""
@@ -100,6 +109,8 @@ class JobProducer:
     async def submit(self, tenant: TenantConfig, submission: JobSubmission) -> JobRecord:
         self.validate(tenant, submission)
         contract = await self.pin_contract(submission.contract) if submission.contract else None
+        if submission.webhook_url:
+            await self.check_webhook(submission.webhook_url)
         record = JobRecord(
             id=new_job_id(),
             tenant=tenant.name,
@@ -114,6 +125,7 @@ class JobProducer:
                      "contract": contract}.items()
                     if v is not None},
             metadata=submission.metadata,
+            webhook_url=submission.webhook_url,
         )
         member = delayed_member(record.id, record.partner, record.attempt)
         redis = self.store.redis

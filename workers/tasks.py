@@ -15,6 +15,7 @@ from workers.bridge import await_, io_loop
 from workers.celery_app import RUN_JOB_TASK, app
 from workers.delay_queue import DelayQueueMover
 from workers.runtime import runtime
+from workers.webhooks import run_webhook_mover
 
 log = logging.getLogger("fedgate.worker")
 
@@ -43,6 +44,7 @@ def run_job(job_id: str, partner: str, attempt: int) -> str:
 def _start_background_work(**_: object) -> None:
     asyncio.run_coroutine_threadsafe(_run_mover(), io_loop())
     asyncio.run_coroutine_threadsafe(_flush_breaker_counts(), io_loop())
+    asyncio.run_coroutine_threadsafe(_run_webhook_mover(), io_loop())
 
 
 @worker_init.connect
@@ -61,6 +63,10 @@ async def _build() -> None:
 async def _run_mover() -> None:
     rt = runtime()
     await DelayQueueMover(rt.redis, app).run_forever(rt.store)
+
+
+async def _run_webhook_mover() -> None:
+    await run_webhook_mover(runtime().redis, app)
 
 
 async def _flush_breaker_counts() -> None:

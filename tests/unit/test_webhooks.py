@@ -1,0 +1,488 @@
+"""Webhook signing (checked with the reference `standardwebhooks` library), SSRF refusals, retry decisions, and one
+delivery attempt at a time against a real redis-server with a mocked HTTP transport."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import random
+import socket
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+from cryptography.fernet import Fernet
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError as ReferenceVerificationError
+
+from gateway_core import webhooks as wh
+from gateway_core.crypto import PayloadCipher
+from gateway_core.embedded_redis import EmbeddedRedis
+from gateway_core.models import JobStatus, JobView, Usage
+from gateway_core.webhooks import (
+    WebhookDestinationRefused,
+    WebhookDestinationUnresolved,
+    WebhookEvent,
+    WebhookSettings,
+    WebhookVerificationError,
+    check_destination,
+    delivery_decision,
+    new_secret,
+    sign,
+    verify,
+)
+from workers import webhooks as delivery
+
+T = TypeVar("T")
+BODY = b'{"type":"job.succeeded","data":{"id":"job_1","output":"caf\xc3\xa9"}}'
+
+
+def headers_for(secrets: list[str], body: bytes = BODY, msg_id: str = "msg_abc", ts: int | None = None) -> dict:
+    timestamp = int(time.time()) if ts is None else ts
+    return {"webhook-id": msg_id, "webhook-timestamp": str(timestamp),
+            "webhook-signature": sign(secrets, msg_id, timestamp, body)}
+
+
+# --- secrets and signatures ----------------------------------------------------------------------------------
+
+
+def test_new_secret_is_whsec_with_24_random_bytes() -> None:
+    secret = new_secret()
+    assert secret.startswith("whsec_")
+    assert len(base64.b64decode(secret.removeprefix("whsec_"))) == 24
+    assert new_secret() != secret
+
+
+def test_signature_verifies_with_standardwebhooks() -> None:
+    secret = new_secret()
+    headers = headers_for([secret])
+    assert headers["webhook-signature"].startswith("v1,")
+    assert Webhook(secret).verify(BODY, headers) == json.loads(BODY)
+    verify(secret, headers, BODY)
+
+
+def test_signature_matches_reference_library_byte_for_byte() -> None:
+    secret, ts = new_secret(), int(time.time())
+    reference = Webhook(secret).sign("msg_1", datetime.fromtimestamp(ts, tz=UTC), BODY.decode())
+    assert sign([secret], "msg_1", ts, BODY) == reference
+
+
+def test_rotation_sends_both_signatures_and_each_secret_alone_verifies() -> None:
+    new, old, stranger = new_secret(), new_secret(), new_secret()
+    headers = headers_for([new, old])
+    signatures = headers["webhook-signature"].split(" ")
+    assert len(signatures) == 2 and all(s.startswith("v1,") for s in signatures)
+    assert signatures[0] == sign([new], "msg_abc", int(headers["webhook-timestamp"]), BODY)  # newest first
+    for secret in (new, old):
+        Webhook(secret).verify(BODY, headers)
+        verify(secret, headers, BODY)
+    with pytest.raises(ReferenceVerificationError):
+        Webhook(stranger).verify(BODY, headers)
+    with pytest.raises(WebhookVerificationError, match="no webhook signature matches"):
+        verify(stranger, headers, BODY)
+
+
+def test_tampered_body_fails() -> None:
+    secret = new_secret()
+    headers = headers_for([secret])
+    tampered = BODY.replace(b"job_1", b"job_2")
+    with pytest.raises(ReferenceVerificationError):
+        Webhook(secret).verify(tampered, headers)
+    with pytest.raises(WebhookVerificationError, match="body was changed"):
+        verify(secret, headers, tampered)
+
+
+def test_tampered_id_or_timestamp_fails() -> None:
+    secret = new_secret()
+    headers = headers_for([secret])
+    for name, value in (("webhook-id", "msg_other"), ("webhook-timestamp", str(int(headers["webhook-timestamp"]) + 1))):
+        with pytest.raises(WebhookVerificationError):
+            verify(secret, {**headers, name: value}, BODY)
+
+
+def test_verify_refuses_stale_or_future_timestamps_and_missing_headers() -> None:
+    secret = new_secret()
+    old = headers_for([secret], ts=int(time.time()) - 600)
+    with pytest.raises(WebhookVerificationError, match="tolerance"):
+        verify(secret, old, BODY)
+    verify(secret, old, BODY, tolerance_s=900)
+    with pytest.raises(WebhookVerificationError, match="tolerance"):
+        verify(secret, headers_for([secret], ts=int(time.time()) + 600), BODY)
+    with pytest.raises(WebhookVerificationError, match="webhook-signature"):
+        verify(secret, {"webhook-id": "m", "webhook-timestamp": "1"}, BODY)
+    upper = {k.upper(): v for k, v in headers_for([secret]).items()}
+    verify(secret, upper, BODY.decode())
+
+
+def test_sign_refuses_no_secret_or_a_malformed_one() -> None:
+    with pytest.raises(wh.WebhookSecretError, match="no webhook secret"):
+        sign([], "msg_1", 1, BODY)
+    with pytest.raises(wh.WebhookSecretError, match="base64"):
+        sign(["whsec_not base64!"], "msg_1", 1, BODY)
+    with pytest.raises(ValueError, match="message id"):
+        sign([new_secret()], "msg.1", 1, BODY)
+
+
+def test_tenant_secrets_reads_list_then_file_relative_to_home(tmp_path: Path) -> None:
+    file_secret = wh.load_or_create_secret(tmp_path / "dev-webhook-secret")
+    assert file_secret.startswith("whsec_")
+    assert wh.load_or_create_secret(tmp_path / "dev-webhook-secret") == file_secret  # created once
+    assert (tmp_path / "dev-webhook-secret").stat().st_mode & 0o077 == 0
+
+    class Tenant:
+        webhook_secrets = ["whsec_bmV3"]
+        webhook_secret_file = "dev-webhook-secret"
+
+    assert wh.tenant_secrets(Tenant(), tmp_path) == ["whsec_bmV3", file_secret]
+    assert wh.tenant_secrets(object(), tmp_path) == []
+    assert wh.tenant_secrets(None) == []
+
+
+# --- SSRF ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080/hook",
+        "http://10.1.2.3/hook",
+        "http://192.168.1.10/hook",
+        "http://172.16.0.1/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]:9000/hook",
+        "http://[fe80::1]/hook",
+        "http://[fc00::1]/hook",
+        "http://[::ffff:127.0.0.1]/hook",
+        "http://0.0.0.0/hook",
+        "http://224.0.0.1/hook",
+        "http://100.100.100.200/hook",  # carrier-grade NAT space (a cloud metadata address)
+        "http://localhost:8080/hook",
+    ],
+)
+def test_private_destinations_are_refused(url: str) -> None:
+    with pytest.raises(WebhookDestinationRefused, match="SSRF"):
+        check_destination(url, [])
+
+
+@pytest.mark.parametrize("url", ["ftp://example.com/x", "file:///etc/passwd", "gopher://1.1.1.1/", "example.com/x"])
+def test_non_http_schemes_are_refused(url: str) -> None:
+    with pytest.raises(WebhookDestinationRefused, match="http:// or https://"):
+        check_destination(url, [])
+
+
+def test_allow_list_admits_cidrs_and_host_names() -> None:
+    check_destination("http://127.0.0.1:8080/hook", ["127.0.0.0/8"])
+    check_destination("http://[::1]:8080/hook", ["::1/128"])
+    check_destination("http://10.1.2.3/hook", ["10.1.2.3"])
+    check_destination("http://localhost:8080/hook", ["localhost"])
+    check_destination("http://localhost:8080/hook", ["127.0.0.0/8", "::1/128"])
+    with pytest.raises(WebhookDestinationRefused):
+        check_destination("http://10.1.2.4/hook", ["10.1.2.3", "127.0.0.0/8"])
+    with pytest.raises(WebhookDestinationRefused):
+        check_destination("http://[::1]/hook", ["127.0.0.0/8"])  # IPv4 ranges do not cover IPv6 loopback
+
+
+def test_public_addresses_are_allowed() -> None:
+    check_destination("https://93.184.215.14/hook", [])
+    check_destination("http://[2606:4700:4700::1111]:8443/hook", [])
+    assert wh.resolve_destination("https://1.1.1.1/x") == ["1.1.1.1"]
+
+
+def fake_dns(monkeypatch: pytest.MonkeyPatch, answers: dict[str, list[str]]) -> None:
+    def getaddrinfo(host: str, port: int, *args: Any, **kwargs: Any) -> list[tuple]:
+        if host not in answers:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return [
+            (socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "",
+             (a, port, 0, 0) if ":" in a else (a, port))
+            for a in answers[host]
+        ]
+
+    monkeypatch.setattr(wh.socket, "getaddrinfo", getaddrinfo)
+
+
+def test_host_names_are_judged_by_every_address_they_resolve_to(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_dns(monkeypatch, {
+        "hooks.example.com": ["93.184.215.14", "2606:2800:21f:cb07:6820:80da:af6b:8b2c"],
+        "rebind.example.com": ["93.184.215.14", "169.254.169.254"],
+        "v6-local.example.com": ["fe80::1%eth0"],
+    })
+    assert wh.resolve_destination("https://hooks.example.com/x") == [
+        "93.184.215.14", "2606:2800:21f:cb07:6820:80da:af6b:8b2c"]
+    with pytest.raises(WebhookDestinationRefused, match=r"resolves to 169\.254\.169\.254"):
+        check_destination("https://rebind.example.com/x", [])
+    with pytest.raises(WebhookDestinationRefused, match="link-local"):
+        check_destination("https://v6-local.example.com/x", [])
+    check_destination("https://v6-local.example.com/x", ["fe80::/10"])
+    with pytest.raises(WebhookDestinationUnresolved, match="does not resolve"):
+        check_destination("https://nowhere.example.com/x", [])
+
+
+def test_pinned_request_keeps_host_and_tls_name() -> None:
+    url, headers, extensions = delivery._pinned("https://user:pw@hooks.example.com:8443/a?b=1#frag", "2606:4700::1")
+    assert url == "https://user:pw@[2606:4700::1]:8443/a?b=1"
+    assert headers == {"host": "hooks.example.com:8443"}
+    assert extensions == {"sni_hostname": "hooks.example.com"}
+    url, headers, extensions = delivery._pinned("http://hooks.example.com/a", "93.184.215.14")
+    assert (url, headers, extensions) == ("http://93.184.215.14/a", {"host": "hooks.example.com"}, {})
+
+
+# --- retry decisions -----------------------------------------------------------------------------------------
+
+BASE, CAP = 1.0, 60.0
+
+
+@pytest.mark.parametrize(
+    ("status", "retry_after", "attempt", "expected"),
+    [
+        (200, None, 1, "done"),
+        (204, None, 3, "done"),
+        (299, None, 8, "done"),
+        (410, None, 1, "give_up"),
+        (410, "5", 1, "give_up"),
+        (429, "1", 1, "retry"),
+        (502, None, 1, "retry"),
+        (504, None, 2, "retry"),
+        (500, None, 1, "retry"),
+        (503, None, 4, "retry"),
+        (None, None, 1, "retry"),  # timeout / connection error
+        (404, None, 1, "retry"),
+        (400, None, 1, "retry"),
+        (301, None, 1, "retry"),  # redirects are not followed
+        (502, None, 5, "give_up"),  # attempts exhausted
+        (429, "1", 5, "give_up"),
+        (None, None, 5, "give_up"),
+    ],
+)
+def test_delivery_decision_table(status: int | None, retry_after: str | None, attempt: int, expected: str) -> None:
+    decision, delay = delivery_decision(status, retry_after, attempt, 5, BASE, CAP)
+    assert decision == expected
+    if expected != "retry":
+        assert delay == 0
+    else:
+        assert 0 <= delay <= max(min(CAP, BASE * 2 ** (attempt - 1)), float(retry_after or 0))
+
+
+def test_backoff_is_full_jitter_exponential_and_capped() -> None:
+    rng = random.Random(7)
+    for attempt in range(1, 12):
+        delays = [delivery_decision(502, None, attempt, 50, BASE, 8.0, rng)[1] for _ in range(300)]
+        ceiling = min(8.0, BASE * 2 ** (attempt - 1))
+        assert all(0 <= d <= ceiling for d in delays)
+        assert max(delays) > ceiling * 0.8 and min(delays) < ceiling * 0.2  # spread over the whole range
+
+
+def test_retry_after_is_honoured_in_seconds_and_as_an_http_date() -> None:
+    for _ in range(50):
+        assert delivery_decision(429, "3", 1, 5, 0.1, 1.0)[1] >= 3
+    future = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    assert 28 <= delivery_decision(503, future, 1, 5, 0.1, 1.0)[1] <= 31
+    past = format_datetime(datetime.now(UTC) - timedelta(seconds=30), usegmt=True)
+    assert delivery_decision(503, past, 1, 5, 0.1, 1.0)[1] <= 1.0
+    assert delivery_decision(429, "soon", 1, 5, 0.1, 1.0)[1] <= 1.0  # unreadable: plain backoff
+    assert delivery_decision(429, "999999", 1, 5, 0.1, 1.0)[1] == wh.RETRY_AFTER_CEILING_S
+
+
+def test_parse_retry_after() -> None:
+    assert wh.parse_retry_after(None) is None
+    assert wh.parse_retry_after("") is None
+    assert wh.parse_retry_after("1.5") == 1.5
+    assert wh.parse_retry_after("-3") == 0
+    assert wh.parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0
+    assert wh.parse_retry_after("garbage") is None
+
+
+# --- the event body ------------------------------------------------------------------------------------------
+
+
+def job_view(status: JobStatus = JobStatus.SUCCEEDED) -> JobView:
+    return JobView(id="job_1", status=status, partner="sim-openai", answered_by="sim-openai", attempts=1,
+                   output="the answer", usage=Usage(prompt_tokens=3, completion_tokens=2), created_at=1.0,
+                   metadata={"order": "42"})
+
+
+def test_event_for_a_job_carries_the_output_never_the_prompt() -> None:
+    event = WebhookEvent.for_job(job_view())
+    body = json.loads(event.body())
+    assert body["type"] == "job.succeeded"
+    assert datetime.fromisoformat(body["timestamp"]).tzinfo is not None
+    assert body["data"]["output"] == "the answer" and body["data"]["id"] == "job_1"
+    leaky = WebhookEvent(type="job.failed", data={"id": "job_2", "prompt": "secret", "messages": [{"content": "x"}]})
+    assert "prompt" not in leaky.data and "messages" not in leaky.data and b"secret" not in leaky.body()
+    assert WebhookEvent.for_job(job_view(JobStatus.DEAD_LETTERED)).type == "job.dead_lettered"
+    with pytest.raises(ValueError, match="finished jobs only"):
+        WebhookEvent.for_job(job_view(JobStatus.RUNNING))
+    with pytest.raises(ValueError):
+        WebhookEvent(type="job.started", data={})  # type: ignore[arg-type]
+
+
+# --- one attempt at a time, real Redis, mocked HTTP ----------------------------------------------------------
+
+
+class StubCelery:
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    def send_task(self, name: str, **kwargs: Any) -> None:
+        self.sent.append({"name": name, **kwargs})
+
+
+class Env:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.cipher = PayloadCipher([Fernet.generate_key()])
+        self.celery = StubCelery()
+        self.ids: list[str] = []
+
+    def run(self, work: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
+        async def go() -> T:
+            client = aioredis.Redis.from_url(self.url, decode_responses=True)
+            try:
+                return await work(client)
+            finally:
+                await client.aclose()
+
+        return asyncio.run(go())
+
+    def enqueue(self, url: str, secrets: list[str], **kw: Any) -> str:
+        event = WebhookEvent.for_job(job_view())
+
+        async def go(client: aioredis.Redis) -> str:
+            return await delivery.enqueue_webhook(
+                client, self.cipher, tenant="t1", url=url, event=event, msg_id=wh.new_message_id(), secrets=secrets,
+                celery_app=self.celery, **kw)  # type: ignore[arg-type]
+
+        delivery_id = self.run(go)
+        self.ids.append(delivery_id)
+        return delivery_id
+
+    def deliver(self, delivery_id: str, attempt: int, handler: Callable[[httpx.Request], httpx.Response],
+                allow: list[str] | None = None) -> str:
+        async def go(client: aioredis.Redis) -> str:
+            async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+                return await delivery.deliver(client, self.cipher, delivery_id, attempt,
+                                              allow=allow if allow is not None else ["127.0.0.0/8"], http=http)
+
+        return self.run(go)
+
+    def hash(self, delivery_id: str) -> dict[str, str]:
+        return self.run(lambda c: c.hgetall(wh.delivery_key(delivery_id)))  # type: ignore[arg-type,return-value]
+
+    def zscore(self, key: str, member: str) -> float | None:
+        return self.run(lambda c: c.zscore(key, member))  # type: ignore[arg-type,return-value]
+
+
+@pytest.fixture()
+def env(redis_server: EmbeddedRedis) -> Iterator[Env]:
+    found = Env(redis_server.url)
+    yield found
+
+    async def cleanup(client: aioredis.Redis) -> None:
+        for delivery_id in found.ids:
+            await client.delete(wh.delivery_key(delivery_id))
+            await client.zrem(wh.DEAD_LETTER_KEY, delivery_id)
+            await client.zrem(wh.DELAYED_KEY, *(f"{delivery_id}:{n}" for n in range(1, 10)))
+
+    found.run(cleanup)
+
+
+def test_enqueue_stores_encrypted_body_sends_first_attempt_and_is_idempotent(env: Env) -> None:
+    secret = new_secret()
+    delivery_id = env.enqueue("http://127.0.0.1:9/hook", [secret])
+    stored = env.hash(delivery_id)
+    assert stored["state"] == "pending" and stored["next_attempt"] == "1"
+    assert all("the answer" not in value and secret not in value for value in stored.values())
+    assert json.loads(env.cipher.decrypt(stored["body"].encode()))["data"]["output"] == "the answer"
+    assert [(s["name"], s["queue"], s["kwargs"]) for s in env.celery.sent] == [
+        ("fedgate.deliver_webhook", "webhooks", {"delivery_id": delivery_id, "attempt": 1})]
+    assert env.zscore(wh.DELAYED_KEY, f"{delivery_id}:1") is None  # the safety net went once sent
+
+    async def again(client: aioredis.Redis) -> str:
+        event = WebhookEvent.for_job(job_view())
+        return await delivery.enqueue_webhook(client, env.cipher, tenant="t1", url="http://127.0.0.1:9/x",
+                                              event=event, msg_id=stored["msg_id"], celery_app=env.celery)  # type: ignore[arg-type]
+
+    assert env.run(again) == delivery_id and len(env.celery.sent) == 1
+
+
+def test_timeout_schedules_the_next_attempt_in_the_delay_set(env: Env) -> None:
+    delivery_id = env.enqueue("http://127.0.0.1:9/hook", [new_secret()])
+
+    def hang(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("slow", request=request)
+
+    assert "retry in" in env.deliver(delivery_id, 1, hang)
+    stored = env.hash(delivery_id)
+    assert stored["next_attempt"] == "2" and stored["last_status"] == "" and "no answer" in stored["last_error"]
+    assert env.zscore(wh.DELAYED_KEY, f"{delivery_id}:2") is not None
+    assert env.deliver(delivery_id, 1, hang).startswith("skipped")  # a duplicate of attempt 1 changes nothing
+
+
+def test_success_sends_signed_headers_and_drops_the_body(env: Env) -> None:
+    secret = new_secret()
+    delivery_id = env.enqueue("http://127.0.0.1:9/hook", [secret])
+    seen: list[httpx.Request] = []
+
+    def ok(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200)
+
+    assert env.deliver(delivery_id, 1, ok).startswith("delivered")
+    request = seen[0]
+    assert request.headers["content-type"] == "application/json"
+    Webhook(secret).verify(request.content, dict(request.headers))
+    stored = env.hash(delivery_id)
+    assert stored["state"] == "delivered" and "body" not in stored and "secrets" not in stored
+    assert env.deliver(delivery_id, 1, ok) == "skipped: already delivered" and len(seen) == 1
+
+
+def test_410_dead_letters_at_once(env: Env) -> None:
+    delivery_id = env.enqueue("http://127.0.0.1:9/hook", [new_secret()])
+    assert "dead-lettered" in env.deliver(delivery_id, 1, lambda r: httpx.Response(410))
+    stored = env.hash(delivery_id)
+    assert stored["state"] == "dead_lettered" and stored["last_status"] == "410"
+    assert env.zscore(wh.DEAD_LETTER_KEY, delivery_id) is not None
+    assert env.zscore(wh.DELAYED_KEY, f"{delivery_id}:2") is None
+
+
+def test_refused_destination_dead_letters_without_a_request(env: Env) -> None:
+    delivery_id = env.enqueue("http://169.254.169.254/latest/meta-data/", [new_secret()])
+    seen: list[httpx.Request] = []
+    result = env.deliver(delivery_id, 1, lambda r: seen.append(r) or httpx.Response(200), allow=["127.0.0.0/8"])
+    assert "SSRF" in result and not seen
+    assert env.hash(delivery_id)["state"] == "dead_lettered"
+
+
+def test_no_secret_dead_letters_rather_than_sending_unsigned(env: Env) -> None:
+    delivery_id = env.enqueue("http://127.0.0.1:9/hook", [])
+    seen: list[httpx.Request] = []
+    assert "no webhook secret" in env.deliver(delivery_id, 1, lambda r: seen.append(r) or httpx.Response(200))
+    assert not seen
+
+
+def test_exhausted_then_replayed_keeps_the_webhook_id(env: Env) -> None:
+    delivery_id = env.enqueue("http://127.0.0.1:9/hook", [new_secret()],
+                              settings=WebhookSettings(max_attempts=2, base_delay_s=0.01, max_delay_s=0.01))
+    ids: list[str] = []
+
+    def fail(request: httpx.Request) -> httpx.Response:
+        ids.append(request.headers["webhook-id"])
+        return httpx.Response(502)
+
+    assert "retry in" in env.deliver(delivery_id, 1, fail)
+    assert "dead-lettered" in env.deliver(delivery_id, 2, fail)
+    assert env.zscore(wh.DEAD_LETTER_KEY, delivery_id) is not None
+    assert env.run(lambda c: delivery.replay_webhook(c, delivery_id))
+    assert env.zscore(wh.DEAD_LETTER_KEY, delivery_id) is None
+    assert env.zscore(wh.DELAYED_KEY, f"{delivery_id}:3") is not None
+    assert "retry in" in env.deliver(delivery_id, 3, fail)  # counted afresh: attempt 1 of 2 after the replay
+    assert len(set(ids)) == 1
+    view = env.run(lambda c: delivery.describe_delivery(c, delivery_id))
+    assert view is not None and "body" not in view and view["attempts"] == "3"
