@@ -17,6 +17,7 @@ from gateway_api.completion import CompletionListener
 from gateway_api.contract_routes import install as install_contract_routes
 from gateway_api.deps import ApiError, Services, Tenant, error_body, services, wait_for_job
 from gateway_api.dlq_routes import install as install_dead_letter_routes
+from gateway_api.metrics_routes import install as install_metrics_routes
 from gateway_api.openai_compat import install as install_openai_routes
 from gateway_core.config import load_config
 from gateway_core.contracts import ContractRegistry
@@ -26,6 +27,7 @@ from gateway_core.models import JobStatus, JobSubmission, JobView
 from gateway_core.settings import Settings, get_settings
 from gateway_core.store import JobStore
 from workers.celery_app import broker_url, make_celery
+from workers.notify import notify_finished
 from workers.producer import JobProducer
 
 
@@ -100,6 +102,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if before in ("succeeded", "failed", "dead_lettered"):
             raise ApiError(409, f"job {job_id} already {before}; nothing to cancel", "job_finished", "job_id")
         record = await svc.store.get(job_id) or record
+        if before != "cancelled":
+            await notify_finished(svc.redis, svc.store.cipher, svc.config, record, svc.settings.job_ttl_s)
         return record.view()
 
     @app.get("/v1/jobs/{job_id}", response_model=JobView, tags=["jobs"])
@@ -118,6 +122,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_dead_letter_routes(app)
     install_openai_routes(app)
     install_contract_routes(app)
+    install_metrics_routes(app)
     return app
 
 

@@ -282,6 +282,9 @@ def simulate(
 
 from gateway_api.cli_contracts import contracts_app  # noqa: E402
 from gateway_api.cli_dlq import dlq_app  # noqa: E402
+from gateway_api.cli_status import status  # noqa: E402
+
+cli.command()(status)
 
 cli.add_typer(dlq_app, name="dlq", help="Inspect, replay and purge dead letters (admin API key).")
 cli.add_typer(contracts_app, name="contracts", help="Add, list and show output contracts (admin API key).")

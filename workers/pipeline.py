@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway_core import metrics
 from gateway_core.adapters.base import CallRequest, Outcome, OutputSchema, PartnerResponse
 from gateway_core.config import PartnerConfig
 from gateway_core.contracts import ContractVersion, parse_lenient, validation_errors
@@ -74,6 +75,7 @@ async def run_job(job_id: str, partner: str, attempt: int) -> str:
     if record.reservation != f"{partner}:{attempt}":
         gate = await rt.breakers.allow(partner, ctx.partner.breaker)
         if gate == "open":
+            metrics.record_breaker_rejection(partner)
             ctx.note("breaker_open", f"circuit breaker for {partner} is open")
             return await _route_failure(ctx, PartnerResponse(Outcome.RETRYABLE, error="circuit open"), True)
         probe = gate == "probe"
@@ -87,6 +89,7 @@ async def run_job(job_id: str, partner: str, attempt: int) -> str:
         return await _wait_for_budget(ctx, wait_s)
     if record.params.get("contract"):
         ctx.contract = await rt.contract(record.params["contract"])
+    metrics.record_redactions(partner, ctx.redactions)
     response = await _call_partner(ctx)
     await _after_call(ctx, response, probe)
     parsed: Any = None
@@ -102,6 +105,7 @@ async def run_job(job_id: str, partner: str, attempt: int) -> str:
         )
         if not published:
             return "superseded"
+        _record_finished(record, "succeeded")
         await _notify(ctx, JobStatus.SUCCEEDED, output=output, parsed=parsed, usage=response.usage,
                       answered_by=partner)
         return "succeeded"
@@ -126,6 +130,7 @@ async def _hold_to_contract(ctx: RunContext, response: PartnerResponse) -> tuple
     for repair in range(ctx.partner.contract_repairs + 1):
         errors = _contract_errors(schema, response.text or "")
         if isinstance(errors, tuple):
+            metrics.record_contract(ctx.partner.name, ctx.contract.name, "passed" if repair == 0 else "repaired")
             return response, errors[0]
         verdict = f"{ctx.contract.name}@{ctx.contract.version}: " + "; ".join(errors)
         last = ctx.record.history[-1]
@@ -140,6 +145,7 @@ async def _hold_to_contract(ctx: RunContext, response: PartnerResponse) -> tuple
         response = await _call_partner(ctx)
         if response.outcome is not Outcome.OK:
             return response, None
+    metrics.record_contract(ctx.partner.name, ctx.contract.name, "failed")
     return PartnerResponse(Outcome.CONTRACT_VIOLATION, response.status_code, error="output violates the contract"), None
 
 
@@ -198,6 +204,7 @@ async def _wait_for_budget(ctx: RunContext, wait_s: float) -> str:
         ctx.record, ctx.token, status=JobStatus.WAITING, partner=ctx.partner.name, attempt=next_attempt,
         delay_s=wait_s, reservation=f"{ctx.partner.name}:{next_attempt}",
     )
+    metrics.record_budget_wait(ctx.partner.name)
     return "waiting"
 
 
@@ -211,9 +218,13 @@ async def _call_partner(ctx: RunContext) -> PartnerResponse:
         output=OutputSchema(contract.name, contract.schema_) if contract else None,
     )
     started_wall, started = now(), time.perf_counter()
-    response = await adapter.call(request)
+    with metrics.calls_in_flight(ctx.partner.name):
+        response = await adapter.call(request)
+    elapsed_s = time.perf_counter() - started
+    metrics.record_call(ctx.partner.name, response.outcome.value, elapsed_s)
+    metrics.record_tokens(ctx.partner.name, response.usage)
     ctx.note(response.outcome.value, response.error, response.status_code,
-             round((time.perf_counter() - started) * 1000, 3), redactions=ctx.redactions, started_at=started_wall)
+             round(elapsed_s * 1000, 3), redactions=ctx.redactions, started_at=started_wall)
     return response
 
 
@@ -237,8 +248,13 @@ async def _route_failure(ctx: RunContext, response: PartnerResponse, breaker_ope
                       breaker_open=breaker_open)
     if decision.action == "dead_letter":
         if await ctx.rt.store.finish_unsuccessful(record, ctx.token, JobStatus.DEAD_LETTERED, decision.reason):
+            _record_finished(record, "dead_lettered")
             await _notify(ctx, JobStatus.DEAD_LETTERED, error=decision.reason)
         return "dead_lettered"
+    if decision.action == "retry":
+        metrics.record_retry(ctx.partner.name)
+    else:
+        metrics.record_fallback(ctx.partner.name, decision.partner)
     status = JobStatus.RETRYING if decision.action == "retry" else JobStatus.QUEUED
     await ctx.rt.store.move_on(
         record, ctx.token, status=status, partner=decision.partner, attempt=ctx.attempt + 1,
@@ -271,5 +287,11 @@ async def _dead_letter_unreadable(
         Attempt(partner=partner, attempt=attempt, outcome="fatal", error=f"unreadable job: {reason}",
                 started_at=now(), duration_ms=0.0)
     )
-    await rt.store.finish_unsuccessful(record, token, JobStatus.DEAD_LETTERED, f"unreadable job: {reason}")
+    if await rt.store.finish_unsuccessful(record, token, JobStatus.DEAD_LETTERED, f"unreadable job: {reason}"):
+        _record_finished(record, "dead_lettered")
     return "dead_lettered"
+
+
+def _record_finished(record: JobRecord, outcome: str) -> None:
+    queue_wait = (record.started_at - record.created_at) if record.started_at else None
+    metrics.record_job_finished(record.requested_partner, record.tenant, outcome, queue_wait, now() - record.created_at)

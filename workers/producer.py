@@ -8,7 +8,7 @@ from typing import Any
 
 from celery import Celery
 
-from gateway_core import keys
+from gateway_core import keys, metrics
 from gateway_core.config import GatewayConfig, TenantConfig
 from gateway_core.contracts import ContractNotFound, ContractRegistry
 from gateway_core.errors import SubmissionError
@@ -146,6 +146,7 @@ class JobProducer:
                 503,
                 "broker_unavailable",
             ) from exc
+        metrics.record_submitted(record.requested_partner, tenant.name)
         # The message is on the queue; lifting the safety net need not delay the caller.
         task = asyncio.create_task(redis.zrem(keys.DELAYED, member))
         self._background.add(task)

@@ -9,6 +9,7 @@ import redis
 from celery.exceptions import Reject
 from celery.signals import worker_init, worker_ready
 
+from gateway_core import metrics
 from gateway_core.redaction import PlaceholderMap
 from workers import pipeline
 from workers.bridge import await_, io_loop
@@ -45,11 +46,13 @@ def _start_background_work(**_: object) -> None:
     asyncio.run_coroutine_threadsafe(_run_mover(), io_loop())
     asyncio.run_coroutine_threadsafe(_flush_breaker_counts(), io_loop())
     asyncio.run_coroutine_threadsafe(_run_webhook_mover(), io_loop())
+    asyncio.run_coroutine_threadsafe(_flush_metric_events(), io_loop())
 
 
 @worker_init.connect
 def _warm_up(**_: object) -> None:
     """Build the runtime (config, redactors, adapters) before the first job, not in its critical path."""
+    metrics.start_worker_metrics_server()
     asyncio.run_coroutine_threadsafe(_build(), io_loop()).result(timeout=120)
 
 
@@ -63,6 +66,10 @@ async def _build() -> None:
 async def _run_mover() -> None:
     rt = runtime()
     await DelayQueueMover(rt.redis, app).run_forever(rt.store)
+
+
+async def _flush_metric_events() -> None:
+    await metrics.flush_events_forever(runtime().redis)
 
 
 async def _run_webhook_mover() -> None:
