@@ -13,7 +13,7 @@ import redis
 from gateway_core.embedded_redis import EmbeddedRedis
 from gateway_core.simulator import SimulatorConfig
 from gateway_core.webhooks import load_or_create_secret
-from tests.helpers import FleetEnv, free_port, http_ok, wait_for
+from tests.helpers import FleetEnv, Proc, free_port, http_ok, wait_for
 
 TEST_CONFIG = Path(__file__).with_name("fleet_config.yaml")
 
@@ -67,6 +67,14 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, redis_server: EmbeddedRedis)
     wait_for(lambda: http_ok(f"http://127.0.0.1:{api_port}/healthz"), 30, what="api")
     yield fleet_env
     fleet_env.stop_all()
+
+
+@pytest.fixture(scope="module")
+def worker(fleet: FleetEnv) -> Iterator[Proc]:
+    """A worker consuming both demo partners' queues (and webhooks), for one test module."""
+    proc = fleet.start_worker("sim-openai,sim-anthropic")
+    yield proc
+    proc.stop()
 
 
 @pytest.fixture()

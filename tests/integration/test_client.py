@@ -12,13 +12,6 @@ from gateway_core.webhooks import WebhookEvent, new_secret, signed_headers
 from tests.helpers import FleetEnv, Proc
 
 
-@pytest.fixture(scope="module")
-def worker(fleet: FleetEnv) -> Iterator[Proc]:
-    proc = fleet.start_worker("sim-openai,sim-anthropic")
-    yield proc
-    proc.stop()
-
-
 @pytest.fixture()
 def client(fleet: FleetEnv) -> Iterator[FedgateClient]:
     with FedgateClient(fleet.env["FEDGATE_API_URL"], "test-key-dev") as fg:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from tests.helpers import FleetEnv, Proc, wait_for
+from tests.helpers import Proc, wait_for
 
 TERMINAL = {"succeeded", "failed", "dead_lettered", "cancelled"}
 SCHEMA = {
@@ -19,13 +18,6 @@ SCHEMA = {
     },
     "required": ["sentiment", "score"],
 }
-
-
-@pytest.fixture(scope="module")
-def worker(fleet: FleetEnv) -> Iterator[Proc]:
-    proc = fleet.start_worker("sim-openai,sim-anthropic")
-    yield proc
-    proc.stop()
 
 
 @pytest.fixture()

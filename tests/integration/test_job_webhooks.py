@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -11,13 +10,6 @@ from standardwebhooks import Webhook
 
 from tests.helpers import FleetEnv, Proc, wait_for
 from tests.integration.test_webhook_delivery import start_receiver
-
-
-@pytest.fixture(scope="module")
-def worker(fleet: FleetEnv) -> Iterator[Proc]:
-    proc = fleet.start_worker("sim-openai,sim-anthropic")
-    yield proc
-    proc.stop()
 
 
 def test_a_finished_job_is_posted_signed_to_its_webhook(api: httpx.Client, fleet: FleetEnv, worker: Proc) -> None:

@@ -3,19 +3,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 
 import httpx
-import pytest
 
 from tests.helpers import FleetEnv, Proc, wait_for
-
-
-@pytest.fixture(scope="module")
-def worker(fleet: FleetEnv) -> Iterator[Proc]:
-    proc = fleet.start_worker("sim-openai,sim-anthropic")
-    yield proc
-    proc.stop()
 
 
 def test_same_idempotency_key_and_body_is_the_same_job(api: httpx.Client, worker: Proc) -> None:

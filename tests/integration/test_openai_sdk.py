@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
 import openai
 import pytest
 
 from tests.helpers import FleetEnv, Proc
-
-
-@pytest.fixture(scope="module")
-def worker(fleet: FleetEnv) -> Iterator[Proc]:
-    proc = fleet.start_worker("sim-openai,sim-anthropic")
-    yield proc
-    proc.stop()
 
 
 @pytest.fixture()
