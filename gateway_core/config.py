@@ -84,6 +84,7 @@ class TenantConfig(_Strict):
     webhook_secrets: list[str] = Field(default_factory=list, repr=False, description="whsec_... secrets, newest first")
     webhook_secret_file: str | None = Field(default=None, description="File holding the whsec_ secret")
     partners: list[str] | None = Field(default=None, description="Partners this tenant may use; unset = all")
+    limits: RateLimits = Field(default_factory=RateLimits, description="The tenant's own budget across partners")
 
     @model_validator(mode="after")
     def _one_key_source(self) -> TenantConfig:

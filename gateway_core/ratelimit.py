@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 
 from gateway_core import keys
-from gateway_core.config import PartnerConfig
+from gateway_core.config import PartnerConfig, RateLimits, TenantConfig
 
 # KEYS: bucket hashes. ARGV[1]: 'reserve' (may go into debt, always takes) or 'admit' (all or nothing, never in
 # debt); then per bucket (rate per second, capacity, cost). Returns microseconds to wait (0: covered / admitted).
@@ -91,14 +91,22 @@ def bucket_specs(partner: PartnerConfig) -> tuple[BucketSpec | None, BucketSpec 
     Capacity is half a second's worth: a full minute's burst would let a fresh bucket send up to twice the
     limit within one minute, which a partner counting over a sliding minute answers with 429s.
     """
-    limits = partner.limits
+    return _specs(partner.limits, partner.name)
+
+
+def tenant_bucket_specs(tenant: TenantConfig | None) -> tuple[BucketSpec | None, BucketSpec | None]:
+    """A tenant's own budget across every partner it uses (optional)."""
+    return _specs(tenant.limits, f"tenant:{tenant.name}") if tenant is not None else (None, None)
+
+
+def _specs(limits: RateLimits, owner: str) -> tuple[BucketSpec | None, BucketSpec | None]:
     requests = tokens = None
     if limits.requests_per_minute:
         rate = limits.requests_per_minute / 60
-        requests = BucketSpec(keys.bucket(partner.name, "requests"), rate, max(1.0, rate * BURST_SECONDS))
+        requests = BucketSpec(keys.bucket(owner, "requests"), rate, max(1.0, rate * BURST_SECONDS))
     if limits.tokens_per_minute:
         rate = limits.tokens_per_minute / 60
-        tokens = BucketSpec(keys.bucket(partner.name, "tokens"), rate, max(1.0, rate * BURST_SECONDS))
+        tokens = BucketSpec(keys.bucket(owner, "tokens"), rate, max(1.0, rate * BURST_SECONDS))
     return requests, tokens
 
 
@@ -109,17 +117,26 @@ class PartnerBudgets:
         self._adjust = client.register_script(_ADJUST)
         self._block = client.register_script(_BLOCK)
 
-    async def reserve(self, partner: PartnerConfig, estimated_tokens: int) -> float:
+    async def reserve(self, partner: PartnerConfig, estimated_tokens: int, tenant: TenantConfig | None = None) -> float:
         """Reserve one request and the estimated tokens; returns seconds until the reservation is covered."""
-        return await self._run("reserve", partner, estimated_tokens, "")
+        return await self._run("reserve", partner, tenant, estimated_tokens, "")
 
-    async def admit(self, partner: PartnerConfig, estimated_tokens: int) -> float:
+    async def admit(self, partner: PartnerConfig, estimated_tokens: int, tenant: TenantConfig | None = None) -> float:
         """Admit the call now (0.0), or say how many seconds until it may go; nothing is taken then."""
-        return await self._run("admit", partner, estimated_tokens, ADMISSION_SUFFIX)
+        return await self._run("admit", partner, tenant, estimated_tokens, ADMISSION_SUFFIX)
 
-    async def _run(self, mode: str, partner: PartnerConfig, estimated_tokens: int, suffix: str) -> float:
+    async def _run(
+        self, mode: str, partner: PartnerConfig, tenant: TenantConfig | None, estimated_tokens: int, suffix: str
+    ) -> float:
         requests, tokens = bucket_specs(partner)
-        specs = [(s, c) for s, c in ((requests, 1.0), (tokens, float(estimated_tokens))) if s is not None]
+        tenant_requests, tenant_tokens = tenant_bucket_specs(tenant)
+        costs = (
+            (requests, 1.0),
+            (tokens, float(estimated_tokens)),
+            (tenant_requests, 1.0),
+            (tenant_tokens, float(estimated_tokens)),
+        )
+        specs = [(s, c) for s, c in costs if s is not None]
         if not specs:
             return 0.0
         args: list[str | float] = [mode]

@@ -79,7 +79,7 @@ async def run_job(job_id: str, partner: str, attempt: int) -> str:
             ctx.note("breaker_open", f"circuit breaker for {partner} is open")
             return await _route_failure(ctx, PartnerResponse(Outcome.RETRYABLE, error="circuit open"), True)
         probe = gate == "probe"
-        wait_s = await rt.budgets.reserve(ctx.partner, _estimate(ctx))
+        wait_s = await rt.budgets.reserve(ctx.partner, _estimate(ctx), rt.config.tenants.get(record.tenant))
         if wait_s > INLINE_WAIT_S:
             return await _wait_for_budget(ctx, wait_s)
         if wait_s > 0:
@@ -190,7 +190,7 @@ def _estimate(ctx: RunContext) -> int:
 async def _admit(ctx: RunContext) -> float:
     """Admission right before the call; short waits are slept through, a long one is returned."""
     for _ in range(ADMIT_TRIES):
-        wait_s = await ctx.rt.budgets.admit(ctx.partner, _estimate(ctx))
+        wait_s = await ctx.rt.budgets.admit(ctx.partner, _estimate(ctx), ctx.rt.config.tenants.get(ctx.record.tenant))
         if wait_s == 0 or wait_s > ADMIT_INLINE_WAIT_S:
             return wait_s
         await asyncio.sleep(wait_s)
