@@ -138,7 +138,7 @@ class CircuitBreakers:
 
     async def state(self, partner: str) -> BreakerState:
         raw = await self.redis.hget(keys.breaker(partner), "state")
-        return BreakerState(raw) if raw else BreakerState.CLOSED
+        return BreakerState(str(raw)) if raw else BreakerState.CLOSED
 
     async def reset(self, partner: str) -> None:
         await self.redis.delete(*self._keys(partner))

@@ -164,7 +164,7 @@ class JobStore:
     async def create(self, record: JobRecord) -> None:
         key = keys.job(record.id)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping=self.encode_new(record))
+            pipe.hset(key, mapping=dict(self.encode_new(record)))  # type: ignore[arg-type]
             pipe.expire(key, self.ttl_s)
             await pipe.execute()
 
@@ -172,7 +172,7 @@ class JobStore:
         await self.redis.delete(keys.job(job_id))
 
     async def get(self, job_id: str, *, with_payload: bool = False) -> JobRecord | None:
-        raw: dict[str, str] = await self.redis.hgetall(keys.job(job_id))
+        raw: dict[str, str] = await self.redis.hgetall(keys.job(job_id))  # type: ignore[assignment]
         if not raw or "status" not in raw:
             return None
         return self.decode(job_id, raw, with_payload=with_payload)

@@ -64,6 +64,9 @@ class JobProducer:
         except WebhookError as exc:
             raise SubmissionError(f"webhook_url: {exc}", 422, "webhook_refused") from None
 
+    async def _lift_safety_net(self, member: str) -> None:
+        await self.store.redis.zrem(keys.DELAYED, member)
+
     async def pin_contract(self, reference: str) -> str:
         """The contract a job names, pinned to a version ("name@N") so a later version cannot change the job."""
         try:
@@ -86,7 +89,7 @@ class JobProducer:
         slot = keys.idempotency(tenant.name, hashlib.sha256(key.encode()).hexdigest())
         redis = self.store.redis
         if not await redis.set(slot, f"pending:{digest}", nx=True, ex=IDEMPOTENCY_TTL_S):
-            existing = await redis.get(slot) or ""
+            existing = str(await redis.get(slot) or "")
             state, _, value = existing.partition(":")
             stored_digest, _, job_id = value.partition(":")
             if stored_digest != digest:
@@ -130,7 +133,7 @@ class JobProducer:
         member = delayed_member(record.id, record.partner, record.attempt)
         redis = self.store.redis
         async with redis.pipeline(transaction=True) as pipe:
-            pipe.hset(keys.job(record.id), mapping=self.store.encode_new(record))
+            pipe.hset(keys.job(record.id), mapping=self.store.encode_new(record))  # type: ignore[arg-type]
             pipe.expire(keys.job(record.id), self.store.ttl_s)
             pipe.zadd(keys.DELAYED, {member: (now() + SAFETY_NET_S) * 1000})
             await pipe.execute()
@@ -148,7 +151,7 @@ class JobProducer:
             ) from exc
         metrics.record_submitted(record.requested_partner, tenant.name)
         # The message is on the queue; lifting the safety net need not delay the caller.
-        task = asyncio.create_task(redis.zrem(keys.DELAYED, member))
+        task = asyncio.create_task(self._lift_safety_net(member))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         return record
