@@ -29,6 +29,7 @@ def make_celery(settings: Settings) -> Celery:
         "health_check_interval": 30,
     }
     app.conf.update(
+        broker_transport="workers.broker:Transport",
         task_serializer="json",
         result_serializer="json",
         accept_content=["json"],
