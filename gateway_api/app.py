@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from gateway_api.batch_routes import install as install_batch_routes
 from gateway_api.completion import CompletionListener
 from gateway_api.contract_routes import install as install_contract_routes
 from gateway_api.deps import ApiError, Services, Tenant, error_body, services, wait_for_job
@@ -123,6 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_openai_routes(app)
     install_contract_routes(app)
     install_metrics_routes(app)
+    install_batch_routes(app)
     return app
 
 
