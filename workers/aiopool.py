@@ -23,8 +23,8 @@ class AsyncioPool(BasePool):
     stop_grace_s = 30.0
 
     def on_start(self) -> None:
-        # Two busy threads share the GIL (Celery's consumer and the I/O loop); the default 5 ms switch interval
-        # lets one hold the other off for whole partner round trips. 0.5 ms keeps hand-offs short.
+        # Two busy threads share the GIL (Celery's consumer and the I/O loop). A shorter switch interval bounds how
+        # long one can hold the other off; measured here its effect on throughput and p50 is within noise.
         sys.setswitchinterval(SWITCH_INTERVAL_S)
         # The process's one I/O loop: worker start-up hooks may already have used it to build the runtime.
         self._loop = bridge.io_loop()
