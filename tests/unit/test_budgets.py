@@ -86,3 +86,25 @@ def test_a_partner_429_pauses_the_budget_for_its_retry_after(redis_server: Embed
         return await budgets.admit(partner, 1)
 
     assert 4.8 <= run(redis_server, body) <= 5.1
+
+
+def test_tokens_are_estimated_then_reconciled_with_reported_usage(redis_server: EmbeddedRedis) -> None:
+    suffix = os.urandom(3).hex()
+    cfg = GatewayConfig.model_validate({
+        "partners": {f"p-{suffix}": {"name": f"p-{suffix}", "adapter": "openai", "base_url": "http://x/v1",
+                                     "model": "m", "limits": {"tokens_per_minute": 60_000}}},
+        "tenants": {"t": {"api_key": "k"}},
+    })
+    partner = next(iter(cfg.partners.values()))  # 1,000 tokens/s, burst 500
+
+    async def body(budgets: PartnerBudgets) -> tuple[float, float, float]:
+        assert await budgets.reserve(partner, 400) == 0.0
+        short = await budgets.reserve(partner, 400)  # 300 short: waits ~0.3 s
+        await budgets.reconcile(partner, 400, 50)  # the first call really used 50: 350 come back
+        after = await budgets.level(partner)
+        return short, after["tokens"], await budgets.reserve(partner, 200)
+
+    short, level, next_wait = run(redis_server, body)
+    assert 0.25 <= short <= 0.35
+    assert level >= 40  # was about -300 before the 350 came back
+    assert next_wait <= 0.2
