@@ -23,7 +23,7 @@ from gateway_api.openai_compat import install as install_openai_routes
 from gateway_core.config import load_config
 from gateway_core.contracts import ContractRegistry
 from gateway_core.crypto import load_cipher
-from gateway_core.errors import FedgateError, SubmissionError
+from gateway_core.errors import FedgateError, RequestError, SubmissionError
 from gateway_core.models import JobStatus, JobSubmission, JobView
 from gateway_core.settings import Settings, get_settings
 from gateway_core.store import JobStore
@@ -129,8 +129,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def _install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+    @app.exception_handler(RequestError)
+    async def _api_error(_: Request, exc: RequestError) -> JSONResponse:
         return JSONResponse(error_body(exc.message, exc.code, exc.param), status_code=exc.status_code)
 
     @app.exception_handler(RequestValidationError)

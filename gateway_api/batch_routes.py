@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import UploadFile
 
 from gateway_api.deps import ApiError, Tenant, services
-from gateway_core.batches import DEFAULT_MAX_FILE_BYTES, BatchError, BatchStore
+from gateway_core.batches import DEFAULT_MAX_FILE_BYTES, BatchStore
 
 router = APIRouter(tags=["batches"])
 _READ_CHUNK = 1024 * 1024
@@ -33,10 +33,6 @@ def batch_store(request: Request) -> BatchStore:
         existing = BatchStore(svc.store, svc.producer, max_file_bytes=max_file_bytes())
         state.batches = existing
     return existing
-
-
-def _api_error(exc: BatchError) -> ApiError:
-    return ApiError(exc.status_code, exc.message, exc.code, exc.param)
 
 
 class BatchCreate(BaseModel):
@@ -73,8 +69,6 @@ async def upload_file(request: Request, who: Tenant) -> dict[str, Any]:
                 raise ApiError(400, f"the file is over the {limit} byte limit: split it", "file_too_large", "file")
             parts.append(chunk)
         info = await batches.create_file(who.name, upload.filename or "upload.jsonl", purpose, b"".join(parts))
-    except BatchError as exc:
-        raise _api_error(exc) from None
     finally:
         await form.close()
     return info.as_openai()
@@ -98,11 +92,9 @@ async def file_content(file_id: str, request: Request, who: Tenant) -> Response:
 
 @router.post("/v1/batches")
 async def create_batch(body: BatchCreate, request: Request, who: Tenant) -> dict[str, Any]:
-    try:
-        return await batch_store(request).create_batch(who, body.input_file_id, body.endpoint,
-                                                       body.completion_window, body.metadata)
-    except BatchError as exc:
-        raise _api_error(exc) from None
+    # A BatchError is a RequestError: the app answers it in the OpenAI error shape.
+    return await batch_store(request).create_batch(who, body.input_file_id, body.endpoint,
+                                                   body.completion_window, body.metadata)
 
 
 @router.get("/v1/batches/{batch_id}")
@@ -127,10 +119,7 @@ async def list_batches(
 
 @router.post("/v1/batches/{batch_id}/cancel")
 async def cancel_batch(batch_id: str, request: Request, who: Tenant) -> dict[str, Any]:
-    try:
-        view = await batch_store(request).cancel_batch(who.name, batch_id)
-    except BatchError as exc:
-        raise _api_error(exc) from None
+    view = await batch_store(request).cancel_batch(who.name, batch_id)
     if view is None:
         raise ApiError(404, f"no batch {batch_id!r} for this tenant", "batch_not_found", "batch_id")
     return view

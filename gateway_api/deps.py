@@ -13,18 +13,14 @@ from fastapi import Depends, Header, Request
 
 from gateway_api.completion import CompletionListener
 from gateway_core.config import GatewayConfig, TenantConfig
+from gateway_core.errors import RequestError
 from gateway_core.settings import Settings
 from gateway_core.store import JobRecord, JobStore
 from workers.producer import JobProducer
 
 
-class ApiError(Exception):
-    def __init__(self, status_code: int, message: str, code: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-        self.message = message
-        self.code = code
-        self.param = param
+class ApiError(RequestError):
+    """An HTTP error answered in OpenAI's error shape."""
 
 
 def error_body(message: str, code: str, param: str | None = None) -> dict[str, Any]:

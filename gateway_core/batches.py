@@ -29,7 +29,7 @@ from pydantic import ValidationError
 
 from gateway_core import keys, metrics
 from gateway_core.config import TenantConfig
-from gateway_core.errors import SubmissionError
+from gateway_core.errors import RequestError, SubmissionError
 from gateway_core.models import JobStatus, JobSubmission, new_job_id, now
 from gateway_core.store import JobRecord, JobStore, delayed_member
 
@@ -96,15 +96,8 @@ def tenant_batches_key(tenant: str) -> str:
     return f"{keys.PREFIX}:batches:{tenant}"
 
 
-class BatchError(Exception):
+class BatchError(RequestError):
     """A request the SDK should see as an HTTP error (nothing was created)."""
-
-    def __init__(self, status_code: int, message: str, code: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-        self.message = message
-        self.code = code
-        self.param = param
 
 
 @dataclass

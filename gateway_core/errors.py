@@ -5,6 +5,17 @@ class FedgateError(Exception):
     """Base class for errors shown to users without a traceback."""
 
 
+class RequestError(FedgateError):
+    """A request refused with an HTTP status: what was wrong, and what to do (nothing was created)."""
+
+    def __init__(self, status_code: int, message: str, code: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = message
+        self.code = code
+        self.param = param
+
+
 class ConfigError(FedgateError):
     pass
 

@@ -26,6 +26,7 @@ import httpx
 import psutil
 import redis
 import redis.asyncio as aioredis
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -40,54 +41,21 @@ from gateway_core.store import JobStore  # noqa: E402
 from workers.celery_app import make_celery  # noqa: E402
 from workers.producer import JobProducer  # noqa: E402
 
-BENCH_CONFIG = """
-partners:
-  bench:
-    adapter: openai
-    base_url: {sim}/sim-openai/v1
-    model: sim-gpt
-    api_key: sk-bench
-    timeout_s: 30
-tenants:
-  bench:
-    api_key: bench-key
-"""
 
-RATELIMIT_CONFIG = """
-partners:
-  bench:
-    adapter: openai
-    base_url: {sim}/sim-openai/v1
-    model: sim-gpt
-    api_key: sk-bench
-    timeout_s: 30
-    limits: {{requests_per_minute: {rpm}}}
-tenants:
-  bench:
-    api_key: bench-key
-"""
-
-FAILOVER_CONFIG = """
-partners:
-  bench:
-    adapter: openai
-    base_url: {sim}/sim-openai/v1
-    model: sim-gpt
-    api_key: sk-bench
-    timeout_s: 30
-    retry: {{max_attempts: 2, base_delay_s: 0.01, max_delay_s: 0.05}}
-    breaker: {{window_s: 30, min_calls: 10, failure_rate: 0.5, cooldown_s: 30}}
-    fallback: [backup]
-  backup:
-    adapter: anthropic
-    base_url: {sim}/sim-anthropic
-    model: sim-claude
-    api_key: sk-bench
-    timeout_s: 30
-tenants:
-  bench:
-    api_key: bench-key
-"""
+def bench_config(sim: str, *, rpm: int | None = None, failover: bool = False) -> str:
+    """The partners a benchmark runs against, all on the simulator started for it."""
+    bench: dict[str, Any] = {"adapter": "openai", "base_url": f"{sim}/sim-openai/v1", "model": "sim-gpt",
+                             "api_key": "sk-bench", "timeout_s": 30}
+    partners: dict[str, Any] = {"bench": bench}
+    if rpm:
+        bench["limits"] = {"requests_per_minute": rpm}
+    if failover:
+        bench.update(retry={"max_attempts": 2, "base_delay_s": 0.01, "max_delay_s": 0.05},
+                     breaker={"window_s": 30, "min_calls": 10, "failure_rate": 0.5, "cooldown_s": 30},
+                     fallback=["backup"])
+        partners["backup"] = {"adapter": "anthropic", "base_url": f"{sim}/sim-anthropic", "model": "sim-claude",
+                              "api_key": "sk-bench", "timeout_s": 30}
+    return yaml.safe_dump({"partners": partners, "tenants": {"bench": {"api_key": "bench-key"}}})
 
 
 def free_port() -> int:
@@ -120,12 +88,12 @@ class BenchFleet:
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @classmethod
-    def start(cls, config: str = BENCH_CONFIG, **params: Any) -> BenchFleet:
+    def start(cls, **config: Any) -> BenchFleet:
         home = Path(tempfile.mkdtemp(prefix="fedgate-bench-"))
         server = EmbeddedRedis(home / "redis", free_port()).start()
         sim_port = free_port()
         sim_url = f"http://127.0.0.1:{sim_port}"
-        (home / "fedgate.yaml").write_text(config.format(sim=sim_url, **params))
+        (home / "fedgate.yaml").write_text(bench_config(sim_url, **config))
         env = dict(os.environ)
         env.update({
             "FEDGATE_HOME": str(home),
@@ -388,7 +356,7 @@ def bench_ratelimit(quick: bool) -> dict[str, Any]:
     """Partner limit L, gateway configured to L, four workers, minutes of backlog: no 429s, >= 97% of L used."""
     rpm, minutes = (600, 1.0) if quick else (1200, 3.0)
     n = int(rpm * minutes)
-    fleet = BenchFleet.start(RATELIMIT_CONFIG, rpm=rpm)
+    fleet = BenchFleet.start(rpm=rpm)
     try:
         fleet.sim_behaviour(requests_per_minute=rpm)
         out = asyncio.run(_ratelimit_run(fleet, n))
@@ -434,7 +402,7 @@ async def fedgate_drain_keep(client: FedgateClient, ids: list[str], timeout: flo
 def bench_failover(quick: bool) -> dict[str, Any]:
     """Primary answers 503 to everything, fallback healthy: all jobs succeed; added latency once the breaker opens."""
     n = 100 if quick else 300
-    fleet = BenchFleet.start(FAILOVER_CONFIG)
+    fleet = BenchFleet.start(failover=True)
     try:
         fleet.sim_behaviour("sim-openai", error_rate=1.0, error_status=503)
         out = asyncio.run(_failover_run(fleet, n))
