@@ -152,6 +152,3 @@ class JobView(BaseModel):
 def now() -> float:
     return time.time()
 
-
-def compact_json_dict(data: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in data.items() if v is not None}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -58,6 +57,3 @@ def get_settings() -> Settings:
 def reset_settings_cache() -> None:
     get_settings.cache_clear()
 
-
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "").lower() in {"1", "true", "yes", "on"}
