@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ import pytest
 import gateway_core
 from gateway_core.simulator import PartnerBehaviour, SimulatedPartner, SimulatorConfig, create_app
 from gateway_core.simulator.app import minimal_instance
+from tests.helpers import free_port, http_ok, wait_for
 
 OPENAI_HEADERS = {"authorization": "Bearer test-key"}
 ANTHROPIC_HEADERS = {"x-api-key": "test-key", "anthropic-version": "2023-06-01"}
@@ -711,22 +711,16 @@ def test_partner_names_must_fit_in_a_path_segment(name: str) -> None:
 
 
 def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    return free_port()
 
 
 def _wait_until_healthy(base_url: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + SERVER_START_DEADLINE_S
-    while time.monotonic() < deadline:
+    def healthy_or_exited() -> bool:
         if process.poll() is not None:
             raise RuntimeError(f"simulator exited early with code {process.returncode}")
-        try:
-            if httpx.get(f"{base_url}/healthz", timeout=0.5).status_code == 200:
-                return
-        except httpx.TransportError:
-            time.sleep(0.05)  # poll interval while the port is not yet listening
-    raise TimeoutError("simulator did not become healthy in time")
+        return http_ok(f"{base_url}/healthz")
+
+    wait_for(healthy_or_exited, SERVER_START_DEADLINE_S, what="the simulator to answer /healthz")
 
 
 @pytest.fixture(scope="module")
