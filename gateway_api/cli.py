@@ -280,6 +280,7 @@ def simulate(
     serve(host or settings.simulator_host, port or settings.simulator_port, SimulatorConfig.from_env())
 
 
+from gateway_api.cli_batch import batch_app  # noqa: E402
 from gateway_api.cli_contracts import contracts_app  # noqa: E402
 from gateway_api.cli_dlq import dlq_app  # noqa: E402
 from gateway_api.cli_status import status  # noqa: E402
@@ -287,6 +288,7 @@ from gateway_api.cli_status import status  # noqa: E402
 cli.command()(status)
 
 cli.add_typer(dlq_app, name="dlq", help="Inspect, replay and purge dead letters (admin API key).")
+cli.add_typer(batch_app, name="batch", help="Submit, watch, cancel and download batches (OpenAI Batch API shape).")
 cli.add_typer(contracts_app, name="contracts", help="Add, list and show output contracts (admin API key).")
 
 
