@@ -89,3 +89,22 @@ class FleetEnv:
     def stop_all(self) -> None:
         for proc in reversed(self.procs):
             proc.stop()
+
+
+def run_async_scenario(redis_url: str, make_env: Callable[[Any], Any], scenario: Callable[[Any], Any]) -> Any:
+    """Run `scenario(env)` on a fresh loop with a fresh async Redis client (clients may not cross loops);
+    the env's `cleanup()` runs afterwards, then the client closes."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    async def main() -> Any:
+        client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+        env = make_env(client)
+        try:
+            return await scenario(env)
+        finally:
+            await env.cleanup()
+            await client.aclose()
+
+    return asyncio.run(main())

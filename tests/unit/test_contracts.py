@@ -32,6 +32,7 @@ from gateway_core.contracts import (
 )
 from gateway_core.contracts.registry import INDEX, contract_key
 from gateway_core.embedded_redis import EmbeddedRedis
+from tests.helpers import run_async_scenario
 
 T = TypeVar("T")
 
@@ -381,16 +382,7 @@ Runner = Callable[[Callable[[RegistryEnv], Awaitable[Any]]], Any]
 @pytest.fixture()
 def run_registry(redis_server: EmbeddedRedis) -> Callable[[Callable[[RegistryEnv], Awaitable[T]]], T]:
     def run(scenario: Callable[[RegistryEnv], Awaitable[T]]) -> T:
-        async def main() -> T:
-            client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
-            env = RegistryEnv(client)
-            try:
-                return await scenario(env)
-            finally:
-                await env.cleanup()
-                await client.aclose()
-
-        return asyncio.run(main())
+        return run_async_scenario(redis_server.url, lambda client: RegistryEnv(client), scenario)  # type: ignore[no-any-return]
 
     return run
 

@@ -27,6 +27,7 @@ from gateway_core.dlq import (
 from gateway_core.embedded_redis import EmbeddedRedis
 from gateway_core.models import Attempt, JobStatus, Message, new_job_id, now
 from gateway_core.store import JobRecord, JobStore, delayed_member
+from tests.helpers import run_async_scenario
 
 T = TypeVar("T")
 TTL_S = 3600
@@ -107,16 +108,10 @@ def run_dlq(redis_server: EmbeddedRedis) -> Callable[[Callable[[DlqEnv], Awaitab
     cipher = PayloadCipher([Fernet.generate_key()])
 
     def run(scenario: Callable[[DlqEnv], Awaitable[T]]) -> T:
-        async def main() -> T:
-            client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
-            env = DlqEnv(client, JobStore(client, cipher, TTL_S))
-            try:
-                return await scenario(env)
-            finally:
-                await env.cleanup()
-                await client.aclose()
+        def make_env(client: aioredis.Redis) -> DlqEnv:
+            return DlqEnv(client, JobStore(client, cipher, TTL_S))
 
-        return asyncio.run(main())
+        return run_async_scenario(redis_server.url, make_env, scenario)  # type: ignore[no-any-return]
 
     return run
 

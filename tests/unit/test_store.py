@@ -19,6 +19,7 @@ from gateway_core.crypto import PayloadCipher
 from gateway_core.embedded_redis import EmbeddedRedis
 from gateway_core.models import Attempt, JobStatus, Message, Usage, new_job_id, now
 from gateway_core.store import JobRecord, JobStore, delayed_member, parse_delayed_member
+from tests.helpers import run_async_scenario
 
 T = TypeVar("T")
 TTL_S = 3600
@@ -83,16 +84,10 @@ def run_store(redis_server: EmbeddedRedis) -> Callable[[Callable[[StoreEnv], Awa
     cipher = PayloadCipher([Fernet.generate_key()])
 
     def run(scenario: Callable[[StoreEnv], Awaitable[T]]) -> T:
-        async def main() -> T:
-            client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
-            env = StoreEnv(client, JobStore(client, cipher, TTL_S))
-            try:
-                return await scenario(env)
-            finally:
-                await env.cleanup()
-                await client.aclose()
+        def make_env(client: aioredis.Redis) -> StoreEnv:
+            return StoreEnv(client, JobStore(client, cipher, TTL_S))
 
-        return asyncio.run(main())
+        return run_async_scenario(redis_server.url, make_env, scenario)  # type: ignore[no-any-return]
 
     return run
 
