@@ -7,6 +7,7 @@ import logging
 from celery import Celery
 
 from gateway_core.settings import Settings, get_settings
+from workers.consumer_steps import BatchedBrokerWrites
 
 RUN_JOB_TASK = "fedgate.run_job"
 
@@ -40,6 +41,7 @@ def make_celery(settings: Settings) -> Celery:
         worker_prefetch_multiplier=1,
         worker_concurrency=settings.worker_concurrency,
         worker_pool="workers.aiopool:AsyncioPool",
+        worker_consumer="workers.consumer_steps:Consumer",
         broker_transport_options=transport,
         result_backend_transport_options=transport,
         task_ignore_result=True,
@@ -55,6 +57,7 @@ def make_celery(settings: Settings) -> Celery:
         # claim cannot publish, so the duplicates are harmless. Say so explicitly (Celery 6's default).
         worker_cancel_long_running_tasks_on_connection_loss=False,
     )
+    app.steps["consumer"].add(BatchedBrokerWrites)
     # Partner URLs at INFO on every call are noise; errors still surface through job histories.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     return app

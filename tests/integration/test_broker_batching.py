@@ -1,0 +1,79 @@
+"""workers.broker takes several messages per fetch and batches acks without weakening kombu's guarantees."""
+
+from __future__ import annotations
+
+import json
+
+import redis
+from kombu import Connection, Exchange, Producer, Queue
+
+from gateway_core.embedded_redis import EmbeddedRedis
+from workers.broker import Channel
+
+QUEUE = "partner.batching-test"
+
+
+def _connection(redis_server: EmbeddedRedis) -> Connection:
+    return Connection(redis_server.url, transport="workers.broker:Transport")
+
+
+def _publish(conn: Connection, count: int) -> None:
+    queue = Queue(QUEUE, Exchange(QUEUE), routing_key=QUEUE)
+    with conn.channel() as channel:
+        producer = Producer(channel)
+        for n in range(count):
+            producer.publish({"n": n}, exchange=queue.exchange, routing_key=QUEUE, declare=[queue])
+
+
+def test_extra_messages_are_recorded_as_unacked_in_kombus_own_format(
+    redis_server: EmbeddedRedis, redis_client: redis.Redis
+) -> None:
+    with _connection(redis_server) as conn:
+        _publish(conn, 10)
+        channel: Channel = conn.default_channel
+        channel.qos.prefetch_count = 5
+        taken = channel._take_more(QUEUE)
+        assert len(taken) == 4  # the allowance minus the message BRPOP itself delivers
+        assert redis_client.llen(QUEUE) == 6
+        unacked = redis_client.hgetall("unacked")
+        assert len(unacked) == 4 and redis_client.zcard("unacked_index") == 4
+        for payload in taken:
+            stored, exchange, routing_key = json.loads(unacked[payload["properties"]["delivery_tag"]])
+            assert stored == payload and exchange == QUEUE and routing_key == QUEUE
+        # kombu's own restore path (what the visibility-timeout sweep uses) puts them back intact
+        for payload in taken:
+            channel.qos.restore_by_tag(payload["properties"]["delivery_tag"])
+        assert redis_client.llen(QUEUE) == 10 and redis_client.hlen("unacked") == 0
+
+
+def test_no_extra_messages_beyond_the_prefetch_allowance(
+    redis_server: EmbeddedRedis, redis_client: redis.Redis
+) -> None:
+    with _connection(redis_server) as conn:
+        _publish(conn, 3)
+        channel: Channel = conn.default_channel
+        channel.qos.prefetch_count = 1
+        assert channel._take_more(QUEUE) == []
+        assert redis_client.llen(QUEUE) == 3 and redis_client.hlen("unacked") == 0
+
+
+def test_batched_acks_leave_redis_together_and_plain_acks_at_once(
+    redis_server: EmbeddedRedis, redis_client: redis.Redis
+) -> None:
+    with _connection(redis_server) as conn:
+        _publish(conn, 4)
+        channel: Channel = conn.default_channel
+        channel.qos.prefetch_count = 10
+        tags = [p["properties"]["delivery_tag"] for p in channel._take_more(QUEUE)]
+        assert len(tags) == 4
+        for tag in tags:
+            channel.qos._delivered[tag] = object()  # as if delivered to a consumer
+        channel.qos.ack(tags[0])  # no consumer event loop here: written at once
+        assert redis_client.hlen("unacked") == 3
+        conn.transport.acks_batched = True
+        channel.qos.ack(tags[1])
+        channel.qos.ack(tags[2])
+        assert redis_client.hlen("unacked") == 3  # held until the consumer loop's flush
+        conn.transport._flush_acks()
+        assert redis_client.hkeys("unacked") == [tags[3]]
+        assert redis_client.zrange("unacked_index", 0, -1) == [tags[3]]
