@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 import redis
-import redis.asyncio as aioredis
 from fastapi import FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -20,14 +19,17 @@ from gateway_api.deps import ApiError, Services, Tenant, error_body, services, w
 from gateway_api.dlq_routes import install as install_dead_letter_routes
 from gateway_api.metrics_routes import install as install_metrics_routes
 from gateway_api.openai_compat import install as install_openai_routes
+from gateway_api.telemetry import install as install_request_telemetry
+from gateway_api.usage_routes import install as install_usage_routes
 from gateway_core.config import load_config
 from gateway_core.contracts import ContractRegistry
 from gateway_core.crypto import load_cipher
 from gateway_core.errors import FedgateError, RequestError, SubmissionError
 from gateway_core.models import JobStatus, JobSubmission, JobView
+from gateway_core.redis_clients import async_client
 from gateway_core.settings import Settings, get_settings
 from gateway_core.store import JobStore
-from workers.celery_app import broker_url, make_celery
+from workers.celery_app import make_celery
 from workers.notify import notify_finished
 from workers.producer import JobProducer
 
@@ -45,7 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         config = load_config(settings.config, home=settings.home_dir())
-        client = aioredis.Redis.from_url(broker_url(settings), decode_responses=True)
+        client = async_client(settings, decode_responses=True)
         store = JobStore(client, load_cipher(settings), settings.job_ttl_s)
         producer = JobProducer(store, config, settings, make_celery(settings), ContractRegistry(client))
         await producer.contracts.sync_models()
@@ -65,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     _install_error_handlers(app)
+    install_request_telemetry(app)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz(request: Request) -> dict[str, bool]:
@@ -125,6 +128,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_contract_routes(app)
     install_metrics_routes(app)
     install_batch_routes(app)
+    install_usage_routes(app)
     return app
 
 

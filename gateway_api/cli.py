@@ -180,16 +180,28 @@ def api() -> None:
     import uvicorn
 
     from gateway_api.app import create_app
+    from gateway_core.logs import configure_logging
+    from gateway_core.redis_clients import check_reachable
+    from gateway_core.tracing import configure_tracing
 
     settings = get_settings()
+    check_reachable(settings)  # the API cannot start without it: say so in one line, not a startup traceback
+    configure_logging("api", settings)
+    configure_tracing("api", settings)
+    # log_config=None: uvicorn's own lines go through the handler configure_logging installed.
     uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_level="warning",
-                access_log=False)
+                access_log=False, log_config=None)
 
 
 @cli.command()
 def worker(
     partners: Annotated[str, typer.Option(help="Comma-separated partner names whose queues to consume")],
     concurrency: Annotated[int | None, typer.Option(help="Calls in flight in this process")] = None,
+    lanes: Annotated[str, typer.Option(help="Lanes to consume: interactive, batch or both (batch only when no "
+                                            "interactive job waits)")] = "interactive,batch",
+    nice: Annotated[int, typer.Option(help="Lower this worker's CPU priority by this much (e.g. 10 for a "
+                                           "batch-lane worker sharing a host with interactive ones)", min=0,
+                                      max=19)] = 0,
     loglevel: Annotated[str, typer.Option(help="Celery log level")] = "INFO",
 ) -> None:
     """Run a Celery worker consuming the named partners' queues."""
@@ -198,9 +210,17 @@ def worker(
     from workers.celery_app import app as celery_app
 
     names = [p.strip() for p in partners.split(",") if p.strip()]
+    chosen = [lane.strip() for lane in lanes.split(",") if lane.strip()]
+    unknown = sorted(set(chosen) - set(keys.LANES))
+    if unknown or not chosen:
+        fail(f"--lanes: {', '.join(unknown) or 'nothing given'} is not a lane; use interactive, batch or both", code=2)
     _refuse_unsupported_policies()
-    queues = ",".join([*(keys.partner_queue(p) for p in names), WEBHOOK_QUEUE])
-    argv = ["worker", "-Q", queues, "-n", f"{'+'.join(names)}@%h", "--loglevel", loglevel, "-E",
+    if nice:
+        os.nice(nice)
+    lane_queues = [keys.partner_queue(p, lane) for lane in keys.LANES if lane in chosen for p in names]
+    queues = ",".join([*lane_queues, WEBHOOK_QUEUE])
+    suffix = "" if set(chosen) == set(keys.LANES) else f"-{chosen[0]}"
+    argv = ["worker", "-Q", queues, "-n", f"{'+'.join(names)}{suffix}@%h", "--loglevel", loglevel, "-E",
             "--without-mingle", "--without-gossip"]
     if concurrency:
         argv += ["-c", str(concurrency)]
@@ -260,8 +280,11 @@ def redact(
 def flower() -> None:
     """Run Flower against the fleet's broker."""
     settings = get_settings()
-    args = [sys.executable, "-m", "celery", "-A", "workers.celery_app", "flower",
-            f"--port={settings.flower_port}", f"--address={settings.flower_host}"]
+    # workers.flower_app: the workers' app on kombu's stock transport, so Flower's Broker page can list the
+    # partner queues. Task args are {job_id, partner, attempt} only, so the task list may show them.
+    args = [sys.executable, "-m", "celery", "-A", "workers.flower_app", "flower",
+            f"--port={settings.flower_port}", f"--address={settings.flower_host}",
+            "--tasks-columns=name,uuid,state,args,kwargs,received,runtime,retries,worker"]
     if settings.flower_basic_auth:
         args.append(f"--basic-auth={settings.flower_basic_auth}")
     os.execv(sys.executable, args)
@@ -273,10 +296,12 @@ def simulate(
     port: Annotated[int | None, typer.Option(help="Port")] = None,
 ) -> None:
     """Run the partner simulator (OpenAI and Anthropic wire formats)."""
+    from gateway_core.logs import configure_logging
     from gateway_core.simulator import SimulatorConfig
     from gateway_core.simulator.app import serve
 
     settings = get_settings()
+    configure_logging("simulator", settings)
     serve(host or settings.simulator_host, port or settings.simulator_port, SimulatorConfig.from_env())
 
 
@@ -284,8 +309,10 @@ from gateway_api.cli_batch import batch_app  # noqa: E402
 from gateway_api.cli_contracts import contracts_app  # noqa: E402
 from gateway_api.cli_dlq import dlq_app  # noqa: E402
 from gateway_api.cli_status import status  # noqa: E402
+from gateway_api.cli_usage import usage  # noqa: E402
 
 cli.command()(status)
+cli.command()(usage)
 
 cli.add_typer(dlq_app, name="dlq", help="Inspect, replay and purge dead letters (admin API key).")
 cli.add_typer(batch_app, name="batch", help="Submit, watch, cancel and download batches (OpenAI Batch API shape).")

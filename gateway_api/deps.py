@@ -23,9 +23,13 @@ class ApiError(RequestError):
     """An HTTP error answered in OpenAI's error shape."""
 
 
+_ERROR_TYPES = {"budget_exceeded": "insufficient_quota"}
+
+
 def error_body(message: str, code: str, param: str | None = None) -> dict[str, Any]:
     """OpenAI-style error shape, so SDK clients show the message."""
-    return {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}}
+    kind = _ERROR_TYPES.get(code, "invalid_request_error")
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
 @dataclass

@@ -22,6 +22,8 @@ from gateway_core.settings import Settings
 from gateway_core.webhooks import load_or_create_secret
 from workers.celery_app import broker_url
 
+BATCH_WORKER_NICE = 10
+
 FLEET_FILE = "fleet.json"
 
 
@@ -85,7 +87,12 @@ class Fleet:
             commands["simulator"] = [py, "-m", "gateway_api.cli", "simulate"]
         commands["api"] = [py, "-m", "gateway_api.cli", "api"]
         for partner in config.partners:
-            commands[f"worker-{partner}"] = [py, "-m", "gateway_api.cli", "worker", "--partners", partner]
+            commands[f"worker-{partner}"] = [py, "-m", "gateway_api.cli", "worker", "--partners", partner,
+                                             "--lanes", "interactive"]
+        # One worker takes every partner's batch lane, at a lower CPU priority, so a draining batch leaves the
+        # interactive workers their CPU; it also takes interactive jobs when it is idle and they are waiting.
+        commands["worker-batch"] = [py, "-m", "gateway_api.cli", "worker", "--partners", ",".join(config.partners),
+                                    "--lanes", "batch", "--nice", str(BATCH_WORKER_NICE)]
         if self.with_flower:
             commands["flower"] = [py, "-m", "gateway_api.cli", "flower"]
         env = self.child_env()

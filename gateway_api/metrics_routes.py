@@ -25,6 +25,7 @@ from gateway_core.breaker import BreakerState
 from gateway_core.config import TenantConfig
 from gateway_core.fleet_state import FleetState, read_fleet_state
 from gateway_core.metrics import label, process_registry
+from gateway_core.spending import spend_collector
 
 log = logging.getLogger("fedgate.metrics")
 
@@ -100,6 +101,7 @@ async def metrics(request: Request) -> Response:
         state = None
     fleet = CollectorRegistry(auto_describe=False)
     fleet.register(FleetStateCollector(state, round(time.perf_counter() - started, 6)))
+    fleet.register(await spend_collector(svc.redis, svc.config))
     body = generate_latest(process_registry()) + generate_latest(fleet)
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 

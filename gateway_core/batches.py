@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from gateway_core import keys, metrics
+from gateway_core import keys, metrics, spending
 from gateway_core.config import TenantConfig
 from gateway_core.errors import RequestError, SubmissionError
 from gateway_core.models import JobStatus, JobSubmission, new_job_id, now
@@ -323,6 +323,10 @@ class BatchStore:
         if len(metadata) > 16 or any(len(k) > 64 or len(str(v)) > 512 for k, v in metadata.items()):
             raise BatchError(400, "metadata takes at most 16 keys of up to 64 characters, values up to 512",
                              "invalid_metadata", "metadata")
+        try:
+            await spending.check_budget(self.redis, tenant)
+        except SubmissionError as exc:
+            raise BatchError(exc.status_code, str(exc), exc.code) from None
         info = await self.get_file(tenant.name, input_file_id)
         if info is None:
             raise BatchError(404, f"no file {input_file_id!r} for this tenant", "file_not_found", "input_file_id")
@@ -409,11 +413,11 @@ class BatchStore:
                     await pipe.execute()
                 due_ms = now() * 1000
                 for part in _chunks(members):
-                    pipe.zadd(keys.DELAYED, dict.fromkeys(part, due_ms))
+                    pipe.zadd(keys.delayed(keys.BATCH), dict.fromkeys(part, due_ms))
                     await pipe.execute()
                 if members:
-                    pipe.lpush(keys.DELAYED_WAKE, "1")
-                    pipe.ltrim(keys.DELAYED_WAKE, 0, 0)
+                    pipe.lpush(keys.delayed_wake(keys.BATCH), "1")
+                    pipe.ltrim(keys.delayed_wake(keys.BATCH), 0, 0)
                     await pipe.execute()
         except BaseException:
             await self._undo(batch_id, job_ids, members)
@@ -451,7 +455,7 @@ class BatchStore:
                 status=JobStatus.QUEUED, attempt=1, created_at=created, messages=submission.conversation(),
                 params={k: v for k, v in {"max_tokens": submission.max_tokens,
                                           "temperature": submission.temperature}.items() if v is not None},
-                metadata=submission.metadata,
+                metadata=submission.metadata, lane=keys.BATCH,
             )
             mapping = self.store.encode_new(record)
             mapping.update({"batch_id": batch_id, "custom_id": line.custom_id, "batch_model": line.model})
@@ -461,7 +465,7 @@ class BatchStore:
     async def _undo(self, batch_id: str, job_ids: list[str], members: list[str]) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
             for part in _chunks(members):
-                pipe.zrem(keys.DELAYED, *part)
+                pipe.zrem(keys.delayed(keys.BATCH), *part)
             for part in _chunks(job_ids):
                 pipe.delete(*[keys.job(j) for j in part])
             pipe.delete(batch_jobs_key(batch_id), batch_rejected_key(batch_id))
@@ -545,20 +549,23 @@ class BatchStore:
         return _batch_object(batch_id, raw, counts)
 
     async def _refresh(self, batch_id: str, raw: dict[str, str], *, finalize: bool) -> dict[str, int]:
-        job_ids: list[str] = await self.redis.lrange(batch_jobs_key(batch_id), 0, -1)
-        rejected = int(await self.redis.llen(batch_rejected_key(batch_id)))
-        statuses = await self._statuses(job_ids)
-        succeeded = sum(1 for s in statuses if s == JobStatus.SUCCEEDED.value)
-        finished = sum(1 for s in statuses if s is None or s in _TERMINAL_JOB)
-        counts = {"total": len(job_ids) + rejected, "completed": succeeded,
-                  "failed": rejected + finished - succeeded}
+        """Progress from the counters each job bumps as it settles (store.BATCH_COUNTER_LUA): O(1) per read."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.llen(batch_jobs_key(batch_id))
+            pipe.llen(batch_rejected_key(batch_id))
+            pipe.hmget(batch_key(batch_id), ["n_succeeded", "n_unsuccessful"])
+            n_jobs, rejected, (succeeded_raw, unsuccessful_raw) = await pipe.execute()
+        succeeded, unsuccessful = int(succeeded_raw or 0), int(unsuccessful_raw or 0)
+        finished = succeeded + unsuccessful
+        counts = {"total": int(n_jobs) + int(rejected), "completed": succeeded, "failed": int(rejected) + unsuccessful}
         expired = raw["status"] == "in_progress" and now() > float(raw.get("expires_at", "inf"))
-        if expired and finalize:
+        if not (finalize and (expired or finished >= int(n_jobs))):
+            return counts
+        job_ids: list[str] = await self.redis.lrange(batch_jobs_key(batch_id), 0, -1)
+        if expired:
             await self.redis.hset(batch_key(batch_id), "expire_pending", "1")
             await self._cancel_jobs(job_ids)
-            finished = len(job_ids)
-        if finalize and finished == len(job_ids):
-            await self._finalize(batch_id, job_ids)
+        await self._finalize(batch_id, job_ids)
         return counts
 
     async def _finalize(self, batch_id: str, job_ids: list[str]) -> None:

@@ -45,6 +45,17 @@ class RateLimits(_Strict):
     tokens_per_minute: int | None = Field(default=None, ge=1)
 
 
+class Price(_Strict):
+    input_per_million_usd: float = Field(ge=0, description="US dollars per million prompt tokens")
+    output_per_million_usd: float = Field(ge=0, description="US dollars per million completion tokens")
+
+
+class Budgets(_Strict):
+    daily_usd: float | None = Field(default=None, gt=0, description="Hard cap per UTC day; unset = none")
+    monthly_usd: float | None = Field(default=None, gt=0, description="Hard cap per UTC calendar month")
+    soft_ratio: float = Field(default=0.8, gt=0, le=1, description="Share of a budget that raises a warning")
+
+
 class PartnerConfig(_Strict):
     name: str = ""
     adapter: Literal["openai", "anthropic", "generic"]
@@ -60,6 +71,7 @@ class PartnerConfig(_Strict):
     breaker: BreakerPolicy = BreakerPolicy()
     policy: RedactionPolicy = Field(default_factory=RedactionPolicy, description="What this partner may see")
     fallback: list[str] = Field(default_factory=list)
+    prices: dict[str, Price] = Field(default_factory=dict, description="Model name -> price; `model` must be one")
 
     @field_validator("base_url")
     @classmethod
@@ -85,6 +97,7 @@ class TenantConfig(_Strict):
     webhook_secret_file: str | None = Field(default=None, description="File holding the whsec_ secret")
     partners: list[str] | None = Field(default=None, description="Partners this tenant may use; unset = all")
     limits: RateLimits = Field(default_factory=RateLimits, description="The tenant's own budget across partners")
+    budgets: Budgets = Field(default_factory=Budgets, description="Spend caps in US dollars (402 when reached)")
 
     @model_validator(mode="after")
     def _one_key_source(self) -> TenantConfig:
@@ -108,6 +121,9 @@ class GatewayConfig(_Strict):
             for target in partner.fallback:
                 if target not in self.partners:
                     raise ValueError(f"partners.{name}.fallback names unknown partner {target!r}")
+            if partner.prices and partner.model not in partner.prices:
+                raise ValueError(f"partners.{name}.prices has no entry for its model {partner.model!r}: add one "
+                                 "(it prices every call that does not report another priced model)")
         for name in self.partners:
             _refuse_fallback_cycle(name, self.partners)
         for route, target in self.routes.items():
@@ -117,7 +133,25 @@ class GatewayConfig(_Strict):
             for pname in tenant.partners or []:
                 if pname not in self.partners:
                     raise ValueError(f"tenants.{tname}.partners names unknown partner {pname!r}")
+            if tenant.budgets.daily_usd or tenant.budgets.monthly_usd:
+                unpriced = sorted(p for p in self._reachable(tenant.partners) if not self.partners[p].prices)
+                if unpriced:
+                    raise ValueError(f"tenants.{tname}.budgets: partner {unpriced[0]!r} can serve this tenant "
+                                     f"but has no prices, so its spend would not count: add "
+                                     f"partners.{unpriced[0]}.prices, or limit tenants.{tname}.partners to priced "
+                                     "partners with priced fallbacks")
         return self
+
+    def _reachable(self, allowed: list[str] | None) -> set[str]:
+        """The partners a tenant's jobs can reach: its allowed partners and their fallback chains."""
+        found: set[str] = set()
+        todo = list(self.partners if allowed is None else allowed)
+        while todo:
+            name = todo.pop()
+            if name not in found:
+                found.add(name)
+                todo.extend(self.partners[name].fallback)
+        return found
 
     def partner(self, name: str) -> PartnerConfig:
         return self.partners[name]

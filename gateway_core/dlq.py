@@ -22,7 +22,7 @@ from gateway_core import keys
 from gateway_core.config import GatewayConfig
 from gateway_core.errors import FedgateError
 from gateway_core.models import NOT_CALLS, Attempt, JobStatus
-from gateway_core.store import JobStore, delayed_member
+from gateway_core.store import BATCH_COUNTER_LUA, JobStore, delayed_member
 
 MAX_PAGE = 500
 _SCAN_CHUNK = 200
@@ -33,7 +33,7 @@ _SUMMARY_FIELDS = ("tenant", "partner", "requested_partner", "status", "attempt"
 # replay racing a purge, cannot both act.
 # KEYS: job, dead_letters, delayed, wake
 # ARGV: job_id, partner, expected attempt, next attempt, delayed member, ttl_s
-_REPLAY = """
+_REPLAY = BATCH_COUNTER_LUA + """
 local key = KEYS[1]
 local status = redis.call('HGET', key, 'status')
 if not status then
@@ -50,6 +50,7 @@ table.insert(history, {partner = ARGV[2], attempt = tonumber(ARGV[4]), outcome =
                        started_at = now_ms / 1000, duration_ms = 0})
 redis.call('HSET', key, 'status', 'queued', 'partner', ARGV[2], 'attempt', ARGV[4], 'history', cjson.encode(history))
 redis.call('HDEL', key, 'error', 'finished_at', 'run_token', 'reservation')
+count_in_batch(key, 'n_unsuccessful', -1)
 redis.call('EXPIRE', key, tonumber(ARGV[6]))
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZADD', KEYS[3], now_ms, ARGV[5])
@@ -318,9 +319,9 @@ class DeadLetters:
         for _ in range(5):  # a concurrent change to the attempt number is retried against the new value
             fields = cast(
                 list[str | None],
-                await self.redis.hmget(keys.job(job_id), ["status", "attempt", "requested_partner", "tenant"]),
+                await self.redis.hmget(keys.job(job_id), ["status", "attempt", "requested_partner", "tenant", "lane"]),
             )
-            status, attempt_raw, requested, tenant_name = fields
+            status, attempt_raw, requested, tenant_name, lane = fields
             if status is None:
                 raise DeadLetterNotFound(job_id)
             if status != JobStatus.DEAD_LETTERED.value:
@@ -333,7 +334,8 @@ class DeadLetters:
                 raise PartnerNotAllowed(tenant.name or tenant_name or "", target, list(tenant.partners))
             current = int(attempt_raw or 0)
             word, value = await self._replay(
-                keys=[keys.job(job_id), keys.DEAD_LETTERS, keys.DELAYED, keys.DELAYED_WAKE],
+                keys=[keys.job(job_id), keys.DEAD_LETTERS, keys.delayed(lane or keys.INTERACTIVE),
+                      keys.delayed_wake(lane or keys.INTERACTIVE)],
                 args=[job_id, target, str(current), str(current + 1), delayed_member(job_id, target, current + 1),
                       str(self.store.ttl_s)],
             )

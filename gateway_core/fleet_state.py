@@ -100,8 +100,9 @@ class BreakerView(BaseModel):
 class PartnerState(BaseModel):
     name: str
     queue_depth: int = Field(description="Messages waiting on the partner's Celery queue, all lanes")
-    queue_lanes: dict[str, int] = Field(description="Per lane: 'default', 'priority-3', 'priority-6', 'priority-9'")
-    delayed: int = Field(description="Jobs in the delay queue for this partner (retries, budget waits, fallbacks)")
+    queue_lanes: dict[str, int] = Field(description="Per lane: 'interactive' and 'batch'")
+    delayed: int = Field(description="Jobs in the delay queues for this partner (retries, budget waits, fallbacks, "
+                                     "batch jobs not yet moved to the batch queue)")
     in_flight: int = Field(description="Jobs delivered to a worker and not yet acknowledged")
     buckets: dict[str, BucketState] = Field(description="'requests' and 'tokens' where the config sets a limit")
     breaker: BreakerView
@@ -113,7 +114,7 @@ class FleetState(BaseModel):
     at: float = Field(description="Redis server time of the read (unix seconds)")
     partners: list[PartnerState]
     queued: int
-    delayed: int = Field(description="All entries of the delay queue")
+    delayed: int = Field(description="All entries of the delay queues (both lanes)")
     unacked: int = Field(description="All unacknowledged deliveries (any queue)")
     dead_letters: int = Field(description="All dead letters")
     dead_letters_unattributed: int = Field(description="Dead letters whose record expired or names no known partner")
@@ -127,12 +128,13 @@ class FleetState(BaseModel):
         raise KeyError(name)
 
 
-def lane_queues(partner: str) -> dict[str, str]:
-    """Lane name -> Redis list of a partner's Celery queue (kombu's priority sub-queues included)."""
-    queue = keys.partner_queue(partner)
-    lanes = {"default": queue}
-    for step in PRIORITY_STEPS:
-        lanes[f"priority-{step}"] = f"{queue}{PRIORITY_SEP}{step}"
+def lane_queues(partner: str) -> dict[str, list[str]]:
+    """Lane name -> the Redis lists holding that lane of a partner's Celery queue (kombu's priority sub-lists of a
+    message sent with a priority included)."""
+    lanes: dict[str, list[str]] = {}
+    for lane in keys.LANES:
+        queue = keys.partner_queue(partner, lane)
+        lanes[lane] = [queue, *(f"{queue}{PRIORITY_SEP}{step}" for step in PRIORITY_STEPS)]
     return lanes
 
 
@@ -210,7 +212,7 @@ async def read_fleet_state(
     redis_client: aioredis.Redis, config: GatewayConfig, *, scan_cap: int = SCAN_CAP
 ) -> FleetState:
     partners = list(config.partners.values())
-    queue_to_partner = {keys.partner_queue(p.name): p.name for p in partners}
+    queue_to_partner = {keys.partner_queue(p.name, lane): p.name for p in partners for lane in keys.LANES}
 
     # 1. Everything that is one command per key, in one round trip.
     async with redis_client.pipeline(transaction=False) as pipe:
@@ -218,9 +220,11 @@ async def read_fleet_state(
         pipe.hlen(UNACKED)
         pipe.zcard(keys.DELAYED)
         pipe.zcard(keys.DEAD_LETTERS)
+        pipe.zcard(keys.delayed(keys.BATCH))
         for p in partners:
-            for queue in lane_queues(p.name).values():
-                pipe.llen(queue)
+            for lists in lane_queues(p.name).values():
+                for queue in lists:
+                    pipe.llen(queue)
             for spec in bucket_specs(p):
                 if spec is not None:
                     pipe.hmget(spec.key, ["level", "at"])
@@ -229,7 +233,8 @@ async def read_fleet_state(
         replies = await pipe.execute()
     seconds, micros = replies[0]
     now = int(seconds) + int(micros) / 1_000_000
-    unacked_total, delayed_total, dlq_total = int(replies[1]), int(replies[2]), int(replies[3])
+    unacked_total, dlq_total = int(replies[1]), int(replies[3])
+    delayed_total = int(replies[2]) + int(replies[4])
 
     # 2. Per-partner counts in the unacked hash and the delay queue (server side, in chunks, capped), recent
     #    events, and the newest dead letters with the partner each was submitted for.
@@ -237,6 +242,10 @@ async def read_fleet_state(
     slots = range(slot_now - EVENT_SLOTS + 1, slot_now + 1)
     unacked_by_queue, unacked_complete = await _count(redis_client, "unacked", UNACKED, scan_cap)
     delayed_by_partner, delayed_complete = await _count(redis_client, "delayed", keys.DELAYED, scan_cap)
+    batch_delayed, batch_delayed_complete = await _count(redis_client, "delayed", keys.delayed(keys.BATCH), scan_cap)
+    for name, count in batch_delayed.items():
+        delayed_by_partner[name] = delayed_by_partner.get(name, 0) + count
+    delayed_complete = delayed_complete and batch_delayed_complete
     async with redis_client.pipeline(transaction=False) as pipe:
         for p in partners:
             for slot in slots:
@@ -262,13 +271,13 @@ async def read_fleet_state(
 
     # 3. Assemble, walking the first pipeline's replies in the order they were queued.
     states: list[PartnerState] = []
-    at = 4
+    at = 5
     event_at = 0
     for p in partners:
         lanes: dict[str, int] = {}
-        for lane in lane_queues(p.name):
-            lanes[lane] = int(replies[at])
-            at += 1
+        for lane, lists in lane_queues(p.name).items():
+            lanes[lane] = sum(int(n) for n in replies[at:at + len(lists)])
+            at += len(lists)
         buckets: dict[str, BucketState] = {}
         for kind, spec in zip(("requests", "tokens"), bucket_specs(p), strict=True):
             if spec is not None:

@@ -7,9 +7,31 @@ def job(job_id: str) -> str:
     return f"{PREFIX}:job:{job_id}"
 
 
-def partner_queue(partner: str) -> str:
-    """The Celery queue (a Redis list of the same name) that a partner's workers consume."""
-    return f"partner.{partner}"
+INTERACTIVE = "interactive"
+BATCH = "batch"
+LANES = (INTERACTIVE, BATCH)
+
+
+def partner_queue(partner: str, lane: str = INTERACTIVE) -> str:
+    """The Celery queue (a Redis list of the same name) that a partner's workers consume, per lane: batch jobs
+    wait in `partner.<name>.batch`, which workers read only when the interactive queue is empty."""
+    return f"partner.{partner}" if lane == INTERACTIVE else f"partner.{partner}.{lane}"
+
+
+def lane_of_queue(queue: str) -> str | None:
+    """'interactive' or 'batch' for a partner queue name, None for any other queue."""
+    if not queue.startswith("partner."):
+        return None
+    return BATCH if queue.endswith(f".{BATCH}") else INTERACTIVE
+
+
+def delayed(lane: str = INTERACTIVE) -> str:
+    """The delay queue of a lane (retries, budget waits, fallbacks, new batch jobs), moved by that lane's workers."""
+    return DELAYED if lane == INTERACTIVE else f"{DELAYED}:{lane}"
+
+
+def delayed_wake(lane: str = INTERACTIVE) -> str:
+    return DELAYED_WAKE if lane == INTERACTIVE else f"{DELAYED_WAKE}:{lane}"
 
 
 DELAYED = f"{PREFIX}:delayed"
@@ -29,3 +51,8 @@ def breaker(partner: str) -> str:
 
 def idempotency(tenant: str, key_digest: str) -> str:
     return f"{PREFIX}:idem:{tenant}:{key_digest}"
+
+
+def usage(tenant: str, period: str) -> str:
+    """A tenant's metered usage for one UTC day ("YYYY-MM-DD") or month ("YYYY-MM"): field "partner:counter"."""
+    return f"{PREFIX}:usage:{tenant}:{period}"

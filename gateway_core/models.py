@@ -136,6 +136,10 @@ class JobView(BaseModel):
     parsed: Any = Field(default=None, description="The output parsed and validated against the job's contract")
     contract: str | None = None
     usage: Usage | None = None
+    cost_usd: float | None = Field(
+        default=None, description="Spend on every partner call this job made (repairs, failed-over calls included); "
+        "None when no partner it reached has prices"
+    )
     error: str | None = None
     history: list[Attempt] = Field(default_factory=list)
     redaction_audit: dict[str, dict[str, int]] = Field(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -16,7 +17,14 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         default=None,
         validation_alias=AliasChoices("FEDGATE_REDIS_URL", "REDIS_URL"),
-        description="Existing Redis to use; unset starts a private embedded redis-server under FEDGATE_HOME",
+        description="Existing Redis to use; unset starts a private embedded redis-server under FEDGATE_HOME. "
+        "redis://, rediss://, unix://, or Sentinel: sentinel://[:password@]host:port[;sentinel://host2:port2...]",
+    )
+    redis_sentinel_master: str = Field(
+        default="mymaster", description="With a sentinel:// URL: the master name the sentinels monitor"
+    )
+    redis_sentinel_password: str | None = Field(
+        default=None, description="With a sentinel:// URL: the sentinels' own password (the URL's is the master's)"
     )
     config: Path | None = Field(default=None, description="YAML file with partners and tenants")
     encryption_keys: str | None = Field(
@@ -42,6 +50,16 @@ class Settings(BaseSettings):
     max_wait_s: float = Field(default=60.0, ge=0, description="Longest long-poll a client may ask for")
     chat_timeout_s: float = Field(default=120.0, gt=0, description="How long /v1/chat/completions waits for its job")
     delay_poll_interval_s: float = Field(default=0.05, gt=0)
+
+    # Logs and traces (gateway_core/logs.py, gateway_core/tracing.py)
+    log_format: Literal["json", "text"] = Field(default="json", description="json lines, or text for humans")
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    otel_exporter: Literal["none", "console", "otlp"] = Field(
+        default="none", description="Where OpenTelemetry spans go; none installs no SDK and costs nothing"
+    )
+    otel_endpoint: str | None = Field(
+        default=None, description="OTLP/HTTP collector URL, e.g. http://collector:4318; unset: OTEL_EXPORTER_OTLP_*"
+    )
 
     def home_dir(self) -> Path:
         path = self.home.expanduser()

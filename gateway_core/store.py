@@ -15,6 +15,17 @@ from gateway_core.models import Attempt, JobStatus, JobView, Message, Usage, now
 
 # Claim a job for one run. Returns a status word (only "ok" and "redelivered" let the caller proceed) and,
 # when claimed, the job's fields, so a run costs one round trip to start.
+# A job of a batch counts its terminal outcome in the batch's hash, in the same step that settles it, so a batch's
+# progress is two counters to read rather than one status per job. The batch hash is never re-created once gone.
+BATCH_COUNTER_LUA = """
+local function count_in_batch(job_key, field, by)
+  local batch = redis.call('HGET', job_key, 'batch_id')
+  if batch and redis.call('EXISTS', '@BATCH@' .. batch) == 1 then
+    redis.call('HINCRBY', '@BATCH@' .. batch, field, by)
+  end
+end
+""".replace("@BATCH@", f"{keys.PREFIX}:batch:")
+
 _BEGIN_RUN = """
 local key = KEYS[1]
 local status = redis.call('HGET', key, 'status')
@@ -37,7 +48,7 @@ return {word, redis.call('HGETALL', key)}
 # KEYS: job, delayed, wake, dead_letters, done_channel
 # ARGV: token, next_member|'', delay_ms, dead_letter('1'|''), terminal('1'|''), ttl_s, job_id, done_message,
 #       fields_to_delete (space-separated), retention_due_ms|'', field, value, ...
-_SETTLE = """
+_SETTLE = BATCH_COUNTER_LUA + """
 local key = KEYS[1]
 if redis.call('HGET', key, 'run_token') ~= ARGV[1] or redis.call('HGET', key, 'status') ~= 'running' then
   return 0
@@ -56,6 +67,7 @@ if ARGV[5] == '1' then
   redis.call('EXPIRE', key, tonumber(ARGV[6]))
   redis.call('PUBLISH', KEYS[5], ARGV[8])
   if ARGV[10] ~= '' then redis.call('ZADD', KEYS[6], now_ms + tonumber(ARGV[10]), ARGV[7]) end
+  count_in_batch(key, redis.call('HGET', key, 'status') == 'succeeded' and 'n_succeeded' or 'n_unsuccessful', 1)
 end
 return 1
 """
@@ -63,7 +75,7 @@ return 1
 
 # Cancel a job that has not finished. A run in flight loses its claim: its result is discarded when it settles.
 # KEYS: job, done_channel   ARGV: finished_at, ttl_s, job_id   Returns the status before ('' if missing).
-_CANCEL = """
+_CANCEL = BATCH_COUNTER_LUA + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return '' end
 if status == 'succeeded' or status == 'failed' or status == 'dead_lettered' or status == 'cancelled' then
@@ -73,6 +85,7 @@ redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[1], 'erro
 redis.call('HDEL', KEYS[1], 'run_token', 'reservation')
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
 redis.call('PUBLISH', KEYS[2], ARGV[3])
+count_in_batch(KEYS[1], 'n_unsuccessful', 1)
 return status
 """
 
@@ -93,6 +106,7 @@ class JobRecord:
     output: str | None = None
     parsed: Any = None
     usage: Usage | None = None
+    cost_nanousd: int | None = None  # every call of this job so far, where priced (gateway_core.metering)
     error: str | None = None
     answered_by: str | None = None
     started_at: float | None = None
@@ -101,6 +115,7 @@ class JobRecord:
     reservation: str | None = None  # "partner:attempt" that already holds budget
     webhook_url: str | None = None
     payload_retained: bool = True
+    lane: str = keys.INTERACTIVE
 
     def view(self) -> JobView:
         audit: dict[str, dict[str, int]] = {}
@@ -122,6 +137,7 @@ class JobRecord:
             parsed=self.parsed,
             contract=self.params.get("contract"),
             usage=self.usage,
+            cost_usd=None if self.cost_nanousd is None else round(self.cost_nanousd / 1e9, 9),
             error=self.error,
             history=self.history,
             redaction_audit=audit,
@@ -159,6 +175,7 @@ class JobStore:
             "metadata": json.dumps(record.metadata),
             "history": "[]",
             **({"webhook_url": self.cipher.encrypt(record.webhook_url).decode()} if record.webhook_url else {}),
+            **({"lane": record.lane} if record.lane != keys.INTERACTIVE else {}),
         }
 
     async def create(self, record: JobRecord) -> None:
@@ -196,6 +213,8 @@ class JobStore:
             run_token=raw.get("run_token"),
             reservation=raw.get("reservation") or None,
             payload_retained=raw.get("payload_retained", "1") != "0",
+            lane=raw.get("lane") or keys.INTERACTIVE,
+            cost_nanousd=int(raw["cost_nanousd"]) if raw.get("cost_nanousd") else None,
         )
         if raw.get("usage"):
             record.usage = Usage.model_validate_json(raw["usage"])
@@ -246,11 +265,13 @@ class JobStore:
             "" if retention_ms is None else str(retention_ms),
         ]
         fields = {**fields, "history": _history_json(record.history)}
+        if record.cost_nanousd is not None:
+            fields["cost_nanousd"] = str(record.cost_nanousd)
         for name, value in fields.items():
             args.extend((name, value))
         done = await self._settle_script(
-            keys=[keys.job(record.id), keys.DELAYED, keys.DELAYED_WAKE, keys.DEAD_LETTERS, keys.DONE_CHANNEL,
-                  keys.RETENTION],
+            keys=[keys.job(record.id), keys.delayed(record.lane), keys.delayed_wake(record.lane), keys.DEAD_LETTERS,
+                  keys.DONE_CHANNEL, keys.RETENTION],
             args=args,
         )
         return bool(done)

@@ -3,6 +3,7 @@
   scripts/bench            core pipeline figures (issue 2): round trip, throughput, calls in flight
   scripts/bench --json     print one JSON object instead of the table
   scripts/bench --quick    smaller job counts (a smoke run; figures are noisier)
+  scripts/bench --mixed    interactive round trip while a 10,000-job batch drains (issue 6)
 """
 
 from __future__ import annotations
@@ -115,12 +116,14 @@ class BenchFleet:
         self.procs.append(proc)
         return proc
 
-    def start_workers(self, count: int, concurrency: int, partners: str = "bench") -> list[subprocess.Popen[bytes]]:
+    def start_workers(self, count: int, concurrency: int, partners: str = "bench", lanes: str = "interactive,batch",
+                      nice: int = 0) -> list[subprocess.Popen[bytes]]:
         procs = []
         for i in range(count):
             name = f"worker-{len(self.procs)}-{i}"
             procs.append(self.spawn(name, [sys.executable, "-m", "gateway_api.cli", "worker", "--partners", partners,
-                                           "--concurrency", str(concurrency), "--loglevel", "WARNING"]))
+                                           "--concurrency", str(concurrency), "--loglevel", "WARNING",
+                                           "--lanes", lanes, "--nice", str(nice)]))
         return procs
 
     def start_noop_worker(self, pool: str, concurrency: int) -> subprocess.Popen[bytes]:
@@ -443,6 +446,65 @@ async def _failover_run(fleet: BenchFleet, n: int) -> dict[str, Any]:
     }
 
 
+def bench_mixed(quick: bool) -> dict[str, Any]:
+    """Interactive round trip p50 while a batch drains vs idle, with the fleet `fedgate up` starts: a worker for
+    the interactive lane and a batch-lane worker at lower CPU priority; zero-latency partner."""
+    n_batch, n_rt = (2_000, 100) if quick else (10_000, 300)
+    fleet = BenchFleet.start()
+    try:
+        fleet.start_workers(1, 1000, lanes="interactive")
+        fleet.start_workers(1, 1000, lanes="batch", nice=10)
+        idle = asyncio.run(fedgate_roundtrip(fleet, n_rt))
+        out = asyncio.run(_mixed_run(fleet, n_batch, n_rt))
+    finally:
+        fleet.close()
+    idle_p50 = statistics.median(idle)
+    out.update({
+        "interactive_idle_p50_ms": idle_p50,
+        "interactive_slowdown": out["interactive_busy_p50_ms"] / idle_p50,
+    })
+    return out
+
+
+async def _mixed_run(fleet: BenchFleet, n_batch: int, n_rt: int) -> dict[str, Any]:
+    from gateway_core.batches import BatchStore, parse_input
+
+    async with FedgateClient(fleet) as client:
+        batches = BatchStore(client.producer.store, client.producer)
+        text = "\n".join(json.dumps({"custom_id": f"b{i}", "method": "POST", "url": "/v1/chat/completions",
+                                     "body": {"model": "bench", "messages": [{"role": "user", "content": f"b {i}"}]}})
+                         for i in range(n_batch))
+        parsed = parse_input(text, tenant=client.tenant, producer=client.producer)
+        started = time.perf_counter()
+        batch_ids = set(await batches.enqueue("batch_bench", client.tenant.name, parsed.lines))
+
+        def batch_done() -> int:
+            return sum(1 for job_id in batch_ids if job_id in client.done_at)
+
+        while batch_done() < min(200, n_batch // 10):  # the drain is under way
+            await asyncio.sleep(0.01)
+        samples: list[float] = []
+        while len(samples) < n_rt and batch_done() < n_batch * 0.95:
+            began = time.perf_counter()
+            done = await client.wait_done(await client.submit())
+            samples.append((done - began) * 1000)
+        during = batch_done()
+        deadline = time.monotonic() + 900
+        while batch_done() < n_batch and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        drained_s = time.perf_counter() - started
+    if len(samples) < 20:
+        raise RuntimeError(f"bench: only {len(samples)} interactive samples fell inside the batch drain")
+    return {
+        "interactive_busy_p50_ms": statistics.median(samples),
+        "interactive_busy_p99_ms": percentile(samples, 0.99),
+        "interactive_samples": len(samples),
+        "batch_jobs": n_batch,
+        "batch_done_when_sampling_ended": during,
+        "batch_jobs_per_s": batch_done() / drained_s,
+    }
+
+
 def bench_redaction(quick: bool) -> dict[str, Any]:
     """Our redactor vs stock Presidio on the same ~1 KB prompts in this process, plus recall per entity type."""
     from gateway_core.redaction.bench import run_redaction_bench
@@ -461,6 +523,7 @@ TARGETS = {
     "success_rate": (">=", 1.0),
     "added_latency_p50_ms": ("<=", 50),
     "redaction_p50_ms": ("<=", 2.0),
+    "interactive_slowdown": ("<=", 1.5),
 }
 
 
@@ -493,10 +556,12 @@ def main() -> None:
     parser.add_argument("--failover", action="store_true", help="breaker and fallback (issue 4)")
     parser.add_argument("--core", action="store_true", help="round trip, throughput, in flight (default)")
     parser.add_argument("--redaction", action="store_true", help="redaction speed and recall vs stock Presidio")
+    parser.add_argument("--mixed", action="store_true", help="interactive round trip while a batch drains (issue 6)")
     args = parser.parse_args()
-    chosen = [name for name in ("core", "ratelimit", "failover", "redaction") if getattr(args, name)] or ["core"]
+    names = ("core", "ratelimit", "failover", "redaction", "mixed")
+    chosen = [name for name in names if getattr(args, name)] or ["core"]
     runners = {"core": bench_core, "ratelimit": bench_ratelimit, "failover": bench_failover,
-               "redaction": bench_redaction}
+               "redaction": bench_redaction, "mixed": bench_mixed}
     results: dict[str, Any] = {}
     for name in chosen:
         results.update(runners[name](args.quick))

@@ -80,8 +80,9 @@ class FleetEnv:
         self.procs.append(proc)
         return proc
 
-    def start_worker(self, partners: str, concurrency: int = 200) -> Proc:
-        proc = self.spawn(f"worker-{partners}", "worker", "--partners", partners, "--concurrency", str(concurrency))
+    def start_worker(self, partners: str, concurrency: int = 200, lanes: str = "interactive,batch") -> Proc:
+        proc = self.spawn(f"worker-{partners}", "worker", "--partners", partners, "--concurrency", str(concurrency),
+                          "--lanes", lanes)
         wait_for(lambda: "ready." in proc.output() or proc.process.poll() is not None, 60, what="worker ready")
         assert proc.process.poll() is None, proc.output()[-3000:]
         return proc

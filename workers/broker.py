@@ -10,7 +10,12 @@ the I/O loop also needs. Here:
   unacked in one Lua step, so no message is ever out of both the queue and the unacked record;
 - acks are collected and removed from the unacked record together every ACK_FLUSH_INTERVAL_S by the consumer's
   event loop. An ack lost to a crash in that window only means the message is redelivered after the visibility
-  timeout, which the job store's run tokens already make harmless.
+  timeout, which the job store's run tokens already make harmless;
+- batch-lane queues (`partner.<name>.batch`) come last in every BRPOP, so a worker reading both lanes takes a
+  batch job only when no interactive one is waiting (round robin is kept within each lane).
+
+`SentinelTransport` is the same for sentinel:// URLs, on kombu's Sentinel-managed pools (transport option
+`master_name`).
 """
 
 from __future__ import annotations
@@ -24,7 +29,11 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+
+from gateway_core import keys
+from gateway_core.redis_clients import ExplainedSentinelConnection
 
 log = logging.getLogger("fedgate.broker")
 
@@ -46,6 +55,10 @@ for _, item in ipairs(items) do
 end
 return items
 """
+
+
+def _is_batch_lane(queue: str) -> bool:
+    return keys.lane_of_queue(queue) == keys.BATCH
 
 
 class QoS(kombu_redis.QoS):  # type: ignore[misc]
@@ -112,6 +125,29 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             self._take_more_script = self._shared_client.register_script(_TAKE_MORE)
         return self._shared_client
 
+    def _get_pool(self, asynchronous: bool = False) -> Any:
+        # After a lost connection Celery collects the kombu Connection (which lets go of the transport's client)
+        # and then closes it, closing this channel: writing its pending acks and unacked restores needs a pool, and
+        # kombu would build one from the gone client (AttributeError, which kills the worker). Fail as the broker
+        # being unreachable instead: the close path ignores that, and the visibility timeout brings the messages back.
+        if self.connection is None or self.connection.client is None:
+            raise RedisConnectionError("the broker connection is closed")
+        return super()._get_pool(asynchronous)
+
+    def _brpop_start(self, timeout: float | None = None) -> None:
+        if timeout is None:
+            timeout = self.brpop_timeout
+        queues = sorted(self._queue_cycle.consume(len(self.active_queues)), key=_is_batch_lane)
+        if not queues:
+            return
+        lists = [self._q_for_pri(queue, pri) for pri in self.priority_steps for queue in queues]
+        self._in_poll = self.client.connection
+        self._brpop_sent_at = time.monotonic()  # type: ignore[assignment]  # kombu declares it None
+        command_args = ["BRPOP", *lists, timeout or 0]
+        if self.global_keyprefix:
+            command_args = self.client._prefix_args(command_args)
+        self.client.connection.send_command(*command_args)
+
     def _brpop_read(self, **options: Any) -> bool:
         try:
             try:
@@ -165,3 +201,14 @@ class Transport(kombu_redis.Transport):  # type: ignore[misc]
         for channel in channels:
             if channel._qos is not None:
                 channel._qos.flush_acks()
+
+
+class SentinelChannel(Channel, kombu_redis.SentinelChannel):  # type: ignore[misc]
+    """Our Channel on kombu's SentinelChannel pools: each new connection asks the sentinels for the master."""
+
+    connection_class = ExplainedSentinelConnection
+
+
+class SentinelTransport(Transport):
+    Channel = SentinelChannel
+    default_port = kombu_redis.SentinelTransport.default_port  # type: ignore[assignment]  # kombu declares None

@@ -6,6 +6,7 @@ import logging
 
 from celery import Celery
 
+from gateway_core.redis_clients import is_sentinel_url, kombu_transport_options, redis_url
 from gateway_core.settings import Settings, get_settings
 from workers.consumer_steps import BatchedBrokerWrites
 
@@ -13,11 +14,12 @@ RUN_JOB_TASK = "fedgate.run_job"
 
 
 def broker_url(settings: Settings) -> str:
-    return settings.redis_url or f"redis://127.0.0.1:{settings.embedded_redis_port}/0"
+    return redis_url(settings)
 
 
 def make_celery(settings: Settings) -> Celery:
-    app = Celery("fedgate", broker=broker_url(settings), include=["workers.tasks", "workers.webhooks"])
+    url = broker_url(settings)
+    app = Celery("fedgate", broker=url, include=["workers.tasks", "workers.webhooks"])
     transport = {
         # One visibility timeout everywhere, above the longest partner call: an unacked job is redelivered
         # only after its worker is surely gone.
@@ -28,9 +30,10 @@ def make_celery(settings: Settings) -> Celery:
         "unacked_restore_throttle": 1,
         "socket_keepalive": True,
         "health_check_interval": 30,
+        **kombu_transport_options(settings),  # sentinel:// URLs: master_name and the sentinels' password
     }
     app.conf.update(
-        broker_transport="workers.broker:Transport",
+        broker_transport="workers.broker:SentinelTransport" if is_sentinel_url(url) else "workers.broker:Transport",
         task_serializer="json",
         result_serializer="json",
         accept_content=["json"],

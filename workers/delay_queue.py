@@ -1,7 +1,9 @@
 """The delay queue: retries, waits and fallbacks sit in a Redis sorted set, not in worker memory.
 
-Every worker runs one mover. It claims due entries atomically (a lease, so a mover that dies mid-send
-is covered by another), sends them to their partner queue, then removes them.
+One sorted set per lane (interactive, batch). Every worker runs a mover for each lane it consumes. A mover claims
+due entries atomically (a lease, so a mover that dies mid-send is covered by another), sends them to their
+partner's queue of that lane in one pipelined batch, then removes them. Batch jobs therefore never cost an
+interactive-only worker anything, not even the moving.
 """
 
 from __future__ import annotations
@@ -45,20 +47,23 @@ MAX_IDLE_S = 0.5
 
 
 class DelayQueueMover:
-    def __init__(self, client: aioredis.Redis, app: Celery) -> None:
+    def __init__(self, client: aioredis.Redis, app: Celery, lane: str = keys.INTERACTIVE) -> None:
         self.redis = client
         self.app = app
+        self.lane = lane
         self._claim = client.register_script(_CLAIM_DUE)
         self._claim_retention = client.register_script(_CLAIM_RETENTION)
 
     async def move_due(self) -> tuple[int, float]:
         """Send every due entry; returns (how many moved, seconds until the next is due or MAX_IDLE_S)."""
-        due, wait_ms = await self._claim(keys=[keys.DELAYED], args=[BATCH, LEASE_MS])
-        for member in due:
-            job_id, partner, attempt = parse_delayed_member(member)
-            send_attempt(self.app, job_id, partner, attempt)
+        zset = keys.delayed(self.lane)
+        due, wait_ms = await self._claim(keys=[zset], args=[BATCH, LEASE_MS])
         if due:
-            await self.redis.zrem(keys.DELAYED, *due)
+            with self.app.producer_or_acquire() as producer, producer.batch(BATCH * 2):
+                for member in due:
+                    job_id, partner, attempt = parse_delayed_member(member)
+                    send_attempt(self.app, job_id, partner, attempt, self.lane, producer=producer)
+            await self.redis.zrem(zset, *due)
         wait_s = MAX_IDLE_S if int(wait_ms) < 0 else min(MAX_IDLE_S, int(wait_ms) / 1000)
         return len(due), wait_s
 
@@ -73,12 +78,12 @@ class DelayQueueMover:
         next_sweep = 0.0
         while True:
             try:
-                if store is not None and time.monotonic() >= next_sweep:
+                if store is not None and self.lane == keys.INTERACTIVE and time.monotonic() >= next_sweep:
                     await self.drop_expired_payloads(store)
                     next_sweep = time.monotonic() + 1.0
                 moved, wait_s = await self.move_due()
                 if not moved and wait_s > 0:
-                    await self.redis.blpop([keys.DELAYED_WAKE], timeout=max(wait_s, 0.01))
+                    await self.redis.blpop([keys.delayed_wake(self.lane)], timeout=max(wait_s, 0.01))
             except asyncio.CancelledError:
                 raise
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:

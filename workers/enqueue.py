@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import Celery
 
 from gateway_core import keys
@@ -15,11 +17,13 @@ def celery_task_id(job_id: str, attempt: int) -> str:
     return f"{job_id}-{attempt}"
 
 
-def send_attempt(app: Celery, job_id: str, partner: str, attempt: int) -> None:
+def send_attempt(app: Celery, job_id: str, partner: str, attempt: int, lane: str = keys.INTERACTIVE,
+                 producer: Any = None) -> None:
     app.send_task(
         RUN_JOB_TASK,
         kwargs={"job_id": job_id, "partner": partner, "attempt": attempt},
-        queue=keys.partner_queue(partner),
+        queue=keys.partner_queue(partner, lane),
+        producer=producer,
         task_id=celery_task_id(job_id, attempt),
         # What Flower and the logs show; precomputed, which also spares Celery's saferepr on every send.
         argsrepr="()",

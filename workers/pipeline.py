@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway_core import metrics
+from gateway_core import metering, metrics
 from gateway_core.adapters.base import CallRequest, Outcome, OutputSchema, PartnerResponse
 from gateway_core.config import PartnerConfig
 from gateway_core.contracts import ContractVersion, parse_lenient, validation_errors
@@ -23,6 +23,7 @@ from gateway_core.ratelimit import estimate_tokens
 from gateway_core.redaction import PlaceholderMap, RedactionError
 from gateway_core.routing import decide
 from gateway_core.store import JobRecord
+from workers import telemetry
 from workers.notify import notify_finished
 from workers.runtime import Runtime, runtime
 
@@ -53,12 +54,14 @@ class RunContext:
         )
 
 
+@telemetry.job_run
 async def run_job(job_id: str, partner: str, attempt: int) -> str:
     """Returns a one-word result for the Celery log and Flower (never content)."""
     rt = runtime()
     claim, token, raw = await rt.store.begin_run(job_id, partner, attempt)
     if claim not in ("ok", "redelivered"):
         return claim  # missing, already done, or a stale duplicate: nothing to do
+    telemetry.job_claimed(raw)
     try:
         record = rt.store.decode(job_id, raw, with_payload=True)
     except (ValueError, KeyError, TypeError) as exc:
@@ -99,10 +102,11 @@ async def run_job(job_id: str, partner: str, attempt: int) -> str:
         restore = rt.redactors[partner].restore
         output = restore(response.text, ctx.placeholders)
         parsed = _restore_inside(parsed, lambda text: restore(text, ctx.placeholders))
-        published = await rt.store.publish_success(
-            record, token, output, response.usage, partner,
-            placeholder_map=ctx.placeholders.to_json(), retention_s=ctx.partner.policy.retention_s, parsed=parsed,
-        )
+        with telemetry.publish():
+            published = await rt.store.publish_success(
+                record, token, output, response.usage, partner,
+                placeholder_map=ctx.placeholders.to_json(), retention_s=ctx.partner.policy.retention_s, parsed=parsed,
+            )
         if not published:
             return "superseded"
         _record_finished(record, "succeeded")
@@ -123,6 +127,7 @@ async def _notify(ctx: RunContext, status: JobStatus, **finished: Any) -> None:
     await notify_finished(ctx.rt.redis, ctx.rt.store.cipher, ctx.rt.config, record, ctx.rt.settings.job_ttl_s)
 
 
+@telemetry.contract_check
 async def _hold_to_contract(ctx: RunContext, response: PartnerResponse) -> tuple[PartnerResponse, Any]:
     """Parse leniently, validate strictly; feed the errors back for a repair; a persistent violation fails."""
     assert ctx.contract is not None
@@ -170,6 +175,7 @@ def _restore_inside(value: Any, restore: Callable[[str], str]) -> Any:
     return value
 
 
+@telemetry.redact
 def _redact(ctx: RunContext) -> None:
     """Redact the ORIGINAL messages for this partner; placeholders are numbered per job across messages."""
     redactor = ctx.rt.redactors[ctx.partner.name]
@@ -187,6 +193,7 @@ def _estimate(ctx: RunContext) -> int:
     return estimate_tokens(chars, ctx.record.params.get("max_tokens") or ctx.partner.max_output_tokens)
 
 
+@telemetry.budget
 async def _admit(ctx: RunContext) -> float:
     """Admission right before the call; short waits are slept through, a long one is returned."""
     for _ in range(ADMIT_TRIES):
@@ -197,6 +204,7 @@ async def _admit(ctx: RunContext) -> float:
     return ADMIT_INLINE_WAIT_S
 
 
+@telemetry.budget_wait
 async def _wait_for_budget(ctx: RunContext, wait_s: float) -> str:
     """Hold the reservation, give the worker slot back, and come back when the budget covers it."""
     next_attempt = ctx.attempt + 1
@@ -208,6 +216,7 @@ async def _wait_for_budget(ctx: RunContext, wait_s: float) -> str:
     return "waiting"
 
 
+@telemetry.partner_call
 async def _call_partner(ctx: RunContext) -> PartnerResponse:
     adapter = ctx.rt.adapters[ctx.partner.name]
     contract = ctx.contract
@@ -222,7 +231,10 @@ async def _call_partner(ctx: RunContext) -> PartnerResponse:
         response = await adapter.call(request)
     elapsed_s = time.perf_counter() - started
     metrics.record_call(ctx.partner.name, response.outcome.value, elapsed_s)
-    metrics.record_tokens(ctx.partner.name, response.usage)
+    cost = metering.meter_call(ctx.record.tenant, ctx.partner, response.usage, response.raw)
+    if cost is not None:
+        ctx.record.cost_nanousd = (ctx.record.cost_nanousd or 0) + cost
+    metrics.record_tokens(ctx.partner.name, response.usage, metering.usd(cost) if cost else None)
     ctx.note(response.outcome.value, response.error, response.status_code,
              round(elapsed_s * 1000, 3), redactions=ctx.redactions, started_at=started_wall)
     return response
@@ -242,6 +254,7 @@ async def _after_call(ctx: RunContext, response: PartnerResponse, probe: bool) -
         await rt.budgets.reconcile(partner, _estimate(ctx), response.usage.total_tokens)
 
 
+@telemetry.route_failure
 async def _route_failure(ctx: RunContext, response: PartnerResponse, breaker_open: bool) -> str:
     record = ctx.record
     decision = decide(ctx.rt.config, record.requested_partner, ctx.partner.name, record.history, response,
@@ -293,5 +306,6 @@ async def _dead_letter_unreadable(
 
 
 def _record_finished(record: JobRecord, outcome: str) -> None:
+    metering.note_job(record.tenant, record.partner)
     queue_wait = (record.started_at - record.created_at) if record.started_at else None
     metrics.record_job_finished(record.requested_partner, record.tenant, outcome, queue_wait, now() - record.created_at)

@@ -8,7 +8,7 @@ from typing import Any
 
 from celery import Celery
 
-from gateway_core import keys, metrics
+from gateway_core import keys, metrics, spending, tracing
 from gateway_core.config import GatewayConfig, TenantConfig
 from gateway_core.contracts import ContractNotFound, ContractRegistry
 from gateway_core.errors import SubmissionError
@@ -111,6 +111,7 @@ class JobProducer:
 
     async def submit(self, tenant: TenantConfig, submission: JobSubmission) -> JobRecord:
         self.validate(tenant, submission)
+        await spending.check_budget(self.store.redis, tenant)
         contract = await self.pin_contract(submission.contract) if submission.contract else None
         if submission.webhook_url:
             await self.check_webhook(submission.webhook_url)
@@ -131,9 +132,11 @@ class JobProducer:
             webhook_url=submission.webhook_url,
         )
         member = delayed_member(record.id, record.partner, record.attempt)
+        fields = self.store.encode_new(record)
+        tracing.stamp_job(fields, record.id)  # every attempt's worker span joins this request's trace
         redis = self.store.redis
         async with redis.pipeline(transaction=True) as pipe:
-            pipe.hset(keys.job(record.id), mapping=self.store.encode_new(record))  # type: ignore[arg-type]
+            pipe.hset(keys.job(record.id), mapping=fields)  # type: ignore[arg-type]
             pipe.expire(keys.job(record.id), self.store.ttl_s)
             pipe.zadd(keys.DELAYED, {member: (now() + SAFETY_NET_S) * 1000})
             await pipe.execute()

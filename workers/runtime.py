@@ -18,9 +18,9 @@ from gateway_core.contracts import ContractRegistry, ContractVersion
 from gateway_core.crypto import load_cipher
 from gateway_core.ratelimit import PartnerBudgets
 from gateway_core.redaction import Redactor
+from gateway_core.redis_clients import async_client
 from gateway_core.settings import Settings, get_settings
 from gateway_core.store import JobStore
-from workers.celery_app import broker_url
 
 
 @dataclass
@@ -82,10 +82,7 @@ def build_runtime(settings: Settings | None = None) -> Runtime:
     config = load_config(settings.config, home=settings.home_dir())
     # Commands take well under a millisecond, so a few dozen connections serve thousands of calls in flight;
     # a connection per call would cost seconds of connects when a worker starts with a full prefetch.
-    pool = aioredis.BlockingConnectionPool.from_url(
-        broker_url(settings), decode_responses=True, max_connections=REDIS_CONNECTIONS, timeout=30
-    )
-    client = aioredis.Redis(connection_pool=pool)
+    client = async_client(settings, decode_responses=True, max_connections=REDIS_CONNECTIONS, pool_timeout_s=30)
     store = JobStore(client, load_cipher(settings), settings.job_ttl_s)
     return Runtime(settings, config, client, store, HttpPool(settings.worker_concurrency))
 

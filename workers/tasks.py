@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
+from typing import Any
 
 import redis
 from celery.exceptions import Reject
-from celery.signals import worker_init, worker_ready
+from celery.signals import worker_init, worker_ready, worker_shutdown
 
-from gateway_core import metrics
+from gateway_core import keys, metering, metrics
 from gateway_core.redaction import PlaceholderMap
+from gateway_core.redis_clients import sync_client
+from gateway_core.settings import get_settings
 from workers import pipeline
 from workers.bridge import await_, io_loop
 from workers.celery_app import RUN_JOB_TASK, app
@@ -19,6 +23,8 @@ from workers.runtime import runtime
 from workers.webhooks import run_webhook_mover
 
 log = logging.getLogger("fedgate.worker")
+
+GC_YOUNG_THRESHOLD = 50_000
 
 # The job store or broker is unreachable: the job is not lost, it goes back to the queue (or, if even that
 # cannot be written, stays unacked and returns after the visibility timeout).
@@ -42,11 +48,25 @@ def run_job(job_id: str, partner: str, attempt: int) -> str:
 
 
 @worker_ready.connect
-def _start_background_work(**_: object) -> None:
-    asyncio.run_coroutine_threadsafe(_run_mover(), io_loop())
+def _start_background_work(sender: Any = None, **_: object) -> None:
+    for lane in lanes_consumed(sender):
+        asyncio.run_coroutine_threadsafe(_run_mover(lane), io_loop())
     asyncio.run_coroutine_threadsafe(_flush_breaker_counts(), io_loop())
     asyncio.run_coroutine_threadsafe(_run_webhook_mover(), io_loop())
     asyncio.run_coroutine_threadsafe(_flush_metric_events(), io_loop())
+    asyncio.run_coroutine_threadsafe(_flush_usage(), io_loop())
+
+
+@worker_shutdown.connect
+def _flush_usage_at_exit(**_: object) -> None:
+    """The I/O loop has stopped: write the last usage counts with a short-lived synchronous client."""
+    client = sync_client(get_settings(), socket_timeout=5)
+    try:
+        metering.flush_usage_sync(client)
+    except INFRASTRUCTURE_ERRORS as exc:
+        log.warning("could not write the last usage counts (%s)", exc.__class__.__name__)
+    finally:
+        client.close()
 
 
 @worker_init.connect
@@ -54,6 +74,15 @@ def _warm_up(**_: object) -> None:
     """Build the runtime (config, redactors, adapters) before the first job, not in its critical path."""
     metrics.start_worker_metrics_server()
     asyncio.run_coroutine_threadsafe(_build(), io_loop()).result(timeout=120)
+    _tune_gc()
+
+
+def _tune_gc() -> None:
+    """Python's default collects the young generation every 700 allocations; a worker with a thousand calls in
+    flight allocates that in well under a millisecond, and full collections walk every live object. Objects built
+    at start-up are frozen out of collection, and collections are made rarer (py-spy/CPU per job: -15 %)."""
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 100)
 
 
 async def _build() -> None:
@@ -63,13 +92,27 @@ async def _build() -> None:
     _ = rt.adapters
 
 
-async def _run_mover() -> None:
+def lanes_consumed(consumer: Any) -> list[str]:
+    """The lanes whose queues this worker reads (from its queue names; both when it cannot tell)."""
+    try:
+        names = [queue.name for queue in consumer.task_consumer.queues]
+    except AttributeError:
+        return list(keys.LANES)
+    lanes = [lane for lane in keys.LANES if any(keys.lane_of_queue(name) == lane for name in names)]
+    return lanes or list(keys.LANES)
+
+
+async def _run_mover(lane: str) -> None:
     rt = runtime()
-    await DelayQueueMover(rt.redis, app).run_forever(rt.store)
+    await DelayQueueMover(rt.redis, app, lane).run_forever(rt.store)
 
 
 async def _flush_metric_events() -> None:
     await metrics.flush_events_forever(runtime().redis)
+
+
+async def _flush_usage() -> None:
+    await metering.flush_usage_forever(runtime().redis)
 
 
 async def _run_webhook_mover() -> None:

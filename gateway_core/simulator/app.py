@@ -687,6 +687,7 @@ def serve(host: str = "127.0.0.1", port: int = 8900, config: SimulatorConfig | N
         http=_first_installed("httptools", "h11"),
         access_log=False,
         log_level="warning",
+        log_config=None,  # uvicorn's lines go through the process's own handler (gateway_core.logs)
     )
 
 

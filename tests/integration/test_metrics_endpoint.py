@@ -66,7 +66,7 @@ def test_metrics_export_the_fleet_state_for_every_partner(fleet: FleetEnv) -> No
     _, samples = scrape(fleet)
     assert value(samples, "fedgate_fleet_state_up") == 1
     for partner in PARTNERS:
-        for lane in ("default", "priority-3", "priority-6", "priority-9"):
+        for lane in ("interactive", "batch"):
             assert value(samples, "fedgate_queue_depth", partner=partner, lane=lane) is not None
         for metric in ("fedgate_delayed_jobs", "fedgate_in_flight_jobs", "fedgate_dead_letters",
                        "fedgate_breaker_window_calls"):
@@ -96,7 +96,7 @@ def test_a_slow_partner_shows_queue_depth_and_calls_in_flight_without_content(
         def backlog() -> tuple[str, Samples] | None:
             text, samples = scrape(fleet)
             busy = value(samples, "fedgate_in_flight_jobs", partner="sim-openai") or 0
-            waiting = value(samples, "fedgate_queue_depth", partner="sim-openai", lane="default") or 0
+            waiting = value(samples, "fedgate_queue_depth", partner="sim-openai", lane="interactive") or 0
             return (text, samples) if busy >= 1 and waiting >= 1 else None
 
         text, _ = wait_for(backlog, 30, what="jobs in flight and waiting on sim-openai's queue")
@@ -114,7 +114,7 @@ def test_a_slow_partner_shows_queue_depth_and_calls_in_flight_without_content(
 
     _, after = scrape(fleet)
     assert value(after, "fedgate_in_flight_jobs", partner="sim-openai") == 0
-    assert value(after, "fedgate_queue_depth", partner="sim-openai", lane="default") == 0
+    assert value(after, "fedgate_queue_depth", partner="sim-openai", lane="interactive") == 0
 
 
 def test_admin_status_is_for_operators_only(fleet: FleetEnv, api: httpx.Client) -> None:

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 import redis
+import yaml
 
 from gateway_core.embedded_redis import EmbeddedRedis
 from tests.helpers import FleetEnv, Proc, http_ok, wait_for
 
+TEST_CONFIG = Path(__file__).resolve().parents[1] / "fleet_config.yaml"
 FLOWER_AUTH = ("operator", "test-flower-password")
 TERMINAL = {"succeeded", "failed", "dead_lettered", "cancelled"}
 PII = {
@@ -81,11 +84,16 @@ def leaks(text: str) -> list[str]:
     return sorted(set(found))
 
 
-def test_pii_never_leaves_in_clear_on_any_path(api: httpx.Client, sim: httpx.Client, fleet: FleetEnv,
-                                               fleet_with_flower: tuple[Proc, str],
-                                               redis_server: EmbeddedRedis) -> None:
-    _, flower_url = fleet_with_flower
-    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+def configured_secrets(home: Path) -> list[str]:
+    """The partner and tenant API keys of the test config, and the development tenant's key file."""
+    config = yaml.safe_load(TEST_CONFIG.read_text())
+    found = [entry["api_key"] for section in ("partners", "tenants") for entry in config[section].values()
+             if entry.get("api_key")]
+    return [*found, (home / "dev-api-key").read_text().strip()]
+
+
+def run_every_path(api: httpx.Client, sim: httpx.Client, client: redis.Redis) -> dict[str, dict]:
+    """The seeded prompt through success, retry then fallback, and dead letter; the simulator is reset after."""
     jobs: dict[str, dict] = {}
     try:
         jobs["success"] = finish(api, submit(api, "sim-openai"))
@@ -97,7 +105,15 @@ def test_pii_never_leaves_in_clear_on_any_path(api: httpx.Client, sim: httpx.Cli
         sim.put("/_sim/partners/sim-openai", json={"error_rate": 0})
         sim.put("/_sim/partners/sim-anthropic", json={"error_rate": 0})
         client.delete("fg:breaker:sim-openai", "fg:breaker:sim-openai:slots")
+    return jobs
 
+
+def test_pii_never_leaves_in_clear_on_any_path(api: httpx.Client, sim: httpx.Client, fleet: FleetEnv,
+                                               fleet_with_flower: tuple[Proc, str],
+                                               redis_server: EmbeddedRedis) -> None:
+    _, flower_url = fleet_with_flower
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    jobs = run_every_path(api, sim, client)
     success, fallback, dead = jobs["success"], jobs["retry_then_fallback"], jobs["dead_letter"]
     assert success["status"] == "succeeded" and fallback["status"] == "succeeded"
     assert fallback["answered_by"] == "sim-anthropic"
@@ -121,6 +137,7 @@ def test_pii_never_leaves_in_clear_on_any_path(api: httpx.Client, sim: httpx.Cli
     assert leaks(everything_in_redis(client)) == []
     logs = "\n".join(path.read_text(errors="replace") for path in fleet.home.glob("*.log"))
     assert leaks(logs) == []
+    assert [key for key in configured_secrets(fleet.home) if key in logs] == []
     flower_tasks = wait_for(
         lambda: (text := httpx.get(f"{flower_url}/api/tasks", auth=FLOWER_AUTH, timeout=10).text)
         and dead["id"] in text and text, 30, what="flower to list the jobs' tasks")

@@ -68,7 +68,7 @@ class Env:
                 job_ids = await self.redis.lrange(batch_jobs_key(batch_id), 0, -1)
                 for start in range(0, len(job_ids), 1000):
                     part = job_ids[start:start + 1000]
-                    await self.redis.zrem(keys.DELAYED, *[delayed_member(j, PARTNER, 1) for j in part])
+                    await self.redis.zrem(keys.delayed(keys.BATCH), *[delayed_member(j, PARTNER, 1) for j in part])
                     await self.redis.delete(*[keys.job(j) for j in part])
                 await self.redis.delete(batch_key(batch_id), batch_jobs_key(batch_id), batch_rejected_key(batch_id))
                 await self.redis.zrem(tenant_batches_key(self.tenant.name), batch_id)
@@ -155,14 +155,14 @@ def test_files_refuse_a_bad_purpose_or_size_and_are_encrypted(env: Env) -> None:
 def test_a_bad_line_fails_the_batch_and_enqueues_nothing(env: Env) -> None:
     text = "\n".join([line("a"), line("b"), line("a")])
     info = env.run(lambda: env.batches.create_file("unit-tenant", "in.jsonl", "batch", text.encode()))
-    delayed_before = env.run(lambda: env.redis.zcard(keys.DELAYED))
+    delayed_before = env.run(lambda: env.redis.zcard(keys.delayed(keys.BATCH)))
     batch = env.run(lambda: env.batches.create_batch(env.tenant, info.id, "/v1/chat/completions", "24h"))
     try:
         assert batch["status"] == "failed"
         assert batch["errors"]["data"][0]["line"] == 3
         assert batch["errors"]["data"][0]["code"] == "duplicate_custom_id"
         assert env.run(lambda: env.redis.llen(batch_jobs_key(batch["id"]))) == 0
-        assert env.run(lambda: env.redis.zcard(keys.DELAYED)) == delayed_before
+        assert env.run(lambda: env.redis.zcard(keys.delayed(keys.BATCH))) == delayed_before
     finally:
         env.cleanup([batch["id"]], [info.id])
 
@@ -191,7 +191,7 @@ def test_bulk_enqueue_of_50000_lines(env: Env) -> None:
                     part = job_ids[start:start + 1000]
                     for job_id in part:
                         pipe.hmget(keys.job(job_id), ["status", "partner", "batch_id", "custom_id", "tenant"])
-                    pipe.zmscore(keys.DELAYED, [delayed_member(j, PARTNER, 1) for j in part])
+                    pipe.zmscore(keys.delayed(keys.BATCH), [delayed_member(j, PARTNER, 1) for j in part])
                     replies = await pipe.execute()
                     fields.extend(replies[:-1])
                     scores.extend(replies[-1])
@@ -207,3 +207,49 @@ def test_bulk_enqueue_of_50000_lines(env: Env) -> None:
         assert record is not None and record.messages[0].content == "prompt 7" and record.status.value == "queued"
     finally:
         env.cleanup([batch_id])
+
+
+def test_progress_comes_from_counters_each_job_bumps_as_it_settles(env: Env) -> None:
+    """Succeeded, dead-lettered, cancelled and replayed jobs move the batch's counters in the step that settles
+    them, so reading progress does not touch every job."""
+    from gateway_core.dlq import DeadLetters
+    from gateway_core.models import JobStatus, Usage
+
+    text = "\n".join(line(f"c{i}") for i in range(4)) + "\n"
+    info = env.run(lambda: env.batches.create_file(env.tenant.name, "in.jsonl", "batch", text.encode()))
+    batch = env.run(lambda: env.batches.create_batch(env.tenant, info.id, "/v1/chat/completions", "24h"))
+    batch_id = batch["id"]
+    try:
+        ok, dead, cancelled, pending = env.run(lambda: env.redis.lrange(batch_jobs_key(batch_id), 0, -1))
+
+        async def settle(job_id: str, outcome: str) -> None:
+            claim, token, _ = await env.store.begin_run(job_id, PARTNER, 1)
+            assert claim == "ok"
+            record = await env.store.get(job_id, with_payload=True)
+            assert record is not None
+            if outcome == "succeeded":
+                assert await env.store.publish_success(record, token, "out", Usage(), PARTNER)
+            else:
+                assert await env.store.finish_unsuccessful(record, token, JobStatus.DEAD_LETTERED, "gave up")
+
+        def counts() -> dict[str, int]:
+            view = env.run(lambda: env.batches.get_batch(env.tenant.name, batch_id))
+            assert view is not None
+            return view["request_counts"]  # type: ignore[no-any-return]
+
+        env.run(lambda: settle(ok, "succeeded"))
+        env.run(lambda: settle(dead, "dead_lettered"))
+        env.run(lambda: env.store.cancel(cancelled))
+        env.run(lambda: env.store.cancel(cancelled))  # a second cancel of a finished job counts nothing
+        assert counts() == {"total": 4, "completed": 1, "failed": 2}
+        dlq = DeadLetters(env.redis, env.store, env.config)
+        env.run(lambda: dlq.replay(dead))
+        assert counts() == {"total": 4, "completed": 1, "failed": 1}
+        env.run(lambda: env.store.cancel(pending))
+        env.run(lambda: env.redis.zrem(keys.DEAD_LETTERS, dead))
+        env.run(lambda: env.store.cancel(dead))
+        final = env.run(lambda: env.batches.get_batch(env.tenant.name, batch_id))
+        assert final is not None and final["status"] == "completed"
+        assert final["request_counts"] == {"total": 4, "completed": 1, "failed": 3}
+    finally:
+        env.cleanup([batch_id], [info.id])

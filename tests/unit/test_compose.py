@@ -2,7 +2,8 @@
 
 The compose file is for users (no engine runs in CI), so these tests check what `docker compose up` would trip
 over: commands the CLI does not have, files that are not in the repo, a worker missing for a partner, a config
-that does not load. When the `docker compose` client is installed, its own `config -q` check runs as well."""
+that does not load, a Grafana panel querying a metric fedgate does not export. When the `docker compose` client is
+installed, its own `config -q` check runs as well."""
 
 from __future__ import annotations
 
@@ -20,10 +21,15 @@ import click
 import pytest
 import typer
 import yaml
+from fastapi.testclient import TestClient
+from prometheus_client import REGISTRY
+from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
 from gateway_api.cli import cli
 from gateway_core.config import GatewayConfig, load_config
+from gateway_core.embedded_redis import EmbeddedRedis
 from gateway_core.errors import ConfigError
 from gateway_core.settings import Settings, reset_settings_cache
 
@@ -32,12 +38,17 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 DEPLOY_CONFIG = ROOT / "deploy" / "fedgate.yaml"
 PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus.yml"
+GRAFANA_DIR = ROOT / "deploy" / "grafana"
+GRAFANA_DATASOURCES = GRAFANA_DIR / "provisioning" / "datasources" / "prometheus.yml"
+GRAFANA_PROVIDERS = GRAFANA_DIR / "provisioning" / "dashboards" / "fedgate.yml"
+GRAFANA_DASHBOARD = GRAFANA_DIR / "dashboards" / "fedgate.json"
 # What the compose file requires from its user (all `${VAR:?...}`), with harmless values for the checks.
 USER_ENV = {
     "REDIS_PASSWORD": "0123456789abcdef0123456789abcdef",
     "FEDGATE_ENCRYPTION_KEYS": "x3Ht4VBr1rV2F4g9C8hx0u3tm3Uy3qW8d1GmY8c0Kf0=",
     "FEDGATE_DEV_API_KEY": "deadbeefdeadbeefdeadbeefdeadbeef",
     "FEDGATE_FLOWER_BASIC_AUTH": "admin:0123456789ab",
+    "GRAFANA_ADMIN_PASSWORD": "0123456789abcdef",
 }
 DEFAULTS = Settings.model_construct()  # field defaults, whatever FEDGATE_* the test runner has set
 COMMANDS: dict[str, click.Command] = typer.main.get_command(cli).commands  # type: ignore[attr-defined]
@@ -142,7 +153,7 @@ def test_every_service_has_an_image_or_a_build() -> None:
 
 
 def test_the_expected_services_are_there() -> None:
-    assert {"redis", "api", "simulator", "flower", "prometheus"} <= set(SERVICES)
+    assert {"redis", "api", "simulator", "flower", "prometheus", "grafana"} <= set(SERVICES)
 
 
 def test_every_fedgate_command_exists_in_the_cli_and_parses() -> None:
@@ -178,6 +189,8 @@ def test_redis_has_aof_a_password_a_volume_and_a_healthcheck() -> None:
     assert str(redis["image"]).split(":")[1].startswith("7")
     argv = as_argv(redis["command"])
     assert argv[argv.index("--appendonly") + 1] == "yes"
+    assert argv[argv.index("--appendfsync") + 1] == "everysec"
+    assert argv[argv.index("--maxmemory-policy") + 1] == "noeviction", "an evicted job record or queue is lost work"
     password = argv[argv.index("--requirepass") + 1]
     assert password.startswith("${REDIS_PASSWORD:?"), "an unset REDIS_PASSWORD must stop compose, not run open"
     assert any(target == "/data" and kind == "volume" for _, target, _, kind in volume_mounts(redis))
@@ -267,16 +280,24 @@ def test_flower_is_reachable_through_its_published_port(monkeypatch: pytest.Monk
 # --- workers ----------------------------------------------------------------------------------------------------
 
 
-def test_one_worker_service_per_partner(deploy_config: GatewayConfig) -> None:
-    served: list[str] = []
+def test_one_interactive_worker_service_per_partner_and_a_batch_lane_for_all(deploy_config: GatewayConfig) -> None:
+    served: dict[str, list[str]] = {"interactive": [], "batch": []}
     for name, args in fedgate_services().items():
         if args[0] != "worker":
             continue
-        partners = [p.strip() for p in parse_cli(args).params["partners"].split(",") if p.strip()]
-        assert len(partners) == 1, f"{name} consumes {partners}: use one worker service per partner queue"
-        assert partners[0] in deploy_config.partners, f"{name} consumes unknown partner {partners[0]!r}"
-        served.extend(partners)
-    assert sorted(served) == sorted(deploy_config.partners), "every partner needs exactly one worker service"
+        params = parse_cli(args).params
+        partners = [p.strip() for p in params["partners"].split(",") if p.strip()]
+        lanes = [lane.strip() for lane in params["lanes"].split(",")]
+        assert len(lanes) == 1, f"{name} reads {lanes}: give each lane its own service"
+        unknown = set(partners) - set(deploy_config.partners)
+        assert not unknown, f"{name} consumes unknown partners {sorted(unknown)}"
+        if lanes == ["interactive"]:
+            assert len(partners) == 1, f"{name} consumes {partners}: use one worker service per partner queue"
+        else:
+            assert params["nice"] > 0, f"{name}: a batch-lane worker runs at a lower CPU priority"
+        served[lanes[0]].extend(partners)
+    assert sorted(served["interactive"]) == sorted(deploy_config.partners), "one interactive worker per partner"
+    assert sorted(served["batch"]) == sorted(deploy_config.partners), "every partner's batch lane needs a worker"
 
 
 # --- mounts and the deploy files -----------------------------------------------------------------------------------
@@ -318,23 +339,301 @@ def test_deploy_config_tenant_key_comes_only_from_the_environment(monkeypatch: p
         load_config(DEPLOY_CONFIG)
 
 
+def scrape_jobs() -> dict[str, list[str]]:
+    """Prometheus job name -> the hosts it scrapes (static targets and DNS service discovery names)."""
+    scrape = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+    jobs: dict[str, list[str]] = {}
+    for job in scrape["scrape_configs"]:
+        hosts = [t for static in job.get("static_configs", []) for t in static["targets"]]
+        for dns in job.get("dns_sd_configs", []):
+            assert dns.get("type", "SRV") == "A" and dns.get("port"), f"{job['job_name']}: A records need a port"
+            hosts += [f"{name}:{dns['port']}" for name in dns["names"]]
+        jobs[job["job_name"]] = hosts
+    return jobs
+
+
 def test_prometheus_scrapes_the_api_and_every_worker() -> None:
     prometheus = SERVICES["prometheus"]
     assert str(prometheus["image"]).startswith("prom/prometheus")
     mounts = {target: source for source, target, _, _ in volume_mounts(prometheus)}
     assert (COMPOSE_FILE.parent / mounts["/etc/prometheus/prometheus.yml"]).resolve() == PROMETHEUS_CONFIG
-    scrape = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
-    targets = {
-        target
-        for job in scrape["scrape_configs"]
-        for static in job.get("static_configs", [])
-        for target in static["targets"]
-    }
+    jobs = scrape_jobs()
+    targets = {target for hosts in jobs.values() for target in hosts}
     assert "api:8700" in targets
     hosts = {t.split(":")[0] for t in targets} - {"localhost"}
     assert hosts <= set(SERVICES), f"scrape targets that are not compose services: {hosts - set(SERVICES)}"
     workers = {name for name, args in fedgate_services().items() if args[0] == "worker"}
     assert workers and workers <= hosts, f"workers not scraped: {workers - hosts}"
+    # Each worker serves its metrics on the default port, on an address other containers reach.
+    for name in workers:
+        env = environment(SERVICES[name])
+        assert env.get("FEDGATE_WORKER_METRICS_HOST") == "0.0.0.0", f"{name} serves its metrics on localhost only"
+        port = int(env.get("FEDGATE_WORKER_METRICS_PORT", "9700"))
+        assert f"{name}:{port}" in targets, f"{name} is scraped on another port than {port}"
+    # Replicas (`--scale`) are all scraped: workers come from DNS, which answers with every replica.
+    assert {f"{name}:9700" for name in workers} <= set(jobs["fedgate-workers"])
+    assert "flower:5555" in targets, "Flower's own /metrics is not scraped"
+
+
+# --- grafana ----------------------------------------------------------------------------------------------------
+
+# Series Prometheus itself adds to every scrape (not exported by any process).
+PROMETHEUS_SERIES = {"up": {"job", "instance"}, "scrape_duration_seconds": {"job", "instance"}}
+TARGET_LABELS = {"job", "instance", "service"}  # added by Prometheus (service: relabelled in deploy/prometheus.yml)
+PROMQL_TOKEN = re.compile(
+    r'"(?:\\.|[^"\\])*"|\'(?:\\.|[^\'\\])*\'|\[[^\]]*\]|\{[^}]*\}|[A-Za-z_:][A-Za-z0-9_:]*|\S'
+)
+MATCHER = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)\s*(?:=~|!~|!=|=)\s*"((?:\\.|[^"\\])*)"')
+GROUPING = {"by", "without", "on", "ignoring", "group_left", "group_right"}
+AGGREGATIONS = {"sum", "min", "max", "avg", "group", "stddev", "stdvar", "count", "count_values", "bottomk", "topk",
+                "quantile", "limitk", "limit_ratio"}  # may be followed by `by (...)` instead of `(`
+KEYWORDS = GROUPING | AGGREGATIONS | {"bool", "offset", "and", "or", "unless", "atan2"}
+
+
+def promql_references(expr: str) -> tuple[dict[str, dict[str, str]], set[str]]:
+    """(metric name -> its label matchers {label: value}, labels named in grouping clauses) of one PromQL query."""
+    tokens = PROMQL_TOKEN.findall(expr)
+    metrics: dict[str, dict[str, str]] = {}
+    grouping: set[str] = set()
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        following = tokens[i + 1] if i + 1 < len(tokens) else ""
+        if token in GROUPING and following == "(":
+            i += 2
+            while i < len(tokens) and tokens[i] != ")":
+                if tokens[i] != ",":
+                    grouping.add(tokens[i])
+                i += 1
+        elif re.fullmatch(r"[A-Za-z_:][A-Za-z0-9_:]*", token) and token not in KEYWORDS and following != "(":
+            matchers = dict(MATCHER.findall(following)) if following.startswith("{") else {}
+            metrics.setdefault(token, {}).update(matchers)
+        elif token.startswith("{"):  # a selector without a metric name: {__name__=...}
+            names = dict(MATCHER.findall(token))
+            assert "__name__" not in names, f"select metrics by name, not {{__name__=...}}: {expr}"
+        i += 1
+    return metrics, grouping
+
+
+def test_promql_references_reads_names_matchers_and_grouping() -> None:
+    metrics, grouping = promql_references(
+        'histogram_quantile(0.95, sum by (partner, le) (rate(fedgate_job_seconds_bucket{partner=~"$partner"}'
+        '[$__rate_interval]))) / ignoring(kind) sum(up{job="fedgate-workers"}) * 3600'
+    )
+    assert metrics == {"fedgate_job_seconds_bucket": {"partner": "$partner"}, "up": {"job": "fedgate-workers"}}
+    assert grouping == {"partner", "le", "kind"}
+
+
+def expected_sample_names(family: str, kind: str) -> list[str]:
+    return {
+        "counter": [f"{family}_total", f"{family}_created"],
+        "histogram": [f"{family}_bucket", f"{family}_sum", f"{family}_count", f"{family}_created"],
+        "summary": [family, f"{family}_sum", f"{family}_count", f"{family}_created"],
+        "info": [f"{family}_info"],
+    }.get(kind, [family])
+
+
+@pytest.fixture(scope="module")
+def exported_metrics(
+    redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, set[str] | None]:
+    """Every series name fedgate exports -> its label names (None: the family had no sample to show them).
+
+    The API's real /metrics, scraped in-process with the compose config (plus rate limits, so the bucket gauges
+    have rows) against a real Redis: the API process's metrics and the fleet state read at scrape time. Worker
+    metrics are the same prometheus_client registry (gateway_core.metrics; the worker modules are imported so
+    anything they register is there too), with label names from the metric objects themselves."""
+    import workers.pipeline
+    import workers.tasks
+    import workers.webhooks  # noqa: F401  (worker-side registrations)
+    from gateway_api.app import create_app
+
+    home = tmp_path_factory.mktemp("compose-metrics")
+    config = yaml.safe_load(DEPLOY_CONFIG.read_text())
+    for partner in config["partners"].values():
+        partner["limits"] = {"requests_per_minute": 600, "tokens_per_minute": 60_000}
+    (home / "fedgate.yaml").write_text(yaml.safe_dump(config))
+    settings = Settings(home=home, redis_url=redis_server.url, config=home / "fedgate.yaml",
+                        encryption_keys=USER_ENV["FEDGATE_ENCRYPTION_KEYS"])
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in USER_ENV.items():
+            patch.setenv(name, value)
+        with TestClient(create_app(settings)) as client:
+            response = client.get("/metrics")
+    assert response.status_code == 200, response.text
+    exported: dict[str, set[str] | None] = {}
+    for family in text_string_to_metric_families(response.text):
+        if family.samples:
+            for sample in family.samples:
+                known = exported.setdefault(sample.name, set())
+                assert known is not None
+                known.update(sample.labels)
+        else:
+            for name in expected_sample_names(family.name, family.type):
+                exported.setdefault(name, None)
+    # Label names of metrics without samples yet, from the metric objects (prometheus_client keeps them private).
+    for collector, names in list(REGISTRY._collector_to_names.items()):
+        if isinstance(collector, MetricWrapperBase):
+            for name in names:
+                exported[name] = set(collector._labelnames) | ({"le"} if name.endswith("_bucket") else set())
+    assert exported["fedgate_fleet_state_up"] is not None, "the scrape could not read the fleet state"
+    return exported
+
+
+def load_dashboard() -> dict[str, Any]:
+    dashboard = json.loads(GRAFANA_DASHBOARD.read_text())
+    assert isinstance(dashboard, dict)
+    return dashboard
+
+
+def dashboard_panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    found = []
+    for panel in dashboard["panels"]:
+        found.append(panel)
+        found.extend(panel.get("panels", []))  # panels inside a collapsed row
+    return found
+
+
+def dashboard_queries(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
+    """(where, PromQL) for every panel target and every templating query."""
+    queries = [(f"panel {p['title']!r}", t["expr"]) for p in dashboard_panels(dashboard) for t in p.get("targets", [])]
+    for variable in dashboard.get("templating", {}).get("list", []):
+        if variable.get("type") == "query":
+            query = variable["query"]["query"] if isinstance(variable["query"], dict) else variable["query"]
+            inner = re.fullmatch(r"label_values\((.+?)(?:,\s*([A-Za-z_][A-Za-z0-9_]*))?\)", query.strip())
+            assert inner, f"variable {variable['name']}: unexpected query {query!r}"
+            grouping = f" by ({inner[2]})" if inner[2] else ""
+            queries.append((f"variable {variable['name']!r}", f"{inner[1]}{grouping}"))
+    return queries
+
+
+def test_grafana_service_mounts_the_provisioning_and_the_dashboard() -> None:
+    grafana = SERVICES["grafana"]
+    assert str(grafana["image"]).startswith("grafana/grafana:"), "pin a Grafana image"
+    mounts = {target: (source, read_only) for source, target, read_only, _ in volume_mounts(grafana)}
+    source, read_only = mounts["/etc/grafana/provisioning"]
+    assert (COMPOSE_FILE.parent / source).resolve() == GRAFANA_DIR / "provisioning" and read_only
+    providers = yaml.safe_load(GRAFANA_PROVIDERS.read_text())["providers"]
+    (provider,) = providers
+    assert provider["type"] == "file"
+    dashboards_path = provider["options"]["path"]
+    source, read_only = mounts[dashboards_path]
+    assert (COMPOSE_FILE.parent / source).resolve() == GRAFANA_DASHBOARD.parent and read_only
+    assert any(target == "/var/lib/grafana" and kind == "volume" for _, target, _, kind in volume_mounts(grafana))
+    env = environment(grafana)
+    assert env["GF_SECURITY_ADMIN_PASSWORD"].startswith("${GRAFANA_ADMIN_PASSWORD:?"), "no default admin password"
+    assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    home = env.get("GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH")
+    assert home is None or home == f"{dashboards_path}/{GRAFANA_DASHBOARD.name}"
+    assert "prometheus" in (grafana.get("depends_on") or [])
+
+
+def test_grafana_datasource_is_the_compose_prometheus() -> None:
+    (datasource,) = yaml.safe_load(GRAFANA_DATASOURCES.read_text())["datasources"]
+    assert datasource["type"] == "prometheus"
+    url = urlsplit(datasource["url"])
+    assert url.hostname == "prometheus" and url.hostname in SERVICES
+    published = {str(p).rsplit(":", 1)[-1] for p in SERVICES["prometheus"].get("ports", [])}
+    assert str(url.port) in published | {"9090"}
+    # Every panel and variable uses this datasource (by uid), so the provisioned dashboard works as it is.
+    dashboard = load_dashboard()
+    for panel in dashboard_panels(dashboard):
+        for owner in [panel, *panel.get("targets", [])]:
+            if "datasource" in owner and panel["type"] != "row":
+                assert owner["datasource"] == {"type": "prometheus", "uid": datasource["uid"]}, panel["title"]
+    for variable in dashboard["templating"]["list"]:
+        assert variable["datasource"]["uid"] == datasource["uid"], variable["name"]
+
+
+def test_dashboard_is_valid_grafana_json() -> None:
+    dashboard = load_dashboard()
+    assert dashboard["uid"] and dashboard["title"] and isinstance(dashboard["schemaVersion"], int)
+    panels = dashboard_panels(dashboard)
+    ids = [p["id"] for p in panels]
+    assert len(ids) == len(set(ids)), "panel ids must be unique"
+    for panel in panels:
+        grid = panel["gridPos"]
+        assert grid["x"] >= 0 and grid["w"] > 0 and grid["x"] + grid["w"] <= 24, panel["title"]
+        if panel["type"] != "row":
+            assert panel.get("targets"), f"panel {panel['title']!r} has no query"
+            refs = [t["refId"] for t in panel["targets"]]
+            assert len(refs) == len(set(refs)) and all(t["expr"].strip() for t in panel["targets"]), panel["title"]
+    # No two panels overlap on the grid.
+    cells: dict[tuple[int, int], str] = {}
+    for panel in panels:
+        grid = panel["gridPos"]
+        for y in range(grid["y"], grid["y"] + grid["h"]):
+            for x in range(grid["x"], grid["x"] + grid["w"]):
+                assert (x, y) not in cells, f"{panel['title']!r} overlaps {cells[(x, y)]!r}"
+                cells[(x, y)] = panel["title"]
+
+
+def test_every_dashboard_query_uses_metrics_and_labels_fedgate_exports(
+    exported_metrics: dict[str, set[str] | None],
+) -> None:
+    jobs = scrape_jobs()
+    problems = []
+    for where, expr in dashboard_queries(load_dashboard()):
+        metrics, grouping = promql_references(expr)
+        assert metrics, f"{where}: no metric in {expr!r}"
+        labels: set[str] = set(TARGET_LABELS)
+        unknown_labels = False
+        for name, matchers in metrics.items():
+            if name in PROMETHEUS_SERIES:
+                known: set[str] | None = PROMETHEUS_SERIES[name]
+                if "job" in matchers and matchers["job"] not in jobs:
+                    problems.append(f"{where}: job {matchers['job']!r} is not a scrape job in deploy/prometheus.yml")
+            elif name not in exported_metrics:
+                problems.append(f"{where}: {name} is not exported by fedgate ({expr})")
+                continue
+            else:
+                known = exported_metrics[name]
+            if known is None:
+                unknown_labels = True
+            else:
+                labels |= known
+            for label_name in matchers:
+                if known is not None and label_name not in known | TARGET_LABELS:
+                    problems.append(f"{where}: {name} has no label {label_name!r} (has {sorted(known)})")
+        if not unknown_labels and not grouping <= labels:
+            problems.append(f"{where}: groups by {sorted(grouping - labels)}, which no metric in it has ({expr})")
+    assert not problems, "\n".join(problems)
+
+
+def test_dashboard_covers_what_operators_watch() -> None:
+    """Jobs by partner/tenant/outcome, the three latency histograms, queue depth per partner and lane, dead letters,
+    bucket fill, breaker state, retries, fallbacks, redactions by entity type, contracts, tokens, cost, budgets."""
+    queries = [expr for _, expr in dashboard_queries(load_dashboard())]
+    used: dict[str, set[frozenset[str]]] = {}
+    for expr in queries:
+        metrics, grouping = promql_references(expr)
+        for name in metrics:
+            used.setdefault(name, set()).add(frozenset(grouping))
+
+    def grouped(metric: str, *labels: str) -> bool:
+        return any(set(labels) <= group for group in used.get(metric, set()))
+
+    assert grouped("fedgate_jobs_total", "partner", "outcome") and grouped("fedgate_jobs_total", "tenant", "outcome")
+    for histogram in ("fedgate_queue_wait_seconds", "fedgate_partner_call_seconds", "fedgate_job_seconds"):
+        assert grouped(f"{histogram}_bucket", "partner", "le"), histogram
+        assert any(f"histogram_quantile(0.95, sum by (partner, le) (rate({histogram}_bucket" in q for q in queries)
+    assert grouped("fedgate_queue_depth", "partner", "lane")
+    assert "fedgate_dead_letter_queue_size" in used and grouped("fedgate_dead_letters", "partner")
+    assert grouped("fedgate_bucket_fill_ratio", "partner", "bucket")
+    assert grouped("fedgate_breaker_state", "partner")
+    assert grouped("fedgate_retries_total", "partner")
+    assert grouped("fedgate_fallbacks_total", "from_partner", "to_partner")
+    assert grouped("fedgate_redactions_total", "entity_type")
+    assert grouped("fedgate_contract_validations_total", "contract", "result")
+    assert grouped("fedgate_tokens_total", "partner", "kind")
+    assert grouped("fedgate_cost_usd_total", "partner")
+    assert grouped("fedgate_tenant_budget_used_ratio", "tenant", "period")
+    # Fleet state is the same on every API: never summed across API instances.
+    for expr in queries:
+        for name in promql_references(expr)[0]:
+            if name in {"fedgate_queue_depth", "fedgate_dead_letter_queue_size", "fedgate_breaker_state",
+                        "fedgate_bucket_fill_ratio"}:
+                assert not re.search(rf"\bsum\b[^()]*\(\s*{name}\b", expr), f"{expr}: use max, not sum"
 
 
 # --- Dockerfile -----------------------------------------------------------------------------------------------------
@@ -381,3 +680,13 @@ def test_docker_compose_config_accepts_the_file() -> None:
     missing = subprocess.run([*client, "-f", str(COMPOSE_FILE), "config", "-q"], env=env, capture_output=True,
                              text=True, timeout=60, cwd=ROOT)
     assert missing.returncode != 0 and "REDIS_PASSWORD" in missing.stderr
+
+
+def test_promtool_accepts_the_prometheus_config() -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool (Debian package `prometheus`) is not installed here; only its `check config` is "
+                    "skipped, the YAML checks of deploy/prometheus.yml in this file still ran")
+    checked = subprocess.run([promtool, "check", "config", str(PROMETHEUS_CONFIG)], capture_output=True, text=True,
+                             timeout=60)
+    assert checked.returncode == 0, checked.stdout + checked.stderr

@@ -98,7 +98,8 @@ class Seeded:
         await r.rpush(queue, "m1", "m2", "m3")
         await r.rpush(f"{queue}{PRIORITY_SEP}3", "m4", "m5")
         await r.rpush(keys.partner_queue(plain), "m6")
-        self.keys += [queue, f"{queue}{PRIORITY_SEP}3", keys.partner_queue(plain)]
+        await r.rpush(keys.partner_queue(lim, keys.BATCH), "m7")
+        self.keys += [queue, f"{queue}{PRIORITY_SEP}3", keys.partner_queue(plain), keys.partner_queue(lim, keys.BATCH)]
 
         far = (await self.now() + 3600) * 1000
         self.delayed = [f"job_{secrets.token_hex(6)}|{lim}|2" for _ in range(4)]
@@ -173,8 +174,8 @@ def test_fleet_state_reports_the_seeded_numbers(redis_server: EmbeddedRedis) -> 
     assert [p.name for p in state.partners] == [seeded.limited, seeded.plain, seeded.fresh]
     lim, plain, fresh = (state.partner(n) for n in (seeded.limited, seeded.plain, seeded.fresh))
 
-    assert lim.queue_lanes == {"default": 3, "priority-3": 2, "priority-6": 0, "priority-9": 0}
-    assert lim.queue_depth == 5 and plain.queue_depth == 1 and fresh.queue_depth == 0
+    assert lim.queue_lanes == {"interactive": 5, "batch": 1}
+    assert lim.queue_depth == 6 and plain.queue_depth == 1 and fresh.queue_depth == 0
     assert (lim.delayed, plain.delayed, fresh.delayed) == (4, 1, 0)
     assert (lim.in_flight, plain.in_flight, fresh.in_flight) == (2, 1, 0)
     assert (lim.dead_letters, plain.dead_letters, fresh.dead_letters) == (2, 1, 0)
@@ -194,7 +195,7 @@ def test_fleet_state_reports_the_seeded_numbers(redis_server: EmbeddedRedis) -> 
     assert lim.recent == {"fallback_out": 2, "retry": 1}
     assert plain.recent == {} and fresh.recent == {}
 
-    assert state.queued == 6
+    assert state.queued == 7
     assert state.delayed >= 5 and state.unacked >= 4 and state.dead_letters >= 4
     assert state.dead_letters_unattributed >= 1
     assert state.truncated == []
