@@ -199,9 +199,11 @@ def worker(
     concurrency: Annotated[int | None, typer.Option(help="Calls in flight in this process")] = None,
     lanes: Annotated[str, typer.Option(help="Lanes to consume: interactive, batch or both (batch only when no "
                                             "interactive job waits)")] = "interactive,batch",
-    nice: Annotated[int, typer.Option(help="Lower this worker's CPU priority by this much (e.g. 10 for a "
+    nice: Annotated[int, typer.Option(help="Lower this worker's CPU priority by this much (e.g. 19 for a "
                                            "batch-lane worker sharing a host with interactive ones)", min=0,
                                       max=19)] = 0,
+    idle_cpu: Annotated[bool, typer.Option(help="Run only on CPU time no other process wants (Linux SCHED_IDLE): "
+                                                "for batch-lane workers beside interactive ones")] = False,
     loglevel: Annotated[str, typer.Option(help="Celery log level")] = "INFO",
 ) -> None:
     """Run a Celery worker consuming the named partners' queues."""
@@ -217,6 +219,8 @@ def worker(
     _refuse_unsupported_policies()
     if nice:
         os.nice(nice)
+    if idle_cpu:
+        _use_idle_cpu_only()
     lane_queues = [keys.partner_queue(p, lane) for lane in keys.LANES if lane in chosen for p in names]
     queues = ",".join([*lane_queues, WEBHOOK_QUEUE])
     suffix = "" if set(chosen) == set(keys.LANES) else f"-{chosen[0]}"
@@ -225,6 +229,14 @@ def worker(
     if concurrency:
         argv += ["-c", str(concurrency)]
     celery_app.worker_main(argv)
+
+
+def _use_idle_cpu_only() -> None:
+    """SCHED_IDLE: a waking interactive process takes the CPU at once; threads started later inherit it."""
+    if not hasattr(os, "SCHED_IDLE"):
+        print("fedgate: --idle-cpu needs Linux's SCHED_IDLE; running at normal priority", file=sys.stderr)
+        return
+    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
 
 
 def _refuse_unsupported_policies() -> None:

@@ -1,4 +1,8 @@
-"""Wake long-polling requests when their job finishes: one Redis subscription per API process."""
+"""Wake long-polling requests when their job finishes: one Redis subscription per API process.
+
+It reads the interactive lane's completion channel always, and the batch lane's only while some request waits for
+a batch job: a draining 50,000-job batch then costs the API nothing.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +25,8 @@ class CompletionListener:
         self.sealed_outputs: dict[str, str] = {}  # retention-0 jobs: output only travels in the message
         self._task: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()
+        self._pubsub: aioredis.client.PubSub | None = None
+        self._batch_followers = 0
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._listen())
@@ -45,11 +51,26 @@ class CompletionListener:
                 del self._waiters[job_id]
                 self.sealed_outputs.pop(job_id, None)
 
+    async def follow_batch_lane(self) -> None:
+        """Also read batch completions until the matching `unfollow_batch_lane`."""
+        self._batch_followers += 1
+        if self._batch_followers == 1 and self._pubsub is not None:
+            await self._pubsub.subscribe(keys.done_channel(keys.BATCH))
+
+    async def unfollow_batch_lane(self) -> None:
+        self._batch_followers -= 1
+        if self._batch_followers == 0 and self._pubsub is not None:
+            with contextlib.suppress(Exception):  # a lost subscription is dropped anyway
+                await self._pubsub.unsubscribe(keys.done_channel(keys.BATCH))
+
     async def _listen(self) -> None:
         while True:
             try:
                 async with self.redis.pubsub() as pubsub:
                     await pubsub.subscribe(keys.DONE_CHANNEL)
+                    if self._batch_followers:
+                        await pubsub.subscribe(keys.done_channel(keys.BATCH))
+                    self._pubsub = pubsub
                     self.ready.set()
                     async for message in pubsub.listen():
                         if message.get("type") == "message":
@@ -62,6 +83,7 @@ class CompletionListener:
             except asyncio.CancelledError:
                 raise
             except Exception:
+                self._pubsub = None
                 log.warning("completion subscription lost; resubscribing")
                 # Wake everyone so they re-read the store rather than miss a completion.
                 for events in list(self._waiters.values()):

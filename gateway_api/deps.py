@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 from fastapi import Depends, Header, Request
 
 from gateway_api.completion import CompletionListener
+from gateway_core import keys
 from gateway_core.config import GatewayConfig, TenantConfig
 from gateway_core.errors import RequestError
 from gateway_core.settings import Settings
@@ -24,6 +25,7 @@ class ApiError(RequestError):
 
 
 _ERROR_TYPES = {"budget_exceeded": "insufficient_quota"}
+BATCH_RECHECK_S = 1.0
 
 
 def error_body(message: str, code: str, param: str | None = None) -> dict[str, Any]:
@@ -78,17 +80,33 @@ def require_admin(what: str) -> Callable[[TenantConfig], TenantConfig]:
 async def wait_for_job(svc: Services, job_id: str, wait_s: float) -> JobRecord | None:
     """The job, once it is finished or `wait_s` has passed (0: at once). Wakes on the completion channel."""
     event = svc.completions.register(job_id) if wait_s > 0 else None
+    follows_batch = False
     try:
         record = await svc.store.get(job_id)
         if record is None or event is None or record.status.terminal:
             return record
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout=wait_s)
+        if record.lane == keys.BATCH:
+            follows_batch = True
+            await svc.completions.follow_batch_lane()
+            # Re-read on a short period too: a batch job may have finished while the subscription was made.
+            deadline = asyncio.get_running_loop().time() + wait_s
+            while not event.is_set() and not record.status.terminal:
+                left = deadline - asyncio.get_running_loop().time()
+                if left <= 0:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), timeout=min(left, BATCH_RECHECK_S))
+                record = await svc.store.get(job_id) or record
+        else:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), timeout=wait_s)
         record = await svc.store.get(job_id) or record
         sealed = svc.completions.sealed_outputs.get(job_id)
         if sealed and record.output is None:  # retention 0: the output only travelled in the message
             record.output = svc.store.cipher.decrypt(sealed.encode())
         return record
     finally:
+        if follows_batch:
+            await svc.completions.unfollow_batch_lane()
         if event is not None:
             svc.completions.unregister(job_id, event)

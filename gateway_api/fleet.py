@@ -22,7 +22,7 @@ from gateway_core.settings import Settings
 from gateway_core.webhooks import load_or_create_secret
 from workers.celery_app import broker_url
 
-BATCH_WORKER_NICE = 10
+BATCH_WORKER_NICE = 19
 
 FLEET_FILE = "fleet.json"
 
@@ -92,7 +92,7 @@ class Fleet:
         # One worker takes every partner's batch lane, at a lower CPU priority, so a draining batch leaves the
         # interactive workers their CPU; it also takes interactive jobs when it is idle and they are waiting.
         commands["worker-batch"] = [py, "-m", "gateway_api.cli", "worker", "--partners", ",".join(config.partners),
-                                    "--lanes", "batch", "--nice", str(BATCH_WORKER_NICE)]
+                                    "--lanes", "batch", "--nice", str(BATCH_WORKER_NICE), "--idle-cpu"]
         if self.with_flower:
             commands["flower"] = [py, "-m", "gateway_api.cli", "flower"]
         env = self.child_env()

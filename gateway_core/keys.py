@@ -25,6 +25,12 @@ def lane_of_queue(queue: str) -> str | None:
     return BATCH if queue.endswith(f".{BATCH}") else INTERACTIVE
 
 
+def done_channel(lane: str = INTERACTIVE) -> str:
+    """Where a finished job is announced. Batch jobs get their own channel so that processes waiting for
+    interactive jobs (the API's long-polls) do not read every batch completion; batch progress is counters."""
+    return DONE_CHANNEL if lane == INTERACTIVE else f"{DONE_CHANNEL}:{lane}"
+
+
 def delayed(lane: str = INTERACTIVE) -> str:
     """The delay queue of a lane (retries, budget waits, fallbacks, new batch jobs), moved by that lane's workers."""
     return DELAYED if lane == INTERACTIVE else f"{DELAYED}:{lane}"

@@ -74,7 +74,8 @@ return 1
 
 
 # Cancel a job that has not finished. A run in flight loses its claim: its result is discarded when it settles.
-# KEYS: job, done_channel   ARGV: finished_at, ttl_s, job_id   Returns the status before ('' if missing).
+# KEYS: job, done_channel, batch_done_channel   ARGV: finished_at, ttl_s, job_id
+# Returns the status before ('' if missing).
 _CANCEL = BATCH_COUNTER_LUA + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return '' end
@@ -84,7 +85,11 @@ end
 redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[1], 'error', 'cancelled by the client')
 redis.call('HDEL', KEYS[1], 'run_token', 'reservation')
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
-redis.call('PUBLISH', KEYS[2], ARGV[3])
+if redis.call('HGET', KEYS[1], 'lane') == 'batch' then
+  redis.call('PUBLISH', KEYS[3], ARGV[3])
+else
+  redis.call('PUBLISH', KEYS[2], ARGV[3])
+end
 count_in_batch(KEYS[1], 'n_unsuccessful', 1)
 return status
 """
@@ -271,7 +276,7 @@ class JobStore:
             args.extend((name, value))
         done = await self._settle_script(
             keys=[keys.job(record.id), keys.delayed(record.lane), keys.delayed_wake(record.lane), keys.DEAD_LETTERS,
-                  keys.DONE_CHANNEL, keys.RETENTION],
+                  keys.done_channel(record.lane), keys.RETENTION],
             args=args,
         )
         return bool(done)
@@ -312,7 +317,8 @@ class JobStore:
 
     async def cancel(self, job_id: str) -> str:
         """Cancel an unfinished job; returns its status before the call ('' when there is no such job)."""
-        before = await self._cancel(keys=[keys.job(job_id), keys.DONE_CHANNEL], args=[repr(now()), self.ttl_s, job_id])
+        before = await self._cancel(keys=[keys.job(job_id), keys.DONE_CHANNEL, keys.done_channel(keys.BATCH)],
+                                    args=[repr(now()), self.ttl_s, job_id])
         return str(before)
 
     async def drop_payload(self, job_id: str) -> None:

@@ -38,7 +38,7 @@ from gateway_core.redis_clients import ExplainedSentinelConnection
 log = logging.getLogger("fedgate.broker")
 
 ACK_FLUSH_INTERVAL_S = 0.02
-MAX_EXTRA_PER_FETCH = 64
+MAX_EXTRA_PER_FETCH = 16
 
 # RPOP up to ARGV[1] messages and record each in the unacked index and hash exactly as kombu's QoS.append does
 # ([raw message, exchange, routing key] as JSON). The message text is embedded as is, never re-encoded.

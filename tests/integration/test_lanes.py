@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import openai
@@ -67,14 +68,20 @@ def test_interactive_jobs_go_first_and_an_interactive_only_worker_leaves_the_bat
     finally:
         interactive_only.stop()
 
-    # Interactive jobs submitted AFTER the batch are still taken first by a worker reading both lanes.
+    # Interactive jobs submitted AFTER the batch are still taken first by a worker reading both lanes. A long-poll
+    # on a batch job (batch completions have their own channel, which the API follows only while someone waits)
+    # returns when that job finishes.
     later = [api.post("/v1/jobs", json={"partner": PARTNER, "prompt": f"later {n}"}).json()["id"]
              for n in range(INTERACTIVE_JOBS)]
-    both = fleet.start_worker(PARTNER, concurrency=1, lanes="interactive,batch")
-    try:
-        wait_for(lambda: finished(store, later + batch_jobs), 90, what="both lanes to drain")
-    finally:
-        both.stop()
+    with ThreadPoolExecutor(1) as pool:
+        long_poll = pool.submit(api.get, f"/v1/jobs/{batch_jobs[0]}", params={"wait": 60})
+        both = fleet.start_worker(PARTNER, concurrency=1, lanes="interactive,batch")
+        try:
+            wait_for(lambda: finished(store, later + batch_jobs), 90, what="both lanes to drain")
+            polled = long_poll.result(timeout=30)
+        finally:
+            both.stop()
+    assert polled.status_code == 200 and polled.json()["status"] == "succeeded", polled.text
     assert max(started_at(store, later)) < min(started_at(store, batch_jobs))
     assert store.llen(keys.partner_queue(PARTNER, keys.BATCH)) == 0
 
