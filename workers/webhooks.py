@@ -251,7 +251,10 @@ def _pinned(url: str, address: str) -> tuple[str, dict[str, str], dict[str, Any]
     ip_host = f"[{address}]" if ":" in address else address
     netloc = (userinfo + "@" if userinfo else "") + ip_host + (f":{parts.port}" if parts.port else "")
     extensions: dict[str, Any] = {"sni_hostname": host} if parts.scheme == "https" else {}
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, "")), {"host": hostport}, extensions
+    # The pool keys connections by (scheme, IP, port), not by TLS name: a kept-alive connection verified for one
+    # hostname must never carry a delivery for another hostname on the same address.
+    headers = {"host": hostport, "connection": "close"}
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, "")), headers, extensions
 
 
 async def _post(

@@ -2,16 +2,70 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+
 import httpx
 import pytest
 import redis
 
+from gateway_core import keys
+from gateway_core.store import parse_delayed_member
 from tests.helpers import FleetEnv
 
+TENANT = "dev"  # the tenant of the `api` fixture's key (test-key-dev)
 
-def snapshot(client: redis.Redis) -> tuple[int, int, int]:
-    jobs = sum(1 for _ in client.scan_iter("fg:job:*"))
-    return jobs, client.llen("partner.sim-openai"), client.zcard("fg:delayed")
+
+@dataclass(frozen=True)
+class Traces:
+    """Everything a submission would leave behind, as identities: a job created by the requests under test has an
+    id never seen before, so it shows up as a new identity whatever other tests left or are doing meanwhile."""
+
+    jobs: frozenset[str]  # ids of every job hash (any tenant: a new one of another tenant is filtered later)
+    queued: frozenset[str]  # job ids of the messages on every partner queue (both lanes, any partner)
+    delayed: frozenset[str]  # job ids in the delay sets (both lanes), safety nets included
+    idempotency: frozenset[str]  # the tenant's idempotency slots
+
+    def known(self) -> frozenset[str]:
+        return self.jobs | self.queued | self.delayed
+
+
+def _queued_job_id(raw: str) -> str:
+    """The job id of a Celery message on a partner queue (task id `job_id-attempt`); an unreadable message counts
+    by its digest, so it still shows up as new."""
+    try:
+        task_id = str(json.loads(raw)["headers"]["id"])
+    except (ValueError, KeyError, TypeError):
+        return "message:" + hashlib.sha256(raw.encode()).hexdigest()
+    return task_id.rpartition("-")[0] or task_id
+
+
+def traces(client: redis.Redis) -> Traces:
+    jobs = frozenset(key.removeprefix(keys.job("")) for key in client.scan_iter(keys.job("*"), count=1000))
+    queued = frozenset(
+        _queued_job_id(str(raw))
+        for queue in client.scan_iter("partner.*", count=1000, _type="list")
+        for raw in client.lrange(queue, 0, -1)
+    )
+    delayed = frozenset(
+        parse_delayed_member(str(member))[0]
+        for lane in keys.LANES
+        for member in client.zrange(keys.delayed(lane), 0, -1)
+    )
+    idempotency = frozenset(client.scan_iter(keys.idempotency(TENANT, "*"), count=1000))
+    return Traces(jobs, queued, delayed, idempotency)
+
+
+def assert_nothing_new_for_the_tenant(client: redis.Redis, before: Traces) -> None:
+    after = traces(client)
+    fresh = after.known() - before.known()
+    # Jobs that other tenants' work created meanwhile are not ours; a fresh id with no hash (a message or delay
+    # entry without its job) or with this tenant's hash is.
+    ours = sorted(job_id for job_id in fresh if client.hget(keys.job(job_id), "tenant") in (None, TENANT))
+    assert ours == [], f"the refused request left job(s) behind: {ours}"
+    assert after.idempotency - before.idempotency == frozenset()
 
 
 @pytest.mark.parametrize(
@@ -26,15 +80,22 @@ def snapshot(client: redis.Redis) -> tuple[int, int, int]:
         (b'{"partner": "sim-openai", "prompt": "hi", "surprise": 1}', 422, "surprise"),
     ],
 )
+@pytest.mark.parametrize("idempotent", [False, True], ids=["plain", "idempotency-key"])
 def test_bad_submission_is_refused_and_nothing_is_enqueued(
-    api: httpx.Client, fleet: FleetEnv, redis_server, body: bytes, status: int, says: str
+    api: httpx.Client, fleet: FleetEnv, redis_server, body: bytes, status: int, says: str, idempotent: bool
 ) -> None:
     client = redis.Redis.from_url(redis_server.url, decode_responses=True)
-    before = snapshot(client)
-    response = api.post("/v1/jobs", content=body, headers={"content-type": "application/json"})
-    assert response.status_code == status, response.text
-    assert says in response.json()["error"]["message"]
-    assert snapshot(client) == before
+    try:
+        before = traces(client)
+        headers = {"content-type": "application/json"}
+        if idempotent:  # a refused request must not keep its Idempotency-Key slot either
+            headers["idempotency-key"] = f"bad-input-{uuid.uuid4()}"
+        response = api.post("/v1/jobs", content=body, headers=headers)
+        assert response.status_code == status, response.text
+        assert says in response.json()["error"]["message"]
+        assert_nothing_new_for_the_tenant(client, before)
+    finally:
+        client.close()
 
 
 def test_wrong_api_key_is_refused(fleet: FleetEnv) -> None:

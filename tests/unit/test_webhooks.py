@@ -228,10 +228,11 @@ def test_host_names_are_judged_by_every_address_they_resolve_to(monkeypatch: pyt
 def test_pinned_request_keeps_host_and_tls_name() -> None:
     url, headers, extensions = delivery._pinned("https://user:pw@hooks.example.com:8443/a?b=1#frag", "2606:4700::1")
     assert url == "https://user:pw@[2606:4700::1]:8443/a?b=1"
-    assert headers == {"host": "hooks.example.com:8443"}
+    assert headers == {"host": "hooks.example.com:8443", "connection": "close"}
     assert extensions == {"sni_hostname": "hooks.example.com"}
     url, headers, extensions = delivery._pinned("http://hooks.example.com/a", "93.184.215.14")
-    assert (url, headers, extensions) == ("http://93.184.215.14/a", {"host": "hooks.example.com"}, {})
+    assert (url, extensions) == ("http://93.184.215.14/a", {})
+    assert headers == {"host": "hooks.example.com", "connection": "close"}
 
 
 # --- retry decisions -----------------------------------------------------------------------------------------
