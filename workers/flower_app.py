@@ -2,7 +2,7 @@
 
 Workers use `workers.broker:Transport` (kombu's Redis transport with one shared client per channel). Flower only
 reads events and asks workers over the broadcast channel, so the stock transport serves it just as well, and
-Flower needs it: its Broker page (queue lengths per partner queue and priority lane) picks a broker client from
+Flower needs it: its Broker page (queue lengths per partner queue and lane) picks a broker client from
 the connection URL's scheme, which a custom transport turns into `workers.broker:Transport://...` ("'redis' broker
 is not supported"). The messages and settings are otherwise the workers' own.
 """
