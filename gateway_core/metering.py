@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
@@ -31,6 +30,7 @@ from pydantic import BaseModel, computed_field
 from gateway_core import keys
 from gateway_core.config import PartnerConfig, Price
 from gateway_core.metrics import UsageLike
+from gateway_core.periodic import repeat_forever
 
 log = logging.getLogger("fedgate.metering")
 
@@ -174,12 +174,8 @@ def flush_usage_sync(client: redis.Redis) -> int:
 
 async def flush_usage_forever(client: aioredis.Redis, interval_s: float = FLUSH_INTERVAL_S) -> None:
     """Run on the worker's I/O loop; a Redis hiccup only delays the counts."""
-    while True:
-        await asyncio.sleep(interval_s)
-        try:
-            await flush_usage(client)
-        except Exception as exc:
-            log.warning("could not write usage counters (%s); kept for the next flush", exc.__class__.__name__)
+    await repeat_forever(lambda: flush_usage(client), interval_s,
+                         "could not write usage counters; kept for the next flush", log)
 
 
 # --- reading ---------------------------------------------------------------------------------------------------

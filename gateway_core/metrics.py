@@ -24,7 +24,6 @@ code, never request content. `label()` enforces the shape; anything else becomes
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -41,6 +40,7 @@ import redis.asyncio as aioredis
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from gateway_core import keys
+from gateway_core.periodic import repeat_forever
 
 log = logging.getLogger("fedgate.metrics")
 
@@ -249,12 +249,8 @@ async def flush_events(client: aioredis.Redis) -> int:
 
 async def flush_events_forever(client: aioredis.Redis, interval_s: float = FLUSH_INTERVAL_S) -> None:
     """Run on the worker's I/O loop: flush every `interval_s`; a Redis hiccup only delays the counts."""
-    while True:
-        await asyncio.sleep(interval_s)
-        try:
-            await flush_events(client)
-        except Exception as exc:
-            log.warning("could not write recent-event counts (%s); kept for the next flush", exc.__class__.__name__)
+    await repeat_forever(lambda: flush_events(client), interval_s,
+                         "could not write recent-event counts; kept for the next flush", log)
 
 
 # --- serving a process's metrics -------------------------------------------------------------------------------

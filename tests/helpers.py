@@ -6,7 +6,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,6 +15,7 @@ import httpx
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
+TERMINAL = {"succeeded", "failed", "dead_lettered", "cancelled"}
 
 
 def free_port() -> int:
@@ -92,20 +93,49 @@ class FleetEnv:
             proc.stop()
 
 
-def run_async_scenario(redis_url: str, make_env: Callable[[Any], Any], scenario: Callable[[Any], Any]) -> Any:
-    """Run `scenario(env)` on a fresh loop with a fresh async Redis client (clients may not cross loops);
-    the env's `cleanup()` runs afterwards, then the client closes."""
+def submit_job(api: httpx.Client, partner: str, prompt: str) -> str:
+    response = api.post("/v1/jobs", json={"partner": partner, "prompt": prompt})
+    assert response.status_code == 202, response.text
+    return str(response.json()["id"])
+
+
+def finish_job(api: httpx.Client, job_id: str, timeout: float = 60) -> dict[str, Any]:
+    """The job as the API shows it once finished (long-polls)."""
+
+    def finished() -> dict[str, Any] | None:
+        job: dict[str, Any] = api.get(f"/v1/jobs/{job_id}", params={"wait": 10}).json()
+        return job if job["status"] in TERMINAL else None
+
+    found = wait_for(finished, timeout=timeout, what=f"job {job_id} to finish")
+    assert found is not None
+    return found
+
+
+def with_redis(redis_url: str, work: Callable[[Any], Awaitable[T]]) -> T:
+    """Run `await work(client)` on a fresh loop with a fresh async Redis client (clients may not cross loops)."""
     import asyncio
 
     import redis.asyncio as aioredis
 
-    async def main() -> Any:
+    async def main() -> T:
         client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+        try:
+            return await work(client)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(main())
+
+
+def run_async_scenario(redis_url: str, make_env: Callable[[Any], Any], scenario: Callable[[Any], Any]) -> Any:
+    """Run `scenario(env)` with a fresh async Redis client (see `with_redis`); the env's `cleanup()` runs
+    afterwards."""
+
+    async def work(client: Any) -> Any:
         env = make_env(client)
         try:
             return await scenario(env)
         finally:
             await env.cleanup()
-            await client.aclose()
 
-    return asyncio.run(main())
+    return with_redis(redis_url, work)

@@ -122,7 +122,6 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         if self._shared_client is None or self._shared_client_pool is not pool:
             self._shared_client = super()._create_client(asynchronous=False)
             self._shared_client_pool = pool
-            self._take_more_script = self._shared_client.register_script(_TAKE_MORE)
         return self._shared_client
 
     def _get_pool(self, asynchronous: bool = False) -> Any:
@@ -176,7 +175,9 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         allowance = min(self.qos.can_consume_max_estimate() - 1, MAX_EXTRA_PER_FETCH)
         if allowance <= 0:
             return []
-        self._create_client()
+        client = self._create_client()
+        if self._take_more_script is None or self._take_more_script.registered_client is not client:
+            self._take_more_script = client.register_script(_TAKE_MORE)
         qos = self.qos
         items = self._take_more_script(keys=[key, qos.unacked_index_key, qos.unacked_key],
                                        args=[allowance, time.time()])

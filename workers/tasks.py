@@ -12,6 +12,7 @@ from celery.exceptions import Reject
 from celery.signals import worker_init, worker_ready, worker_shutdown
 
 from gateway_core import keys, metering, metrics
+from gateway_core.periodic import repeat_forever
 from gateway_core.redaction import PlaceholderMap
 from gateway_core.redis_clients import sync_client
 from gateway_core.settings import get_settings
@@ -25,6 +26,7 @@ from workers.webhooks import run_webhook_mover
 log = logging.getLogger("fedgate.worker")
 
 GC_YOUNG_THRESHOLD = 50_000
+BREAKER_FLUSH_INTERVAL_S = 0.25
 
 # The job store or broker is unreachable: the job is not lost, it goes back to the queue (or, if even that
 # cannot be written, stays unacked and returns after the visibility timeout).
@@ -120,10 +122,6 @@ async def _run_webhook_mover() -> None:
 
 
 async def _flush_breaker_counts() -> None:
-    breakers = runtime().breakers
-    while True:
-        await asyncio.sleep(0.25)
-        try:
-            await breakers.flush_successes()
-        except Exception:  # a Redis hiccup loses a few success counts, which only dilute failure rates
-            log.warning("could not write breaker success counts")
+    await repeat_forever(runtime().breakers.flush_successes, BREAKER_FLUSH_INTERVAL_S,
+                         "could not write breaker success counts; a few are lost, which only dilutes failure rates",
+                         log)

@@ -25,10 +25,9 @@ import redis
 
 from gateway_core import keys
 from gateway_core.embedded_redis import EmbeddedRedis
-from tests.helpers import FleetEnv, Proc, http_ok, wait_for
+from tests.helpers import FleetEnv, Proc, finish_job, http_ok, submit_job, wait_for
 
 USER, PASSWORD = "operator", "test-flower-password"  # FEDGATE_FLOWER_BASIC_AUTH in tests/conftest.py
-TERMINAL = {"succeeded", "failed", "dead_lettered", "cancelled"}
 MARKER = "flower-browser-marker-7d1c"
 PROMPT = f"Quarterly plan for project Bluebird ({MARKER}): summarise the risks in one line."
 PARTNERS = ("sim-openai", "sim-anthropic")
@@ -134,16 +133,11 @@ class Seeded:
 
 
 def finish(api: httpx.Client, job_id: str) -> dict:
-    return wait_for(
-        lambda: (j := api.get(f"/v1/jobs/{job_id}", params={"wait": 10}).json())["status"] in TERMINAL and j,
-        timeout=60, what=f"job {job_id} to finish",
-    )
+    return finish_job(api, job_id, timeout=60)
 
 
 def submit(api: httpx.Client, partner: str) -> str:
-    response = api.post("/v1/jobs", json={"partner": partner, "prompt": PROMPT})
-    assert response.status_code == 202, response.text
-    return str(response.json()["id"])
+    return submit_job(api, partner, PROMPT)
 
 
 def flower_workers(url: str) -> dict[str, dict]:

@@ -12,11 +12,10 @@ import redis
 import yaml
 
 from gateway_core.embedded_redis import EmbeddedRedis
-from tests.helpers import FleetEnv, Proc, http_ok, wait_for
+from tests.helpers import FleetEnv, Proc, finish_job, http_ok, submit_job, wait_for
 
 TEST_CONFIG = Path(__file__).resolve().parents[1] / "fleet_config.yaml"
 FLOWER_AUTH = ("operator", "test-flower-password")
-TERMINAL = {"succeeded", "failed", "dead_lettered", "cancelled"}
 PII = {
     "EMAIL_ADDRESS": "leaky.alice@example.org",
     "PHONE_NUMBER": "+1 415-555-2671",
@@ -47,16 +46,11 @@ def fleet_with_flower(fleet: FleetEnv) -> Iterator[tuple[Proc, str]]:
 
 
 def finish(api: httpx.Client, job_id: str) -> dict:
-    return wait_for(
-        lambda: (j := api.get(f"/v1/jobs/{job_id}", params={"wait": 10}).json())["status"] in TERMINAL and j,
-        timeout=90, what=f"job {job_id} to finish",
-    )
+    return finish_job(api, job_id, timeout=90)
 
 
 def submit(api: httpx.Client, partner: str) -> str:
-    response = api.post("/v1/jobs", json={"partner": partner, "prompt": PROMPT})
-    assert response.status_code == 202, response.text
-    return str(response.json()["id"])
+    return submit_job(api, partner, PROMPT)
 
 
 def everything_in_redis(client: redis.Redis) -> str:

@@ -23,20 +23,14 @@ from gateway_core.config import Budgets, GatewayConfig, PartnerConfig, Price, Te
 from gateway_core.embedded_redis import EmbeddedRedis
 from gateway_core.errors import ConfigError, SubmissionError
 from gateway_core.models import Usage
+from tests.helpers import with_redis
 
 T = TypeVar("T")
 PRICE = Price(input_per_million_usd=2.5, output_per_million_usd=10)
 
 
 def run(redis_server: EmbeddedRedis, body: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
-    async def main() -> T:
-        client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
-        try:
-            return await body(client)
-        finally:
-            await client.aclose()
-
-    return asyncio.run(main())
+    return with_redis(redis_server.url, body)
 
 
 def partner(name: str = "p", model: str = "m", **prices: Price) -> PartnerConfig:

@@ -6,7 +6,6 @@ bounds, per-partner numbers exactly)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import secrets
 import socket
@@ -28,19 +27,13 @@ from gateway_core.config import GatewayConfig
 from gateway_core.embedded_redis import EmbeddedRedis
 from gateway_core.fleet_state import PRIORITY_SEP, UNACKED, FleetState, read_fleet_state
 from gateway_core.models import Usage
+from tests.helpers import with_redis
 
 T = TypeVar("T")
 
 
 def run(redis_server: EmbeddedRedis, body: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
-    async def main() -> T:
-        client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
-        try:
-            return await body(client)
-        finally:
-            await client.aclose()
-
-    return asyncio.run(main())
+    return with_redis(redis_server.url, body)
 
 
 def name(prefix: str) -> str:

@@ -3,7 +3,6 @@ delivery attempt at a time against a real redis-server with a mocked HTTP transp
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import random
@@ -38,6 +37,7 @@ from gateway_core.webhooks import (
     sign,
     verify,
 )
+from tests.helpers import with_redis
 from workers import webhooks as delivery
 
 T = TypeVar("T")
@@ -343,14 +343,7 @@ class Env:
         self.ids: list[str] = []
 
     def run(self, work: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
-        async def go() -> T:
-            client = aioredis.Redis.from_url(self.url, decode_responses=True)
-            try:
-                return await work(client)
-            finally:
-                await client.aclose()
-
-        return asyncio.run(go())
+        return with_redis(self.url, work)
 
     def enqueue(self, url: str, secrets: list[str], **kw: Any) -> str:
         event = WebhookEvent.for_job(job_view())
