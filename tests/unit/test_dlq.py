@@ -28,6 +28,7 @@ from gateway_core.embedded_redis import EmbeddedRedis
 from gateway_core.models import Attempt, JobStatus, Message, new_job_id, now
 from gateway_core.store import JobRecord, JobStore, delayed_member
 from tests.helpers import run_async_scenario
+from tests.unit.test_store import StoreEnv
 
 T = TypeVar("T")
 TTL_S = 3600
@@ -47,13 +48,11 @@ CONFIG = GatewayConfig.model_validate(
 )
 
 
-class DlqEnv:
+class DlqEnv(StoreEnv):
     def __init__(self, client: aioredis.Redis, store: JobStore) -> None:
-        self.redis = client
-        self.store = store
+        super().__init__(client, store)
         self.dlq = DeadLetters(client, store, CONFIG)
         self.tenant = "t-" + secrets.token_hex(4)  # only this test's dead letters carry it
-        self.job_ids: list[str] = []
 
     async def dead_letter(self, *, tenant: str | None = None, requested: str = "p1",
                           tried: tuple[str, ...] = ("p1", "p2"), score_ms: int | None = None) -> JobRecord:
@@ -86,18 +85,6 @@ class DlqEnv:
         assert got is not None
         return got
 
-    async def redis_now_ms(self) -> int:
-        seconds, micros = await self.redis.time()
-        return int(seconds) * 1000 + int(micros) // 1000
-
-    async def cleanup(self) -> None:
-        if not self.job_ids:
-            return
-        delayed = [m for m in await self.redis.zrange(keys.DELAYED, 0, -1) if m.split("|")[0] in self.job_ids]
-        if delayed:
-            await self.redis.zrem(keys.DELAYED, *delayed)
-        await self.redis.zrem(keys.DEAD_LETTERS, *self.job_ids)
-        await self.redis.delete(*(keys.job(j) for j in self.job_ids))
 
 
 Runner = Callable[[Callable[[DlqEnv], Awaitable[Any]]], Any]
