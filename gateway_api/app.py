@@ -28,7 +28,7 @@ from gateway_core.errors import FedgateError, RequestError, SubmissionError
 from gateway_core.models import JobStatus, JobSubmission, JobView
 from gateway_core.redis_clients import async_client
 from gateway_core.settings import Settings, get_settings
-from gateway_core.store import JobStore
+from gateway_core.store import JobRecord, JobStore
 from workers.celery_app import make_celery
 from workers.notify import notify_finished
 from workers.producer import JobProducer
@@ -82,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         idempotency_key: Annotated[str | None, Header(description="Same key and body: the same job")] = None,
     ) -> JobAccepted:
         svc = services(request)
+        record: JobRecord | None
         try:
             if idempotency_key is None:
                 record = await svc.producer.submit(who, submission)

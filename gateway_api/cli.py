@@ -15,7 +15,7 @@ import typer
 
 from gateway_api.cli_http import fail, print_json, request
 from gateway_core.errors import FedgateError
-from gateway_core.settings import get_settings
+from gateway_core.settings import get_settings, reset_settings_cache
 
 cli = typer.Typer(help="fedgate: a federated AI partnership gateway run as a Celery worker fleet.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -211,6 +211,9 @@ def worker(
     from gateway_core.webhooks import WEBHOOK_QUEUE
     from workers.celery_app import app as celery_app
 
+    if concurrency:  # the HTTP pool and the call slots are sized from settings too, not only Celery's pool
+        os.environ["FEDGATE_WORKER_CONCURRENCY"] = str(concurrency)
+        reset_settings_cache()
     names = [p.strip() for p in partners.split(",") if p.strip()]
     chosen = [lane.strip() for lane in lanes.split(",") if lane.strip()]
     unknown = sorted(set(chosen) - set(keys.LANES))

@@ -139,6 +139,9 @@ class BenchFleet:
     def sim_stats(self, partner: str) -> dict[str, Any]:
         return httpx.get(f"{self.sim_url}/_sim/stats", timeout=10).json()["partners"][partner]  # type: ignore[no-any-return]
 
+    def sim_reset(self) -> None:
+        httpx.post(f"{self.sim_url}/_sim/reset", timeout=10).raise_for_status()
+
     def stop(self, procs: list[subprocess.Popen[bytes]] | None = None) -> None:
         for proc in procs if procs is not None else self.procs:
             if proc.poll() is None:
@@ -338,6 +341,7 @@ async def _fedgate_throughput(fleet: BenchFleet, n: int) -> dict[str, Any]:
 
 async def _fedgate_inflight(fleet: BenchFleet, n: int, concurrency: int) -> dict[str, Any]:
     client, ids = await fedgate_preload(fleet, n)
+    fleet.sim_reset()
     (worker,) = fleet.start_workers(1, concurrency)
     process = psutil.Process(worker.pid)
     peak = {"rss": 0}
@@ -350,7 +354,12 @@ async def _fedgate_inflight(fleet: BenchFleet, n: int, concurrency: int) -> dict
     fleet.stop([worker])
     rate = _steady_rate(finished)
     ideal = concurrency / 2.0
+    # What the partner saw: the worker's bound is on calls in flight, so this must never exceed the concurrency.
+    max_calls = fleet.sim_stats("sim-openai")["max_in_flight"]
+    if max_calls > concurrency:
+        raise RuntimeError(f"bench: {max_calls} partner calls in flight at once, over the concurrency {concurrency}")
     return {
+        "inflight_max_partner_calls": max_calls,
         "inflight_jobs_per_s": rate,
         "inflight_ideal_jobs_per_s": ideal,
         "inflight_efficiency": rate / ideal,
@@ -539,6 +548,7 @@ TARGETS = {
     "throughput_ratio": (">=", 0.5),
     "inflight_efficiency": (">=", 0.9),
     "inflight_rss_mb": ("<=", 400),
+    "inflight_max_partner_calls": ("<=", 1000),
     "sim_rate_limited": ("<=", 0),
     "over_limit": ("<=", 0),
     "utilization": (">=", 0.97),

@@ -4,6 +4,10 @@ Celery's event loop (the consumer thread) and the fedgate pool's I/O loop share 
 publishes three task events (one PUBLISH each) and hands the ack back to the consumer thread with a socket wake-up.
 Here task events go out as one `task.multi` message per interval, and acks queue up for the consumer loop's next
 timer tick; workers.broker then removes the acked messages from Redis together.
+
+Under the fedgate pool the prefetch count is the pool's `messages_held` (its call slots plus the jobs getting ready
+for them), also after a broker reconnection: stock Celery computes its maximum as processes times multiplier, which
+for a one-process pool would leave a reconnected worker taking one message at a time.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from celery import bootsteps
 from celery.worker.consumer import Consumer as CeleryConsumer
 from celery.worker.consumer.events import Events
 from vine.funtools import ppartial  # type: ignore[import-untyped]
+
+from workers.aiopool import AsyncioPool
 
 log = logging.getLogger("fedgate.consumer")
 
@@ -31,6 +37,14 @@ class Consumer(CeleryConsumer):  # type: ignore[misc]
         self._deferred_acks: list[Any] = []
         self._deferred_acks_lock = threading.Lock()
         super().__init__(*args, **kwargs)
+        if isinstance(self.pool, AsyncioPool):
+            self.initial_prefetch_count = self.max_prefetch_count
+
+    @property
+    def max_prefetch_count(self) -> int:
+        if isinstance(self.pool, AsyncioPool):
+            return self.pool.messages_held
+        return int(super().max_prefetch_count)
 
     def call_soon_ack(self, p: Any, *args: Any, **kwargs: Any) -> Any:
         """Queue the ack (or reject) for the next tick instead of waking the consumer thread for each one."""

@@ -23,7 +23,7 @@ from gateway_core.ratelimit import estimate_tokens
 from gateway_core.redaction import PlaceholderMap, RedactionError
 from gateway_core.routing import decide
 from gateway_core.store import JobRecord
-from workers import telemetry
+from workers import call_slots, telemetry
 from workers.notify import notify_finished
 from workers.runtime import Runtime, runtime
 
@@ -226,9 +226,10 @@ async def _call_partner(ctx: RunContext) -> PartnerResponse:
         temperature=ctx.record.params.get("temperature"),
         output=OutputSchema(contract.name, contract.schema_) if contract else None,
     )
-    started_wall, started = now(), time.perf_counter()
-    with metrics.calls_in_flight(ctx.partner.name):
-        response = await adapter.call(request)
+    async with call_slots.slot(ctx.record.lane):
+        started_wall, started = now(), time.perf_counter()
+        with metrics.calls_in_flight(ctx.partner.name):
+            response = await adapter.call(request)
     elapsed_s = time.perf_counter() - started
     metrics.record_call(ctx.partner.name, response.outcome.value, elapsed_s)
     cost = metering.meter_call(ctx.record.tenant, ctx.partner, response.usage, response.raw)

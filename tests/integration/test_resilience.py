@@ -141,6 +141,11 @@ def test_redis_restart_mid_run_loses_no_accepted_job(tmp_path, fleet: FleetEnv) 
         server.stop()
         server.start()
         jobs = [finish(api, job_id, timeout=120) for job_id in ids]
+        # after reconnecting, the worker takes as many jobs at once as before, not one at a time
+        sim.post("/_sim/reset").raise_for_status()
+        after = [submit(api, "sim-anthropic", f"after the restart {i}") for i in range(20)]
+        assert [finish(api, job_id)["status"] for job_id in after] == ["succeeded"] * 20
+        calls_at_once = sim.get("/_sim/stats").json()["partners"]["sim-anthropic"]["max_in_flight"]
     finally:
         sim.put("/_sim/partners/sim-anthropic", json={"latency_ms": 0})
         private.stop_all()
@@ -149,3 +154,4 @@ def test_redis_restart_mid_run_loses_no_accepted_job(tmp_path, fleet: FleetEnv) 
     outputs = {j["output"] for j in jobs}
     assert outputs == {f"Simulated reply from sim-anthropic: through a restart {i}" for i in range(60)}
     assert json.dumps(jobs).count('"redelivered"') <= 20  # at most the calls in flight at the restart
+    assert calls_at_once >= 10, f"only {calls_at_once} partner calls at once after the restart (concurrency 20)"
