@@ -219,7 +219,7 @@ def worker(
     unknown = sorted(set(chosen) - set(keys.LANES))
     if unknown or not chosen:
         fail(f"--lanes: {', '.join(unknown) or 'nothing given'} is not a lane; use interactive, batch or both", code=2)
-    _refuse_unsupported_policies()
+    _refuse_unsafe_config()
     if nice:
         os.nice(nice)
     if idle_cpu:
@@ -242,10 +242,12 @@ def _use_idle_cpu_only() -> None:
     os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
 
 
-def _refuse_unsupported_policies() -> None:
-    """A worker that cannot detect what a partner's policy requires must not start (any job may fall back)."""
+def _refuse_unsafe_config() -> None:
+    """A worker must not start if it cannot detect what a partner's policy requires (any job may fall back to any
+    partner), or if a partner's calls can outlast the broker's visibility timeout."""
     from gateway_core.config import load_config
     from gateway_core.redaction import PolicyNotSupportedError, check_policy_supported
+    from gateway_core.redelivery import visibility_timeout_problem
 
     settings = get_settings()
     config = load_config(settings.config, home=settings.home_dir())
@@ -254,6 +256,9 @@ def _refuse_unsupported_policies() -> None:
             check_policy_supported(partner.policy)
         except PolicyNotSupportedError as exc:
             fail(f"partner {name!r}: {exc}", code=2)
+    problem = visibility_timeout_problem(settings, config)
+    if problem:
+        fail(problem, code=2)
 
 
 @cli.command()

@@ -83,3 +83,24 @@ def test_a_worker_refuses_to_start_with_a_policy_it_cannot_enforce(fleet: FleetE
     )
     assert result.returncode == 2
     assert "PERSON" in result.stderr and "spaCy" in result.stderr
+
+
+def test_a_worker_refuses_to_start_when_a_call_can_outlast_the_visibility_timeout(fleet: FleetEnv,
+                                                                                   tmp_path: Path) -> None:
+    config = tmp_path / "slow.yaml"
+    config.write_text(
+        "partners:\n  slow:\n    adapter: openai\n    base_url: http://127.0.0.1:9/v1\n    model: m\n"
+        "    timeout_s: 90\n    contract_repairs: 1\n"
+        "tenants:\n  t:\n    api_key: k\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway_api.cli", "worker", "--partners", "slow"],
+        env={**fleet.env, "FEDGATE_CONFIG": str(config), "FEDGATE_VISIBILITY_TIMEOUT_S": "120"},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "partner 'slow': one attempt can call it for 180 s" in result.stderr
+    assert "raise FEDGATE_VISIBILITY_TIMEOUT_S or lower the partner's timeout_s" in result.stderr
