@@ -73,6 +73,17 @@ return 1
 """
 
 
+# Give a claimed job back before its call (a stopping worker): queued again, so the next run is a first run.
+# KEYS: job   ARGV: token
+_RELEASE_CLAIM = """
+if redis.call('HGET', KEYS[1], 'run_token') ~= ARGV[1] or redis.call('HGET', KEYS[1], 'status') ~= 'running' then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'status', 'queued')
+redis.call('HDEL', KEYS[1], 'run_token')
+return 1
+"""
+
 # Cancel a job that has not finished. A run in flight loses its claim: its result is discarded when it settles.
 # KEYS: job, done_channel, batch_done_channel   ARGV: finished_at, ttl_s, job_id
 # Returns the status before ('' if missing).
@@ -163,6 +174,7 @@ class JobStore:
         self._begin_run = client.register_script(_BEGIN_RUN)
         self._settle_script = client.register_script(_SETTLE)
         self._cancel = client.register_script(_CANCEL)
+        self._release_claim = client.register_script(_RELEASE_CLAIM)
 
     def encode_new(self, record: JobRecord) -> dict[str, str]:
         """The hash for a new job; prompts are encrypted before they reach Redis."""
@@ -242,6 +254,10 @@ class JobStore:
             return str(reply), token, {}
         flat = reply[1]
         return str(reply[0]), token, dict(zip(flat[::2], flat[1::2], strict=True))
+
+    async def release_claim(self, job_id: str, token: str) -> bool:
+        """Undo begin_run for a run that made no call: the job is queued again (False if the claim was lost)."""
+        return bool(await self._release_claim(keys=[keys.job(job_id)], args=[token]))
 
     async def _settle(
         self,

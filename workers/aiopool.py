@@ -73,7 +73,9 @@ class AsyncioPool(BasePool):
             task.add_done_callback(self._tasks.discard)
 
     def on_stop(self) -> None:
-        """Warm shutdown: let in-flight calls finish (unfinished ones stay unacked and are redelivered)."""
+        """Warm shutdown: let in-flight calls finish (unfinished ones stay unacked and are redelivered); jobs still
+        waiting for a call slot go back to their queue at once."""
+        self._loop.call_soon_threadsafe(call_slots.close)
         deadline = time.monotonic() + self.stop_grace_s
         while self._tasks and time.monotonic() < deadline:
             time.sleep(0.05)

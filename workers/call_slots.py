@@ -19,6 +19,10 @@ from types import TracebackType
 from gateway_core import keys
 
 
+class WorkerStopping(Exception):
+    """The worker is shutting down: a job still waiting for a slot goes back to its queue instead of calling."""
+
+
 class CallSlots:
     """A semaphore whose waiters are served by lane: interactive first, then batch, FIFO within each.
 
@@ -30,12 +34,15 @@ class CallSlots:
         self.limit = limit
         self.free = limit
         self._waiters: dict[str, deque[asyncio.Future[None]]] = {lane: deque() for lane in keys.LANES}
+        self.closed = False
 
     @property
     def waiting(self) -> int:
         return sum(len(queue) for queue in self._waiters.values())
 
     async def acquire(self, lane: str) -> None:
+        if self.closed:
+            raise WorkerStopping()
         if self.free > 0 and not self.waiting:
             self.free -= 1
             return
@@ -45,11 +52,20 @@ class CallSlots:
         try:
             await waiter
         except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
                 self.release()  # the slot was handed over just as we were cancelled: pass it on
-            else:
+            elif waiter in queue:
                 queue.remove(waiter)
             raise
+
+    def close(self) -> None:
+        """No new calls: every waiter, and anyone who asks later, gets WorkerStopping. Calls in flight finish."""
+        self.closed = True
+        for queue in self._waiters.values():
+            while queue:
+                waiter = queue.popleft()
+                if not waiter.done():
+                    waiter.set_exception(WorkerStopping())
 
     def release(self) -> None:
         """Hand the slot straight to the next waiter (no barging by a newcomer), else mark it free."""
@@ -97,6 +113,12 @@ def configure(limit: int | None) -> None:
     """Called by the fedgate pool when it starts (None removes the bound)."""
     global _slots
     _slots = CallSlots(limit) if limit else None
+
+
+def close() -> None:
+    """The worker is stopping (called on the I/O loop)."""
+    if _slots is not None:
+        _slots.close()
 
 
 def slot(lane: str) -> _Slot | _Unbounded:

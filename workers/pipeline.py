@@ -93,7 +93,11 @@ async def run_job(job_id: str, partner: str, attempt: int) -> str:
     if record.params.get("contract"):
         ctx.contract = await rt.contract(record.params["contract"])
     metrics.record_redactions(partner, ctx.redactions)
-    response = await _call_partner(ctx)
+    try:
+        response = await _call_partner(ctx)
+    except call_slots.WorkerStopping:
+        await rt.store.release_claim(job_id, token)  # queued again: the next worker's run is a first run
+        raise
     await _after_call(ctx, response, probe)
     parsed: Any = None
     if response.outcome is Outcome.OK and ctx.contract is not None:

@@ -18,6 +18,7 @@ from gateway_core.redis_clients import sync_client
 from gateway_core.settings import get_settings
 from workers import pipeline
 from workers.bridge import await_, io_loop
+from workers.call_slots import WorkerStopping
 from workers.celery_app import RUN_JOB_TASK, app
 from workers.delay_queue import DelayQueueMover
 from workers.runtime import runtime
@@ -37,6 +38,8 @@ INFRASTRUCTURE_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.Time
 def run_job(job_id: str, partner: str, attempt: int) -> str:
     try:
         return await_(pipeline.run_job(job_id, partner, attempt))
+    except WorkerStopping:
+        raise Reject("worker stopping before the partner call", requeue=True) from None
     except INFRASTRUCTURE_ERRORS as exc:
         log.warning("job %s attempt %s: store unreachable (%s); requeued", job_id, attempt, exc.__class__.__name__)
         raise Reject(exc.__class__.__name__, requeue=True) from None

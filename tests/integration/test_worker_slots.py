@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import signal
+
 import httpx
 
-from tests.helpers import FleetEnv, finish_job, submit_job
+from tests.helpers import FleetEnv, finish_job, submit_job, wait_for
 
 
 def test_partner_calls_in_flight_stay_at_the_worker_concurrency(api: httpx.Client, sim: httpx.Client,
@@ -22,3 +24,30 @@ def test_partner_calls_in_flight_stay_at_the_worker_concurrency(api: httpx.Clien
     # the worker holds a few more jobs than it has slots, but the partner never sees more than 4 calls at once
     assert seen["max_in_flight"] == 4
     assert seen["requests"] == 24
+
+
+def test_a_warm_shutdown_finishes_calls_in_flight_and_gives_back_the_rest_without_calling(
+        api: httpx.Client, sim: httpx.Client, fleet: FleetEnv) -> None:
+    """SIGTERM: the calls in flight finish and publish; jobs held but not yet calling go back to the queue at once
+    (no partner call, no 'redelivered' note), and the next worker runs each of them once."""
+    sim.put("/_sim/partners/sim-anthropic", json={"latency_ms": 3000}).raise_for_status()
+    try:
+        first = fleet.start_worker("sim-anthropic", concurrency=8)  # holds 10 messages: 8 calling, 2 waiting
+        ids = [submit_job(api, "sim-anthropic", f"shutdown {i}") for i in range(30)]
+        wait_for(lambda: sim.get("/_sim/stats").json()["partners"]["sim-anthropic"]["in_flight"] == 8, 30,
+                 what="eight calls in flight")
+        first.process.send_signal(signal.SIGTERM)
+        assert first.process.wait(timeout=60) == 0
+        calls_by_first = sim.get("/_sim/stats").json()["partners"]["sim-anthropic"]["requests"]
+        finished_by_first = [job_id for job_id in ids if api.get(f"/v1/jobs/{job_id}").json()["status"] == "succeeded"]
+        sim.put("/_sim/partners/sim-anthropic", json={"latency_ms": 0}).raise_for_status()
+        second = fleet.start_worker("sim-anthropic", concurrency=8)
+        jobs = [finish_job(api, job_id) for job_id in ids]
+        second.stop()
+        total_calls = sim.get("/_sim/stats").json()["partners"]["sim-anthropic"]["requests"]
+    finally:
+        sim.put("/_sim/partners/sim-anthropic", json={"latency_ms": 0})
+    assert calls_by_first == 8 and len(finished_by_first) == 8
+    assert [job["status"] for job in jobs] == ["succeeded"] * 30
+    assert total_calls == 30  # every job called its partner exactly once
+    assert not [job["id"] for job in jobs if any(a["outcome"] == "redelivered" for a in job["history"])]

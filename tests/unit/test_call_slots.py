@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from gateway_core import keys
-from workers.call_slots import CallSlots
+from workers.call_slots import CallSlots, WorkerStopping
 
 
 async def _hold(slots: CallSlots, lane: str, name: str, order: list[str], release: asyncio.Event) -> None:
@@ -90,3 +90,22 @@ def test_a_cancelled_waiter_neither_keeps_nor_loses_a_slot() -> None:
 def test_a_worker_needs_a_slot() -> None:
     with pytest.raises(ValueError, match="at least one call slot"):
         CallSlots(0)
+
+
+def test_closing_turns_waiters_and_newcomers_away_while_holders_finish() -> None:
+    async def scenario() -> None:
+        slots, order, release = CallSlots(1), [], asyncio.Event()
+        holder = asyncio.create_task(_hold(slots, keys.INTERACTIVE, "holder", order, release))
+        await asyncio.sleep(0)
+        waiter = asyncio.create_task(_hold(slots, keys.BATCH, "waiter", order, release))
+        await asyncio.sleep(0)
+        slots.close()
+        with pytest.raises(WorkerStopping):
+            await waiter
+        with pytest.raises(WorkerStopping):
+            await slots.acquire(keys.INTERACTIVE)
+        release.set()
+        await holder
+        assert order == ["holder"] and slots.free == 1
+
+    asyncio.run(scenario())

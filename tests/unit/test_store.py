@@ -224,6 +224,20 @@ def test_begin_run_done_for_a_cancelled_job(run_store: Runner) -> None:
     run_store(scenario)
 
 
+def test_a_released_claim_is_queued_again_and_its_next_run_is_a_first_run(run_store: Runner) -> None:
+    async def scenario(env: StoreEnv) -> None:
+        record, token = await env.claimed()
+        assert not await env.store.release_claim(record.id, "not-the-token")
+        assert await env.store.release_claim(record.id, token)
+        fields = await env.redis.hgetall(keys.job(record.id))
+        assert fields["status"] == "queued" and "run_token" not in fields
+        assert not await env.store.release_claim(record.id, token)  # already given back
+        word, _, _ = await env.store.begin_run(record.id, "p1", 1)
+        assert word == "ok"
+
+    run_store(scenario)
+
+
 def test_concurrent_duplicate_claims_leave_exactly_one_owner(run_store: Runner) -> None:
     async def scenario(env: StoreEnv) -> None:
         record = await env.new_job()
