@@ -19,6 +19,7 @@ from gateway_core.dlq import (
     PartnerNotAllowed,
     PurgeResult,
     ReplayResult,
+    TenantOverBudget,
     UnknownPartner,
 )
 
@@ -56,6 +57,8 @@ def _api_error(exc: DeadLetterError, *, not_dead_lettered_status: int = 409) -> 
         return ApiError(not_dead_lettered_status, str(exc), exc.code, "job_id")
     if isinstance(exc, UnknownPartner | PartnerNotAllowed):
         return ApiError(422, str(exc), exc.code, "partner")
+    if isinstance(exc, TenantOverBudget):
+        return ApiError(402, str(exc), exc.code)
     return ApiError(409, str(exc), exc.code)
 
 

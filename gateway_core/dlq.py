@@ -18,9 +18,9 @@ from typing import Any, cast
 import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway_core import keys
+from gateway_core import keys, spending
 from gateway_core.config import GatewayConfig
-from gateway_core.errors import FedgateError
+from gateway_core.errors import FedgateError, SubmissionError
 from gateway_core.models import NOT_CALLS, Attempt, JobStatus
 from gateway_core.store import BATCH_COUNTER_LUA, JobStore, delayed_member
 
@@ -100,6 +100,12 @@ class DeadLetterError(FedgateError):
     """A dead-letter operation was refused; the message says why and what to do."""
 
     code = "dead_letter_error"
+
+
+class TenantOverBudget(DeadLetterError):
+    """The job's tenant has reached a spend cap: a replay would be a new partner call charged to it."""
+
+    code = "budget_exceeded"
 
 
 class DeadLetterNotFound(DeadLetterError):
@@ -332,6 +338,11 @@ class DeadLetters:
             tenant = self.config.tenants.get(tenant_name or "")
             if tenant is not None and tenant.partners is not None and target not in tenant.partners:
                 raise PartnerNotAllowed(tenant.name or tenant_name or "", target, list(tenant.partners))
+            if tenant is not None:
+                try:
+                    await spending.check_budget(self.redis, tenant)
+                except SubmissionError as exc:
+                    raise TenantOverBudget(str(exc)) from None
             current = int(attempt_raw or 0)
             word, value = await self._replay(
                 keys=[keys.job(job_id), keys.DEAD_LETTERS, keys.delayed(lane or keys.INTERACTIVE),

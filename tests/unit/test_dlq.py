@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import pytest
@@ -22,6 +23,7 @@ from gateway_core.dlq import (
     DeadLetters,
     NotDeadLettered,
     PartnerNotAllowed,
+    TenantOverBudget,
     UnknownPartner,
 )
 from gateway_core.embedded_redis import EmbeddedRedis
@@ -38,11 +40,12 @@ CONFIG = GatewayConfig.model_validate(
     {
         "partners": {
             name: {"name": name, "adapter": "openai", "base_url": f"http://{name}.example/v1", "model": "m",
-                   "fallback": fallback}
+                   "fallback": fallback, "prices": {"m": {"input_per_million_usd": 1, "output_per_million_usd": 2}}}
             for name, fallback in {"p1": ["p2"], "p2": [], "p3": []}.items()
         },
         "tenants": {
             "restricted": {"name": "restricted", "api_key": "k1", "partners": ["p1", "p2"]},
+            "capped": {"name": "capped", "api_key": "k2", "budgets": {"daily_usd": 1.0}},
         },
     }
 )
@@ -252,6 +255,24 @@ def test_replay_refuses_with_clear_errors_and_changes_nothing(run_dlq: Runner) -
         await env.dlq.replay(job.id)
         with pytest.raises(NotDeadLettered, match=r"not dead-lettered \(status: queued\).*already replayed"):
             await env.dlq.replay(job.id)
+
+    run_dlq(scenario)
+
+
+def test_replay_for_a_tenant_over_its_budget_is_refused_and_changes_nothing(run_dlq: Runner) -> None:
+    async def scenario(env: DlqEnv) -> None:
+        job = await env.dead_letter(tenant="capped")
+        before = await env.redis.hgetall(keys.job(job.id))
+        spend_key = keys.usage("capped", datetime.now(UTC).strftime("%Y-%m-%d"))
+        await env.redis.hset(spend_key, "p1:cost_nanousd", str(2 * 10**9))  # $2 of a $1 daily cap
+        try:
+            with pytest.raises(TenantOverBudget, match=r"tenant 'capped' has spent .* daily budget"):
+                await env.dlq.replay(job.id)
+            assert await env.redis.hgetall(keys.job(job.id)) == before
+            assert await env.redis.zscore(keys.DEAD_LETTERS, job.id) is not None
+        finally:
+            await env.redis.delete(spend_key)
+        assert (await env.dlq.replay(job.id)).status == JobStatus.QUEUED
 
     run_dlq(scenario)
 
