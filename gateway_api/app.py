@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
+import logging
+import signal
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -21,10 +25,12 @@ from gateway_api.metrics_routes import install as install_metrics_routes
 from gateway_api.openai_compat import install as install_openai_routes
 from gateway_api.telemetry import install as install_request_telemetry
 from gateway_api.usage_routes import install as install_usage_routes
-from gateway_core.config import load_config
+from gateway_core import metrics
+from gateway_core.config import DEMO_CONFIG, GatewayConfig, load_config
 from gateway_core.contracts import ContractRegistry
 from gateway_core.crypto import load_cipher
-from gateway_core.errors import FedgateError, RequestError, SubmissionError
+from gateway_core.errors import ConfigError, FedgateError, RequestError, SubmissionError
+from gateway_core.logs import SecretMasker, known_secrets
 from gateway_core.models import JobStatus, JobSubmission, JobView
 from gateway_core.redis_clients import async_client
 from gateway_core.settings import Settings, get_settings
@@ -32,6 +38,14 @@ from gateway_core.store import JobRecord, JobStore
 from workers.celery_app import make_celery
 from workers.notify import notify_finished
 from workers.producer import JobProducer
+
+log = logging.getLogger("fedgate.api.config")
+RELOAD_APPLIED = "config reloaded"  # `fedgate reload` looks for these in the API's log
+RELOAD_REFUSED = "config reload refused"
+
+# Objects other modules cache on app.state, built from the services, that hold the config or the producer
+# (gateway_api.batch_routes, gateway_api.dlq_routes): a reload drops them so they are rebuilt from the new services.
+_CACHED_FROM_CONFIG = ("batches", "dead_letters")
 
 
 class JobAccepted(BaseModel):
@@ -47,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         config = load_config(settings.config, home=settings.home_dir())
+        _use_secret_masker(_masker_for(settings, config))
         client = async_client(settings, decode_responses=True)
         store = JobStore(client, load_cipher(settings), settings.job_ttl_s)
         producer = JobProducer(store, config, settings, make_celery(settings), ContractRegistry(client))
@@ -54,9 +69,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         completions = CompletionListener(client)
         await completions.start()
         app.state.services = Services(settings, config, client, store, producer, completions)
+        reloader = ConfigReloader(app, settings)
+        reloader.install()
         try:
             yield
         finally:
+            await reloader.close()
             await completions.stop()
             await client.aclose()
 
@@ -131,6 +149,91 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_batch_routes(app)
     install_usage_routes(app)
     return app
+
+
+class ConfigReloader:
+    """On SIGHUP, re-read FEDGATE_CONFIG and serve new requests with it; a config that does not load is refused
+    in one log line and the previous one stays in use. Workers are not reloaded: they read the config at start."""
+
+    def __init__(self, app: FastAPI, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+        self._lock = asyncio.Lock()  # overlapping signals apply in the order they came
+        self._running: set[asyncio.Task[bool]] = set()
+        self._installed = False
+
+    def install(self) -> None:
+        """Handle SIGHUP on the running loop. uvicorn keeps its own SIGINT/SIGTERM handlers, so graceful shutdown
+        is unchanged. Outside the main thread (an in-process test client) signals cannot be handled: no reload."""
+        try:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._on_sighup)
+        except (RuntimeError, ValueError, NotImplementedError):
+            log.debug("config reload on SIGHUP is not available in this thread")
+            return
+        self._installed = True
+
+    async def close(self) -> None:
+        if self._installed:
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+            self._installed = False
+        pending = list(self._running)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    def _on_sighup(self) -> None:
+        task = asyncio.get_running_loop().create_task(self.reload())
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def reload(self) -> bool:
+        """True when the new config is in use; False when it was refused and the previous one still serves."""
+        async with self._lock:
+            try:
+                config = await asyncio.to_thread(load_config, self.settings.config, home=self.settings.home_dir())
+                masker = await asyncio.to_thread(_masker_for, self.settings, config)
+            except ConfigError as exc:
+                return self._refuse(str(exc))
+            except Exception as exc:  # e.g. an unreadable file: name the class only, its text may quote the file
+                return self._refuse(f"{self.settings.config or DEMO_CONFIG} could not be read "
+                                    f"({exc.__class__.__name__})")
+            swap_config(self.app, config)
+            _use_secret_masker(masker)
+            metrics.record_config_reload(applied=True)
+            log.info("%s from %s: %d tenants, %d partners, %d routes; new requests use it", RELOAD_APPLIED,
+                     config.source, len(config.tenants), len(config.partners), len(config.routes))
+            return True
+
+    @staticmethod
+    def _refuse(reason: str) -> bool:
+        metrics.record_config_reload(applied=False)
+        log.error("%s, still serving the previous config: %s", RELOAD_REFUSED, reason)
+        return False
+
+
+def swap_config(app: FastAPI, config: GatewayConfig) -> None:
+    """Serve new requests with `config`: one assignment replaces the services that hold it (the config and the
+    producer), so no request sees half of each; a request already running keeps the services it started with."""
+    old: Services = app.state.services
+    producer = JobProducer(old.store, config, old.settings, old.producer.app, old.producer.contracts)
+    app.state.services = dataclasses.replace(old, config=config, producer=producer)
+    for name in _CACHED_FROM_CONFIG:
+        setattr(app.state, name, None)
+
+
+def _masker_for(settings: Settings, config: GatewayConfig) -> SecretMasker:
+    """The log filter for the config in use: every tenant key in clear, each line of a key file included, so keys
+    a reload adds are masked too (defence in depth: keys are never logged)."""
+    secrets = known_secrets(settings)
+    for tenant in config.tenants.values():
+        with contextlib.suppress(ValueError):  # a key file that became unreadable since the config loaded
+            secrets += tenant.plain_keys()
+    return SecretMasker(secrets)
+
+
+def _use_secret_masker(masker: SecretMasker) -> None:
+    for handler in logging.getLogger().handlers:
+        handler.filters = [masker if isinstance(f, SecretMasker) else f for f in handler.filters]
 
 
 def _install_error_handlers(app: FastAPI) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
@@ -172,6 +174,62 @@ def down() -> None:
             return
         time.sleep(0.2)
     fail(f"fleet supervisor {pid} did not stop within 60s")
+
+
+@cli.command()
+def reload(
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the API's verdict in its log")] = 10.0,
+) -> None:
+    """Make the API of the fleet `fedgate up` started re-read its config (SIGHUP). Workers need a restart."""
+    from gateway_api.app import RELOAD_APPLIED, RELOAD_REFUSED
+    from gateway_api.fleet import read_fleet_file
+
+    settings = get_settings()
+    home = settings.home_dir()
+    children = (read_fleet_file(home) or {}).get("children")
+    apis = {name: pid for name, pid in children.items() if name.startswith("api")} if isinstance(children, dict) else {}
+    if not apis or not _supervisor_alive(settings):
+        fail(f"no fleet is running from {home}: start one with `fedgate up`, or send SIGHUP to your API process "
+             "(kill -HUP <pid>)")
+    all_applied = True
+    for name, pid in apis.items():
+        log_file = home / "logs" / f"{name}.log"
+        seen = log_file.stat().st_size if log_file.exists() else 0
+        try:
+            os.kill(pid, signal.SIGHUP)
+        except ProcessLookupError:
+            fail(f"the fleet's {name} process {pid} is gone: restart the fleet (`fedgate down`, `fedgate up`)")
+        verdict = _logged_after(log_file, seen, (RELOAD_APPLIED, RELOAD_REFUSED), timeout)
+        applied = verdict is not None and verdict.startswith(RELOAD_APPLIED)
+        all_applied = all_applied and applied
+        typer.echo(f"fedgate: {name} (pid {pid}): {verdict or f'no answer within {timeout:g}s, see {log_file}'}",
+                   err=not applied)
+    if not all_applied:
+        raise typer.Exit(1)
+
+
+def _logged_after(log_file: Path, offset: int, markers: tuple[str, ...], timeout: float) -> str | None:
+    """The first message logged after byte `offset` that contains a marker, from the marker on; None if none came
+    within `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if log_file.exists():
+            with log_file.open("rb") as log:
+                log.seek(offset)
+                for message in map(_log_message, log.read().decode(errors="replace").splitlines()):
+                    found = [message.index(m) for m in markers if m in message]
+                    if found:
+                        return message[min(found):]
+        time.sleep(0.2)
+    return None
+
+
+def _log_message(line: str) -> str:
+    """A JSON log line's "message"; a text line as it is."""
+    if line.startswith("{"):
+        with contextlib.suppress(ValueError, AttributeError):
+            return str(json.loads(line).get("message", ""))
+    return line
 
 
 @cli.command()

@@ -45,7 +45,13 @@ class Services:
 
 
 def services(request: Request) -> Services:
-    return request.app.state.services  # type: ignore[no-any-return]
+    """The services this request started with: a config reload (SIGHUP) while it runs does not change them, so
+    the tenant it authenticated as and the config it is served with come from the same file."""
+    pinned: Services | None = getattr(request.state, "services", None)
+    if pinned is None:
+        pinned = request.app.state.services
+        request.state.services = pinned
+    return pinned
 
 
 def tenant(request: Request, authorization: Annotated[str | None, Header()] = None) -> TenantConfig:

@@ -142,7 +142,8 @@ class Fleet:
         (self.settings.home_dir() / FLEET_FILE).unlink(missing_ok=True)
 
     def watch(self) -> None:
-        """Stay in the foreground until Ctrl-C or SIGTERM; a child that dies stops the fleet."""
+        """Stay in the foreground until Ctrl-C, SIGTERM or a hang-up (the terminal closed: the API, which reloads its
+        config on SIGHUP, would otherwise outlive us); a child that dies stops the fleet."""
         stop = {"now": False}
 
         def request_stop(*_: object) -> None:
@@ -150,6 +151,7 @@ class Fleet:
 
         signal.signal(signal.SIGINT, request_stop)
         signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGHUP, request_stop)
         while not stop["now"]:
             for name, proc in self.children.items():
                 if proc.poll() is not None:

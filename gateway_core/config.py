@@ -5,12 +5,11 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from gateway_core.errors import ConfigError
 from gateway_core.redaction.policy import RedactionPolicy
@@ -19,6 +18,7 @@ from gateway_core.webhooks import WebhookSettings
 DEMO_CONFIG = Path(__file__).with_name("demo_config.yaml")
 _PARTNER_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _ENV_REF = re.compile(r"\$\{([A-Z0-9_]+)(?::-([^}]*))?\}")
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 
 class _Strict(BaseModel):
@@ -89,8 +89,10 @@ class PartnerConfig(_Strict):
 class TenantConfig(_Strict):
     name: str = ""
     api_key: str | None = Field(default=None, repr=False)
-    api_key_sha256: str | None = None
-    api_key_file: str | None = None
+    api_key_sha256: list[str] = Field(
+        default_factory=list, description="SHA-256 hex digest of a key, or a list of them (several during a rotation)"
+    )
+    api_key_file: str | None = Field(default=None, description="File holding the tenant's keys, one a line")
     api_key_env: str | None = None
     admin: bool = False
     webhook_secrets: list[str] = Field(default_factory=list, repr=False, description="whsec_... secrets, newest first")
@@ -98,12 +100,60 @@ class TenantConfig(_Strict):
     partners: list[str] | None = Field(default=None, description="Partners this tenant may use; unset = all")
     limits: RateLimits = Field(default_factory=RateLimits, description="The tenant's own budget across partners")
     budgets: Budgets = Field(default_factory=Budgets, description="Spend caps in US dollars (402 when reached)")
+    _key_digests: frozenset[str] = PrivateAttr(default=frozenset())
+
+    @field_validator("api_key_sha256", mode="before")
+    @classmethod
+    def _one_digest_or_a_list(cls, value: object) -> object:
+        if value is None:
+            return []
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("api_key_sha256")
+    @classmethod
+    def _hex_digests(cls, digests: list[str]) -> list[str]:
+        # The message never repeats the value: a key pasted here by mistake must not reach a log.
+        for number, digest in enumerate(digests, start=1):
+            if not _SHA256_HEX.match(digest):
+                which = f"entry {number} is not" if len(digests) > 1 else "not"
+                raise ValueError(f"{which} a SHA-256 digest: give 64 lowercase hex characters, as "
+                                 "`printf %s \"$KEY\" | sha256sum` prints them (never the key itself)")
+        return digests
 
     @model_validator(mode="after")
     def _one_key_source(self) -> TenantConfig:
         if not (self.api_key or self.api_key_sha256 or self.api_key_file or self.api_key_env):
             raise ValueError("give one of api_key, api_key_sha256, api_key_file or api_key_env")
         return self
+
+    @model_validator(mode="after")
+    def _resolve_key_digests(self) -> TenantConfig:
+        self._key_digests = frozenset([*self.api_key_sha256, *(sha256_hex(key) for key in self.plain_keys())])
+        return self
+
+    def plain_keys(self) -> list[str]:
+        """The keys given in clear, read now: api_key, the api_key_env variable, each line of api_key_file.
+        An unset variable or a missing file gives none. Never log them."""
+        env_key = os.environ.get(self.api_key_env) if self.api_key_env else None
+        file_keys = _key_file_lines(self.api_key_file) if self.api_key_file else []
+        return [key for key in (self.api_key, env_key, *file_keys) if key]
+
+    @property
+    def key_digests(self) -> frozenset[str]:
+        """SHA-256 digests of every key this tenant may use: all its sources count (several during a rotation)."""
+        return self._key_digests
+
+
+def _key_file_lines(name: str) -> list[str]:
+    path = Path(name)
+    if not path.is_file():
+        return []
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:  # the class only: a decode error would quote the key's bytes
+        raise ValueError(f"api_key_file {name} cannot be read ({exc.__class__.__name__}): it must be a "
+                         "readable UTF-8 file with one key a line") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 class GatewayConfig(_Strict):
@@ -112,6 +162,7 @@ class GatewayConfig(_Strict):
     routes: dict[str, str] = Field(default_factory=dict, description="Model names (OpenAI API) -> partner")
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     source: str = "<memory>"
+    _tenant_by_digest: dict[str, str] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
     def _check_references(self) -> GatewayConfig:
@@ -142,6 +193,11 @@ class GatewayConfig(_Strict):
                                      "partners with priced fallbacks")
         return self
 
+    @model_validator(mode="after")
+    def _one_tenant_per_key(self) -> GatewayConfig:
+        self._tenant_by_digest = _index_keys_by_digest(self.tenants)
+        return self
+
     def _reachable(self, allowed: list[str] | None) -> set[str]:
         """The partners a tenant's jobs can reach: its allowed partners and their fallback chains."""
         found: set[str] = set()
@@ -156,25 +212,21 @@ class GatewayConfig(_Strict):
     def partner(self, name: str) -> PartnerConfig:
         return self.partners[name]
 
-    @cached_property
-    def _keys(self) -> dict[str, str]:
-        table: dict[str, str] = {}
-        for name, tenant in self.tenants.items():
-            digest = tenant.api_key_sha256
-            env_key = os.environ.get(tenant.api_key_env) if tenant.api_key_env else None
-            if tenant.api_key or env_key:
-                digest = sha256_hex(tenant.api_key or env_key or "")
-            elif tenant.api_key_file:
-                path = Path(tenant.api_key_file)
-                if path.is_file():
-                    digest = sha256_hex(path.read_text().strip())
-            if digest:
-                table[digest] = name
-        return table
-
     def tenant_for_key(self, api_key: str) -> TenantConfig | None:
-        name = self._keys.get(sha256_hex(api_key))
+        name = self._tenant_by_digest.get(sha256_hex(api_key))
         return self.tenants[name] if name else None
+
+
+def _index_keys_by_digest(tenants: dict[str, TenantConfig]) -> dict[str, str]:
+    """Key digest -> tenant name; a key shared by two tenants is refused (whichever came last would win)."""
+    table: dict[str, str] = {}
+    for name, tenant in tenants.items():
+        for digest in tenant.key_digests:
+            owner = table.setdefault(digest, name)
+            if owner != name:
+                raise ValueError(f"tenants {owner!r} and {name!r} have the same API key: give each tenant its own "
+                                 "key, so requests are billed and limited as the right tenant")
+    return table
 
 
 def _refuse_fallback_cycle(start: str, partners: dict[str, PartnerConfig]) -> None:

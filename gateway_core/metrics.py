@@ -111,6 +111,11 @@ CONTRACT_VALIDATIONS = Counter(
 )
 TOKENS = Counter("fedgate_tokens", "Tokens the partner reported, by kind (prompt, completion)", ["partner", "kind"])
 COST = Counter("fedgate_cost_usd", "Spend in US dollars, where a price is known", ["partner"])
+CONFIG_RELOADS = Counter("fedgate_config_reloads", "Config reloads on SIGHUP in this API process, by result "
+                         "(applied, refused: the previous config is still served)", ["result"])
+CONFIG_RELOAD_TIME = Gauge("fedgate_config_last_reload_timestamp_seconds",
+                           "Unix time of this API process's last config reload with this result", ["result"],
+                           multiprocess_mode="max")
 
 CONTRACT_RESULTS = ("passed", "repaired", "failed")
 
@@ -197,6 +202,12 @@ def record_tokens(partner: str, usage: UsageLike, cost_usd: float | None = None)
         TOKENS.labels(p, "completion").inc(usage.completion_tokens)
     if cost_usd is not None and cost_usd > 0:
         COST.labels(p).inc(cost_usd)
+
+
+def record_config_reload(applied: bool) -> None:
+    result = "applied" if applied else "refused"
+    CONFIG_RELOADS.labels(result).inc()
+    CONFIG_RELOAD_TIME.labels(result).set(time.time())
 
 
 # --- recent events, shared through Redis for `fedgate status` ---------------------------------------------------

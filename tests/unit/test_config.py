@@ -324,3 +324,102 @@ def test_several_tenants_resolve_to_their_own_names(tmp_path: Path) -> None:
     assert found == {"key-a": "alpha", "key-b": "beta", "key-c": "gamma"}
     assert config.tenants["gamma"].partners == ["b"]
     assert config.tenants["alpha"].partners is None
+
+
+# --- several keys per tenant (rotation) ----------------------------------------------------------------------
+
+
+def test_api_key_sha256_takes_a_list_of_digests(tmp_path: Path) -> None:
+    tenants = f"  t:\n    api_key_sha256:\n      - {sha256_hex('new-key')}\n      - {sha256_hex('old-key')}\n"
+    config = load_config(write_config(tmp_path, two_partners(tenants=tenants)))
+    assert config.tenant_for_key("new-key") is config.tenants["t"]
+    assert config.tenant_for_key("old-key") is config.tenants["t"]
+    assert config.tenant_for_key("other-key") is None
+    assert config.tenants["t"].api_key_sha256 == [sha256_hex("new-key"), sha256_hex("old-key")]
+
+
+def test_a_single_digest_string_is_still_accepted(tmp_path: Path) -> None:
+    config = load_config(write_config(tmp_path, two_partners(tenants=f"  t:\n    api_key_sha256: {sha256_hex('k')}\n")))
+    assert config.tenants["t"].api_key_sha256 == [sha256_hex("k")]
+
+
+@pytest.mark.parametrize("bad", [
+    "not-a-digest-but-a-pasted-secret-key",
+    sha256_hex("k").upper(),  # uppercase hex
+    sha256_hex("k")[:-1],  # 63 characters
+])
+def test_a_bad_digest_names_tenant_and_field_and_never_quotes_the_value(tmp_path: Path, bad: str) -> None:
+    path = write_config(tmp_path, two_partners(tenants=f"  billing:\n    api_key_sha256: {bad}\n"))
+    message = config_error(path)
+    assert "tenants.billing.api_key_sha256" in message
+    assert "64 lowercase hex" in message
+    assert bad not in message
+
+
+def test_a_bad_digest_in_a_list_says_which_entry(tmp_path: Path) -> None:
+    tenants = f"  billing:\n    api_key_sha256: [{sha256_hex('ok')}, pasted-secret-key-by-mistake]\n"
+    message = config_error(write_config(tmp_path, two_partners(tenants=tenants)))
+    assert "tenants.billing.api_key_sha256" in message
+    assert "entry 2" in message
+    assert "pasted-secret-key-by-mistake" not in message
+
+
+def test_a_key_file_holds_one_key_a_line(tmp_path: Path) -> None:
+    (tmp_path / "keys").write_text("new-key\n\n  old-key  \n\n")
+    config = load_config(write_config(tmp_path, two_partners(tenants="  t:\n    api_key_file: keys\n")), home=tmp_path)
+    assert config.tenant_for_key("new-key") is config.tenants["t"]
+    assert config.tenant_for_key("old-key") is config.tenants["t"]
+    assert config.tenant_for_key("") is None
+    assert config.tenant_for_key("new-key\n\n  old-key") is None
+    assert len(config.tenants["t"].key_digests) == 2
+
+
+def test_a_key_file_that_cannot_be_read_names_the_tenant_not_the_contents(tmp_path: Path) -> None:
+    (tmp_path / "keys").write_bytes(b"\xffsecret-bytes\n")
+    message = config_error(write_config(tmp_path, two_partners(tenants="  t:\n    api_key_file: keys\n")),
+                           home=tmp_path)
+    assert "tenants.t" in message and "api_key_file" in message
+    assert "secret-bytes" not in message and "0xff" not in message
+
+
+def test_the_same_key_for_two_tenants_is_refused_naming_both(tmp_path: Path) -> None:
+    (tmp_path / "keys").write_text("their-key\nshared-key\n")
+    tenants = (
+        f"  alpha:\n    api_key_sha256: [{sha256_hex('alpha-key')}, {sha256_hex('shared-key')}]\n"
+        "  beta:\n    api_key_file: keys\n"
+    )
+    message = config_error(write_config(tmp_path, two_partners(tenants=tenants)), home=tmp_path)
+    assert "'alpha'" in message and "'beta'" in message
+    assert "give each tenant its own key" in message
+    assert "shared-key" not in message and sha256_hex("shared-key")[:8] not in message
+
+
+def test_one_key_given_twice_to_the_same_tenant_is_fine(tmp_path: Path) -> None:
+    tenants = f"  t:\n    api_key: same-key\n    api_key_sha256: {sha256_hex('same-key')}\n"
+    config = load_config(write_config(tmp_path, two_partners(tenants=tenants)))
+    assert config.tenant_for_key("same-key") is config.tenants["t"]
+
+
+def test_every_key_source_of_a_tenant_counts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FG_TEST_NEW_TENANT_KEY", "env-key")
+    (tmp_path / "keys").write_text("file-key-1\nfile-key-2\n")
+    tenants = (
+        "  t:\n"
+        "    api_key: plain-key\n"
+        "    api_key_env: FG_TEST_NEW_TENANT_KEY\n"
+        f"    api_key_sha256: {sha256_hex('digest-key')}\n"
+        "    api_key_file: keys\n"
+        "  u:\n    api_key: u-key\n"
+    )
+    config = load_config(write_config(tmp_path, two_partners(tenants=tenants)), home=tmp_path)
+    for key in ("plain-key", "env-key", "digest-key", "file-key-1", "file-key-2"):
+        assert config.tenant_for_key(key) is config.tenants["t"], key
+    assert config.tenant_for_key("u-key") is config.tenants["u"]
+
+
+def test_an_unset_key_variable_leaves_the_tenants_other_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FG_TEST_NEW_TENANT_KEY", raising=False)
+    tenants = f"  t:\n    api_key_env: FG_TEST_NEW_TENANT_KEY\n    api_key_sha256: {sha256_hex('old-key')}\n"
+    config = load_config(write_config(tmp_path, two_partners(tenants=tenants)))
+    assert config.tenant_for_key("old-key") is config.tenants["t"]
+    assert config.tenants["t"].key_digests == {sha256_hex("old-key")}
