@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Any, NoReturn
 
 import httpx
@@ -22,13 +23,18 @@ def api_url() -> str:
     return os.environ.get("FEDGATE_API_URL", f"http://{settings.api_host}:{settings.api_port}").rstrip("/")
 
 
+def first_key(path: Path) -> str:
+    """A key file may hold several keys while one is rotated (one per line); the first is the one to send."""
+    return next((line.strip() for line in path.read_text().splitlines() if line.strip()), "")
+
+
 def api_key() -> str:
     key = os.environ.get("FEDGATE_API_KEY")
     if key:
         return key
     path = get_settings().home_dir() / "dev-api-key"
     if path.exists():
-        return path.read_text().strip()
+        return first_key(path)
     fail("no API key: set FEDGATE_API_KEY, or run `fedgate up` once to create the development key")
     return ""
 

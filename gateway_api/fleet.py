@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 
+from gateway_api.cli_http import first_key
 from gateway_core.config import load_config
 from gateway_core.crypto import load_cipher
 from gateway_core.embedded_redis import EmbeddedRedis, port_in_use
@@ -36,7 +37,7 @@ def ensure_dev_secrets(settings: Settings) -> str:
         key_file.chmod(0o600)
     load_or_create_secret(home / "dev-webhook-secret")
     load_cipher(settings)  # creates secret.key before any child races to
-    return key_file.read_text().strip()
+    return first_key(key_file)
 
 
 @dataclass

@@ -434,7 +434,8 @@ async def _failover_run(fleet: BenchFleet, n: int) -> dict[str, Any]:
         opening = [await client.submit() for _ in range(30)]  # enough failures to open the breaker
         for job_id in opening:
             await client.wait_done(job_id, timeout=60)
-        via_fallback, direct = [], []
+        via_fallback: list[tuple[str, float]] = []
+        direct: list[tuple[str, float]] = []
         for i in range(2 * n):
             partner = "bench" if i % 2 == 0 else "backup"
             started = time.perf_counter()
@@ -475,6 +476,8 @@ def bench_mixed(quick: bool) -> dict[str, Any]:
         # slower than one fed back to back, which would flatter the idle figure).
         idle = asyncio.run(fedgate_roundtrip(fleet, n_rt, gap_s=MIXED_SAMPLE_GAP_S))
         idle_back_to_back = asyncio.run(fedgate_roundtrip(fleet, n_rt))
+        ping_paced = asyncio.run(redis_ping_p50(fleet, n_rt, gap_s=MIXED_SAMPLE_GAP_S))
+        ping_back_to_back = asyncio.run(redis_ping_p50(fleet, n_rt))
         out = asyncio.run(_mixed_run(fleet, n_batch, n_rt))
     finally:
         fleet.close()
@@ -487,8 +490,25 @@ def bench_mixed(quick: bool) -> dict[str, Any]:
         # idle baseline; the busy figure against it is shown, not used as the target.
         "interactive_idle_back_to_back_p50_ms": back_to_back_p50,
         "interactive_slowdown_vs_back_to_back": out["interactive_busy_p50_ms"] / back_to_back_p50,
+        # The same effect without fedgate: one Redis PING from this process, paced vs back to back. A job crosses
+        # ~8 such process hops (client, Redis, worker threads, partner), each paying the host's wake-up cost.
+        "redis_ping_paced_p50_ms": ping_paced,
+        "redis_ping_back_to_back_p50_ms": ping_back_to_back,
     })
     return out
+
+
+async def redis_ping_p50(fleet: BenchFleet, n: int, gap_s: float = 0.0) -> float:
+    client = aioredis.Redis.from_url(fleet.redis.url)
+    samples = []
+    for _ in range(n):
+        began = time.perf_counter()
+        await client.ping()
+        samples.append((time.perf_counter() - began) * 1000)
+        if gap_s:
+            await asyncio.sleep(gap_s)
+    await client.aclose()
+    return statistics.median(samples)
 
 
 async def _mixed_run(fleet: BenchFleet, n_batch: int, n_rt: int) -> dict[str, Any]:
