@@ -87,6 +87,15 @@ PARTNER_CALLS_IN_FLIGHT = Gauge(
     "fedgate_partner_calls_in_flight", "Partner calls this process is waiting on", ["partner"],
     multiprocess_mode="livesum",
 )
+WORKER_CALL_SLOTS = Gauge(
+    "fedgate_worker_call_slots", "Partner calls worker processes may have in flight (their --concurrency)", [],
+    multiprocess_mode="livesum",
+)
+JOBS_WAITING_FOR_CALL_SLOT = Gauge(
+    "fedgate_worker_jobs_waiting_for_call_slot",
+    "Jobs claimed and ready to call, waiting for a free call slot: above zero for long, the workers' concurrency "
+    "(not the partner) is the limit", ["lane"], multiprocess_mode="livesum",
+)
 QUEUE_WAIT_SECONDS = Histogram(
     "fedgate_queue_wait_seconds", "From submission to the first worker picking the job up, by requested partner",
     ["partner"], buckets=WAIT_BUCKETS,

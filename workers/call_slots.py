@@ -16,7 +16,7 @@ import asyncio
 from collections import deque
 from types import TracebackType
 
-from gateway_core import keys
+from gateway_core import keys, metrics
 
 
 class WorkerStopping(Exception):
@@ -49,6 +49,8 @@ class CallSlots:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         queue = self._waiters.get(lane, self._waiters[keys.BATCH])
         queue.append(waiter)
+        waiting = metrics.JOBS_WAITING_FOR_CALL_SLOT.labels(lane if lane in keys.LANES else keys.BATCH)
+        waiting.inc()
         try:
             await waiter
         except asyncio.CancelledError:
@@ -57,6 +59,8 @@ class CallSlots:
             elif waiter in queue:
                 queue.remove(waiter)
             raise
+        finally:
+            waiting.dec()
 
     def close(self) -> None:
         """No new calls: every waiter, and anyone who asks later, gets WorkerStopping. Calls in flight finish."""
@@ -113,6 +117,7 @@ def configure(limit: int | None) -> None:
     """Called by the fedgate pool when it starts (None removes the bound)."""
     global _slots
     _slots = CallSlots(limit) if limit else None
+    metrics.WORKER_CALL_SLOTS.set(limit or 0)
 
 
 def close() -> None:

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from gateway_core import keys
+from gateway_core import keys, metrics
 from workers.call_slots import CallSlots, WorkerStopping
 
 
@@ -14,6 +14,10 @@ async def _hold(slots: CallSlots, lane: str, name: str, order: list[str], releas
     async with slots.slot(lane):
         order.append(name)
         await release.wait()
+
+
+def _waiting_gauge(lane: str) -> float:
+    return float(metrics.JOBS_WAITING_FOR_CALL_SLOT.labels(lane)._value.get())
 
 
 def test_never_more_holders_than_the_limit() -> None:
@@ -39,6 +43,7 @@ def test_never_more_holders_than_the_limit() -> None:
 def test_a_freed_slot_goes_to_an_interactive_waiter_before_earlier_batch_waiters() -> None:
     async def scenario() -> list[str]:
         slots, order, release = CallSlots(1), [], asyncio.Event()
+        batch_before, interactive_before = _waiting_gauge(keys.BATCH), _waiting_gauge(keys.INTERACTIVE)
         holder = asyncio.create_task(_hold(slots, keys.BATCH, "running", order, release))
         await asyncio.sleep(0)
         batch = [asyncio.create_task(_hold(slots, keys.BATCH, f"batch-{i}", order, release)) for i in range(3)]
@@ -46,8 +51,11 @@ def test_a_freed_slot_goes_to_an_interactive_waiter_before_earlier_batch_waiters
         interactive = asyncio.create_task(_hold(slots, keys.INTERACTIVE, "interactive", order, release))
         await asyncio.sleep(0)
         assert slots.waiting == 4
+        assert _waiting_gauge(keys.BATCH) == batch_before + 3
+        assert _waiting_gauge(keys.INTERACTIVE) == interactive_before + 1
         release.set()
         await asyncio.gather(holder, *batch, interactive)
+        assert (_waiting_gauge(keys.BATCH), _waiting_gauge(keys.INTERACTIVE)) == (batch_before, interactive_before)
         return order
 
     assert asyncio.run(scenario()) == ["running", "interactive", "batch-0", "batch-1", "batch-2"]
