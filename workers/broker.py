@@ -12,7 +12,9 @@ the I/O loop also needs. Here:
   event loop. An ack lost to a crash in that window only means the message is redelivered after the visibility
   timeout, which the job store's run tokens already make harmless;
 - batch-lane queues (`partner.<name>.batch`) come last in every BRPOP, so a worker reading both lanes takes a
-  batch job only when no interactive one is waiting (round robin is kept within each lane).
+  batch job only when no interactive one is waiting (round robin is kept within each lane);
+- `captured_publishes()`: a producer can have its publishes recorded as Redis commands instead of sent, and run
+  them itself in the same MULTI as the job they belong to (workers.producer: one atomic round trip per submit).
 
 `SentinelTransport` is the same for sentinel:// URLs, on kombu's Sentinel-managed pools (transport option
 `master_name`).
@@ -20,9 +22,11 @@ the I/O loop also needs. Here:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
@@ -55,6 +59,45 @@ for _, item in ipairs(items) do
 end
 return items
 """
+
+
+_capture = threading.local()
+
+
+@contextlib.contextmanager
+def captured_publishes() -> Iterator[list[tuple[Any, ...]]]:
+    """Inside the block, publishes made on this thread through `producer.batch()` are not sent: each final Redis
+    command (`("lpush", key, message)`, ...) is appended to the list yielded, for the caller to run."""
+    commands: list[tuple[Any, ...]] = []
+    outer = getattr(_capture, "commands", None)
+    _capture.commands = commands
+    try:
+        yield commands
+    finally:
+        _capture.commands = outer
+
+
+class _RecordedPublishes:
+    """kombu's publish-batch interface (kombu.transport.redis.PublishBatch) recording instead of sending."""
+
+    def __init__(self, channel: Any, commands: list[tuple[Any, ...]]) -> None:
+        self.channel = channel
+        self.commands = commands
+
+    def publish(self, message: Any, **kwargs: Any) -> Any:
+        return self.channel.basic_publish(message, _publish_batch=self, **kwargs)
+
+    def add(self, name: str, *args: Any) -> None:
+        self.commands.append((name, *args))
+
+    def flush(self) -> None:
+        """Nothing to send: the commands are the caller's."""
+
+    def discard(self) -> None:
+        self.commands.clear()
+
+    def close(self) -> None:
+        """Holds no connection."""
 
 
 def _is_batch_lane(queue: str) -> bool:
@@ -123,6 +166,12 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             self._shared_client = super()._create_client(asynchronous=False)
             self._shared_client_pool = pool
         return self._shared_client
+
+    def create_publish_batch(self, max_size: int) -> Any:
+        commands = getattr(_capture, "commands", None)
+        if commands is not None:
+            return _RecordedPublishes(self, commands)
+        return super().create_publish_batch(max_size)
 
     def _get_pool(self, asynchronous: bool = False) -> Any:
         # After a lost connection Celery collects the kombu Connection (which lets go of the transport's client)

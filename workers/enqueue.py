@@ -7,6 +7,7 @@ from typing import Any
 from celery import Celery
 
 from gateway_core import keys
+from workers.broker import captured_publishes
 from workers.celery_app import RUN_JOB_TASK
 
 _SEND_RETRY = {"max_retries": 3, "interval_start": 0, "interval_step": 0.2, "interval_max": 1}
@@ -31,3 +32,14 @@ def send_attempt(app: Celery, job_id: str, partner: str, attempt: int, lane: str
         retry=True,
         retry_policy=_SEND_RETRY,
     )
+
+
+def attempt_commands(app: Celery, job_id: str, partner: str, attempt: int,
+                     lane: str = keys.INTERACTIVE) -> list[tuple[Any, ...]]:
+    """The Redis commands that would put this attempt on its queue (Celery's own message, nothing sent), for the
+    caller to run in the same transaction as the job's record."""
+    with captured_publishes() as commands, app.producer_or_acquire() as producer, producer.batch(8):
+        send_attempt(app, job_id, partner, attempt, lane, producer=producer)
+    if not commands:
+        raise RuntimeError("the broker transport did not record the publish (is workers.broker:Transport in use?)")
+    return list(commands)

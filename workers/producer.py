@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from typing import Any
 
 from celery import Celery
 
@@ -14,13 +13,11 @@ from gateway_core.contracts import ContractNotFound, ContractRegistry
 from gateway_core.errors import SubmissionError
 from gateway_core.models import JobStatus, JobSubmission, new_job_id, now
 from gateway_core.settings import Settings
-from gateway_core.store import JobRecord, JobStore, delayed_member
+from gateway_core.store import JobRecord, JobStore
 from gateway_core.webhooks import WebhookError, check_destination
-from workers.enqueue import send_attempt
+from workers.enqueue import attempt_commands
 from workers.webhooks import allow_list
 
-# If the producer dies between storing a job and sending its message, the delay queue sends it after this.
-SAFETY_NET_S = 60
 IDEMPOTENCY_TTL_S = 24 * 3600
 
 
@@ -34,7 +31,6 @@ class JobProducer:
         self.settings = settings
         self.app = app
         self.contracts = contracts or ContractRegistry(store.redis)
-        self._background: set[asyncio.Task[Any]] = set()
 
     def validate(self, tenant: TenantConfig, submission: JobSubmission) -> None:
         if submission.partner not in self.config.partners:
@@ -63,9 +59,6 @@ class JobProducer:
             await asyncio.to_thread(check_destination, url, allow_list(self.config, self.settings))
         except WebhookError as exc:
             raise SubmissionError(f"webhook_url: {exc}", 422, "webhook_refused") from None
-
-    async def _lift_safety_net(self, member: str) -> None:
-        await self.store.redis.zrem(keys.DELAYED, member)
 
     async def pin_contract(self, reference: str) -> str:
         """The contract a job names, pinned to a version ("name@N") so a later version cannot change the job."""
@@ -131,30 +124,22 @@ class JobProducer:
             metadata=submission.metadata,
             webhook_url=submission.webhook_url,
         )
-        member = delayed_member(record.id, record.partner, record.attempt)
         fields = self.store.encode_new(record)
         tracing.stamp_job(fields, record.id)  # every attempt's worker span joins this request's trace
-        redis = self.store.redis
-        async with redis.pipeline(transaction=True) as pipe:
-            pipe.hset(keys.job(record.id), mapping=fields)  # type: ignore[arg-type]
-            pipe.expire(keys.job(record.id), self.store.ttl_s)
-            pipe.zadd(keys.DELAYED, {member: (now() + SAFETY_NET_S) * 1000})
-            await pipe.execute()
         try:
-            send_attempt(self.app, record.id, record.partner, record.attempt)
-        except Exception as exc:
-            async with redis.pipeline(transaction=True) as pipe:
-                pipe.delete(keys.job(record.id))
-                pipe.zrem(keys.DELAYED, member)
-                await pipe.execute()
+            message = attempt_commands(self.app, record.id, record.partner, record.attempt)
+        except Exception as exc:  # the broker connection could not be opened (kombu's errors vary by failure)
             raise SubmissionError(
                 f"the broker did not accept the job ({exc.__class__.__name__}); nothing was stored, try again",
                 503,
                 "broker_unavailable",
             ) from exc
+        # The record and its Celery message in one transaction: both are written or neither, in one round trip.
+        async with self.store.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(keys.job(record.id), mapping=fields)  # type: ignore[arg-type]
+            pipe.expire(keys.job(record.id), self.store.ttl_s)
+            for command, *args in message:
+                getattr(pipe, command)(*args)
+            await pipe.execute()
         metrics.record_submitted(record.requested_partner, tenant.name)
-        # The message is on the queue; lifting the safety net need not delay the caller.
-        task = asyncio.create_task(self._lift_safety_net(member))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
         return record

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import redis
@@ -77,3 +78,27 @@ def test_batched_acks_leave_redis_together_and_plain_acks_at_once(
         conn.transport._flush_acks()
         assert redis_client.hkeys("unacked") == [tags[3]]
         assert redis_client.zrange("unacked_index", 0, -1) == [tags[3]]
+
+
+def test_a_captured_publish_sends_nothing_and_yields_celerys_own_message(
+    redis_server: EmbeddedRedis, redis_client: redis.Redis
+) -> None:
+    """What the producer runs in the job's own MULTI: the LPUSH Celery would have sent, byte for byte."""
+    from gateway_core.settings import Settings
+    from workers.celery_app import RUN_JOB_TASK, make_celery
+    from workers.enqueue import attempt_commands, send_attempt
+
+    app = make_celery(Settings(redis_url=redis_server.url))
+    commands = attempt_commands(app, "job-captured", "sim-openai", 3)
+    assert redis_client.llen("partner.sim-openai") == 0  # nothing was sent
+    [(name, key, raw)] = commands
+    assert (name, key) == ("lpush", "partner.sim-openai")
+    send_attempt(app, "job-captured", "sim-openai", 3)  # the same attempt, sent the ordinary way
+    sent = json.loads(redis_client.rpop("partner.sim-openai"))
+    captured = json.loads(raw)
+    for message in (sent, captured):  # a random tag per message; everything a worker reads must be the same
+        message["properties"].pop("delivery_tag")
+    assert captured == sent
+    assert captured["headers"]["task"] == RUN_JOB_TASK
+    assert json.loads(base64.b64decode(captured["body"]))[1] == {"job_id": "job-captured", "partner": "sim-openai",
+                                                                 "attempt": 3}
