@@ -51,3 +51,33 @@ def test_a_warm_shutdown_finishes_calls_in_flight_and_gives_back_the_rest_withou
     assert [job["status"] for job in jobs] == ["succeeded"] * 30
     assert total_calls == 30  # every job called its partner exactly once
     assert not [job["id"] for job in jobs if any(a["outcome"] == "redelivered" for a in job["history"])]
+
+
+def test_a_rolling_restart_under_load_loses_and_repeats_nothing(api: httpx.Client, sim: httpx.Client,
+                                                                 fleet: FleetEnv) -> None:
+    """Two workers; each in turn is stopped (SIGTERM) mid-flight and replaced, as a deploy does. Every job succeeds
+    and the partner is called exactly once per job."""
+    sim.put("/_sim/partners/sim-anthropic", json={"latency_ms": 400}).raise_for_status()
+    try:
+        workers = [fleet.start_worker("sim-anthropic", concurrency=10) for _ in range(2)]
+        ids = [submit_job(api, "sim-anthropic", f"rolling {i}") for i in range(120)]
+        for _ in range(2):
+            calls_before = _calls(sim)
+            wait_for(lambda before=calls_before: _calls(sim) >= before + 10, 30, what="the fleet to be calling")
+            retiring = workers.pop(0)
+            retiring.process.send_signal(signal.SIGTERM)
+            assert retiring.process.wait(timeout=60) == 0
+            workers.append(fleet.start_worker("sim-anthropic", concurrency=10))
+        jobs = [finish_job(api, job_id) for job_id in ids]
+        total_calls = _calls(sim)
+        for worker in workers:
+            worker.stop()
+    finally:
+        sim.put("/_sim/partners/sim-anthropic", json={"latency_ms": 0})
+    assert [job["status"] for job in jobs] == ["succeeded"] * 120
+    assert total_calls == 120
+    assert not [job["id"] for job in jobs if any(a["outcome"] == "redelivered" for a in job["history"])]
+
+
+def _calls(sim: httpx.Client) -> int:
+    return int(sim.get("/_sim/stats").json()["partners"]["sim-anthropic"]["requests"])
