@@ -1,5 +1,6 @@
-"""Redis through Sentinel: a real master, replica and sentinel (passwords on both), the API and a worker as real
-processes on a sentinel:// URL, and a failover (master SIGKILLed, replica promoted) they ride through."""
+"""Redis through Sentinel: a real master, replica and three sentinels (quorum 2; passwords on both), the API and a
+worker as real processes on a sentinel:// URL listing all three, and a failover they ride through: the first listed
+sentinel and then the master are SIGKILLed, the other two promote the replica."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ bind 127.0.0.1
 dir {dir}
 logfile {dir}/sentinel.log
 requirepass {sentinel_password}
-sentinel monitor {master} 127.0.0.1 {master_port} 1
+sentinel monitor {master} 127.0.0.1 {master_port} 2
 sentinel auth-pass {master} {master_password}
 sentinel down-after-milliseconds {master} 500
 sentinel failover-timeout {master} 5000
@@ -49,20 +50,43 @@ sentinel failover-timeout {master} 5000
 class SentinelGroup:
     master: EmbeddedRedis
     replica: EmbeddedRedis
-    sentinel: subprocess.Popen[bytes]
-    sentinel_port: int
+    sentinels: list[subprocess.Popen[bytes]]
+    sentinel_ports: list[int]
+
+    @property
+    def sentinel_port(self) -> int:
+        """The first sentinel in the URL."""
+        return self.sentinel_ports[0]
 
     @property
     def url(self) -> str:
-        return f"sentinel://:{MASTER_PASSWORD}@127.0.0.1:{self.sentinel_port}"
+        """kombu's form: the master's password once, on the first part."""
+        return ";".join(f"sentinel://:{MASTER_PASSWORD}@127.0.0.1:{port}" if i == 0 else f"sentinel://127.0.0.1:{port}"
+                        for i, port in enumerate(self.sentinel_ports))
 
     def settings(self, **changes: str) -> Settings:
         values = {"redis_url": self.url, "redis_sentinel_password": SENTINEL_PASSWORD, **changes}
         return Settings(**values)  # type: ignore[arg-type]
 
     def ask_sentinel(self) -> redis.Redis:
-        return redis.Redis(port=self.sentinel_port, password=SENTINEL_PASSWORD, decode_responses=True,
-                           socket_timeout=2)
+        """A sentinel still running."""
+        port = next(port for port, process in zip(self.sentinel_ports, self.sentinels, strict=True)
+                    if process.poll() is None)
+        return redis.Redis(port=port, password=SENTINEL_PASSWORD, decode_responses=True, socket_timeout=2)
+
+    def sentinels_agree(self) -> bool:
+        """Every sentinel sees the replica in sync and knows the two others (a failover needs a quorum of two)."""
+        for port in self.sentinel_ports:
+            ask = redis.Redis(port=port, password=SENTINEL_PASSWORD, decode_responses=True, socket_timeout=2)
+            try:
+                replicas, peers = ask.sentinel_slaves(MASTER), ask.sentinel_sentinels(MASTER)
+            except redis.RedisError:
+                return False
+            in_sync = any(r["port"] == self.replica.port and not r["is_sdown"] and r.get("master-link-status") == "ok"
+                          for r in replicas)
+            if not in_sync or len(peers) < len(self.sentinel_ports) - 1:
+                return False
+        return True
 
     def master_port(self) -> int | None:
         try:
@@ -70,14 +94,6 @@ class SentinelGroup:
         except redis.RedisError:
             return None
         return int(found[1]) if found else None
-
-    def replica_in_sync(self) -> bool:
-        try:
-            replicas = self.ask_sentinel().sentinel_slaves(MASTER)
-        except redis.RedisError:
-            return False
-        return any(r["port"] == self.replica.port and not r["is_sdown"] and r.get("master-link-status") == "ok"
-                   for r in replicas)
 
 
 def _data_node(directory: Path) -> EmbeddedRedis:
@@ -94,20 +110,27 @@ def group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelGroup]:
     master = _data_node(home / "master")
     replica = _data_node(home / "replica")
     redis.Redis(port=replica.port, password=MASTER_PASSWORD).replicaof("127.0.0.1", master.port)
-    port = free_port()
-    conf = home / "sentinel.conf"  # Sentinel rewrites its config file: it must be writable
-    conf.write_text(SENTINEL_CONF.format(port=port, dir=home, sentinel_password=SENTINEL_PASSWORD, master=MASTER,
-                                         master_port=master.port, master_password=MASTER_PASSWORD))
-    process = subprocess.Popen([redis_server_binary(), str(conf), "--sentinel"], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    found = SentinelGroup(master, replica, process, port)
+    ports, processes = [], []
+    for i in range(3):
+        directory = home / f"sentinel-{i}"
+        directory.mkdir()
+        port = free_port()
+        conf = directory / "sentinel.conf"  # Sentinel rewrites its config file: it must be writable
+        conf.write_text(SENTINEL_CONF.format(port=port, dir=directory, sentinel_password=SENTINEL_PASSWORD,
+                                             master=MASTER, master_port=master.port, master_password=MASTER_PASSWORD))
+        ports.append(port)
+        processes.append(subprocess.Popen([redis_server_binary(), str(conf), "--sentinel"], stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL))
+    found = SentinelGroup(master, replica, processes, ports)
     try:
-        # Sentinel learns replicas from the master's INFO; a failover needs one it knows to be in sync.
-        wait_for(found.replica_in_sync, 30, interval=0.1, what="the sentinel to see the replica in sync")
+        # Sentinels learn replicas from the master's INFO and each other from hellos on it; a failover needs a
+        # replica known to be in sync and a quorum.
+        wait_for(found.sentinels_agree, 60, interval=0.1, what="the sentinels to see the replica and each other")
         yield found
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        for process in processes:
+            process.terminate()
+            process.wait(timeout=10)
         replica.stop()
         master.stop()
 
@@ -233,8 +256,9 @@ def test_a_job_runs_end_to_end_through_sentinel(client: httpx.Client, sentinel_f
 
 def test_jobs_keep_running_after_a_failover(client: httpx.Client, sentinel_fleet: FleetEnv,
                                             group: SentinelGroup) -> None:
-    """Runs last: with partner calls in flight, SIGKILLs the master; Sentinel promotes the replica; the same API and
-    worker processes go on, the jobs in flight finish, and a job submitted after the failover succeeds."""
+    """Runs last: with partner calls in flight, SIGKILLs the URL's first sentinel and then the master; the other two
+    sentinels promote the replica; the same API and worker processes go on, the jobs in flight finish, and a job
+    submitted after the failover succeeds."""
     before = finish(client, submit(client, "before the failover"))
     assert before["status"] == "succeeded"
     sim = httpx.Client(base_url=sentinel_fleet.env["FEDGATE_SIMULATOR_URL"], timeout=10)
@@ -245,6 +269,9 @@ def test_jobs_keep_running_after_a_failover(client: httpx.Client, sentinel_fleet
                  30, interval=0.1, what="the jobs' partner calls to be in flight")
         master = redis.Redis(port=group.master.port, password=MASTER_PASSWORD)
         assert master.wait(1, 5000) == 1  # what was written so far is on the replica; async replication, else
+        first_sentinel = group.sentinels[0]  # the URL's first: clients must ask the others from now on
+        first_sentinel.kill()
+        first_sentinel.wait()
         assert group.master.process is not None
         group.master.process.kill()
         group.master.process.wait()
