@@ -66,41 +66,32 @@ def test_redact_cli_prints_offsets_and_placeholders(fleet: FleetEnv) -> None:
     assert [json.loads(line)["text"] for line in lines] == ["ip <IP_ADDRESS_1>", "nothing"]
 
 
-def test_a_worker_refuses_to_start_with_a_policy_it_cannot_enforce(fleet: FleetEnv, tmp_path: Path) -> None:
-    config = tmp_path / "ner.yaml"
-    config.write_text(
-        "partners:\n  strict:\n    adapter: openai\n    base_url: http://127.0.0.1:9/v1\n    model: m\n"
-        "    policy: {entities: [PERSON, EMAIL_ADDRESS]}\n"
-        "tenants:\n  t:\n    api_key: k\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-m", "gateway_api.cli", "worker", "--partners", "strict"],
-        env={**fleet.env, "FEDGATE_CONFIG": str(config)},
+def _start_worker_on(partner: str, settings_yaml: str, fleet: FleetEnv, tmp_path: Path,
+                     **env: str) -> subprocess.CompletedProcess[str]:
+    """`fedgate worker` for a config of one partner with these settings (indented lines under its name)."""
+    config = tmp_path / "one-partner.yaml"
+    config.write_text(f"partners:\n  {partner}:\n    adapter: openai\n    base_url: http://127.0.0.1:9/v1\n"
+                      f"    model: m\n{settings_yaml}tenants:\n  t:\n    api_key: k\n")
+    return subprocess.run(
+        [sys.executable, "-m", "gateway_api.cli", "worker", "--partners", partner],
+        env={**fleet.env, "FEDGATE_CONFIG": str(config), **env},
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def test_a_worker_refuses_to_start_with_a_policy_it_cannot_enforce(fleet: FleetEnv, tmp_path: Path) -> None:
+    result = _start_worker_on("strict", "    policy: {entities: [PERSON, EMAIL_ADDRESS]}\n", fleet, tmp_path)
     assert result.returncode == 2
     assert "PERSON" in result.stderr and "spaCy" in result.stderr
 
 
 def test_a_worker_refuses_to_start_when_a_call_can_outlast_the_visibility_timeout(fleet: FleetEnv,
                                                                                    tmp_path: Path) -> None:
-    config = tmp_path / "slow.yaml"
-    config.write_text(
-        "partners:\n  slow:\n    adapter: openai\n    base_url: http://127.0.0.1:9/v1\n    model: m\n"
-        "    timeout_s: 90\n    contract_repairs: 1\n"
-        "tenants:\n  t:\n    api_key: k\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-m", "gateway_api.cli", "worker", "--partners", "slow"],
-        env={**fleet.env, "FEDGATE_CONFIG": str(config), "FEDGATE_VISIBILITY_TIMEOUT_S": "120"},
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = _start_worker_on("slow", "    timeout_s: 90\n    contract_repairs: 1\n", fleet, tmp_path,
+                              FEDGATE_VISIBILITY_TIMEOUT_S="120")
     assert result.returncode == 2
     assert "partner 'slow': one attempt can call it for 180 s" in result.stderr
     assert "raise FEDGATE_VISIBILITY_TIMEOUT_S or lower the partner's timeout_s" in result.stderr

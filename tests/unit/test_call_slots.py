@@ -16,6 +16,14 @@ async def _hold(slots: CallSlots, lane: str, name: str, order: list[str], releas
         await release.wait()
 
 
+async def _queued(slots: CallSlots, lane: str, name: str, order: list[str],
+                  release: asyncio.Event) -> asyncio.Task[None]:
+    """A task holding, or waiting for, a slot until `release`, given one loop turn to get there."""
+    task = asyncio.create_task(_hold(slots, lane, name, order, release))
+    await asyncio.sleep(0)
+    return task
+
+
 def _waiting_gauge(lane: str) -> float:
     return float(metrics.JOBS_WAITING_FOR_CALL_SLOT.labels(lane)._value.get())
 
@@ -44,12 +52,10 @@ def test_a_freed_slot_goes_to_an_interactive_waiter_before_earlier_batch_waiters
     async def scenario() -> list[str]:
         slots, order, release = CallSlots(1), [], asyncio.Event()
         batch_before, interactive_before = _waiting_gauge(keys.BATCH), _waiting_gauge(keys.INTERACTIVE)
-        holder = asyncio.create_task(_hold(slots, keys.BATCH, "running", order, release))
-        await asyncio.sleep(0)
+        holder = await _queued(slots, keys.BATCH, "running", order, release)
         batch = [asyncio.create_task(_hold(slots, keys.BATCH, f"batch-{i}", order, release)) for i in range(3)]
         await asyncio.sleep(0)
-        interactive = asyncio.create_task(_hold(slots, keys.INTERACTIVE, "interactive", order, release))
-        await asyncio.sleep(0)
+        interactive = await _queued(slots, keys.INTERACTIVE, "interactive", order, release)
         assert slots.waiting == 4
         assert _waiting_gauge(keys.BATCH) == batch_before + 3
         assert _waiting_gauge(keys.INTERACTIVE) == interactive_before + 1
@@ -64,10 +70,8 @@ def test_a_freed_slot_goes_to_an_interactive_waiter_before_earlier_batch_waiters
 def test_a_cancelled_waiter_neither_keeps_nor_loses_a_slot() -> None:
     async def scenario() -> None:
         slots, order, release = CallSlots(1), [], asyncio.Event()
-        holder = asyncio.create_task(_hold(slots, keys.INTERACTIVE, "holder", order, release))
-        await asyncio.sleep(0)
-        gone = asyncio.create_task(_hold(slots, keys.INTERACTIVE, "gone", order, release))
-        await asyncio.sleep(0)
+        holder = await _queued(slots, keys.INTERACTIVE, "holder", order, release)
+        gone = await _queued(slots, keys.INTERACTIVE, "gone", order, release)
         gone.cancel()
         with pytest.raises(asyncio.CancelledError):
             await gone
@@ -77,11 +81,9 @@ def test_a_cancelled_waiter_neither_keeps_nor_loses_a_slot() -> None:
         assert slots.free == 1
         # cancelled just after the slot was handed over, before running: the slot passes on to the next waiter
         first, second = asyncio.Event(), asyncio.Event()
-        holder = asyncio.create_task(_hold(slots, keys.INTERACTIVE, "holder-2", order, first))
-        await asyncio.sleep(0)
+        holder = await _queued(slots, keys.INTERACTIVE, "holder-2", order, first)
         handed = asyncio.create_task(_hold(slots, keys.INTERACTIVE, "handed", order, second))
-        after = asyncio.create_task(_hold(slots, keys.INTERACTIVE, "after", order, second))
-        await asyncio.sleep(0)
+        after = await _queued(slots, keys.INTERACTIVE, "after", order, second)
         first.set()
         await asyncio.sleep(0)  # the holder leaves and hands its slot to "handed", which has not run yet
         handed.cancel()
@@ -103,10 +105,8 @@ def test_a_worker_needs_a_slot() -> None:
 def test_closing_turns_waiters_and_newcomers_away_while_holders_finish() -> None:
     async def scenario() -> None:
         slots, order, release = CallSlots(1), [], asyncio.Event()
-        holder = asyncio.create_task(_hold(slots, keys.INTERACTIVE, "holder", order, release))
-        await asyncio.sleep(0)
-        waiter = asyncio.create_task(_hold(slots, keys.BATCH, "waiter", order, release))
-        await asyncio.sleep(0)
+        holder = await _queued(slots, keys.INTERACTIVE, "holder", order, release)
+        waiter = await _queued(slots, keys.BATCH, "waiter", order, release)
         slots.close()
         with pytest.raises(WorkerStopping):
             await waiter
