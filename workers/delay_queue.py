@@ -2,7 +2,7 @@
 
 One sorted set per lane (interactive, batch). Every worker runs a mover for each lane it consumes. A mover claims
 due entries atomically (a lease, so a mover that dies mid-send is covered by another), sends them to their
-partner's queue of that lane in one pipelined batch, then removes them. Batch jobs therefore never cost an
+partner's queue of that lane and removes them in one transaction. Batch jobs therefore never cost an
 interactive-only worker anything, not even the moving.
 """
 
@@ -18,7 +18,7 @@ from celery import Celery
 
 from gateway_core import keys
 from gateway_core.store import JobStore, parse_delayed_member
-from workers.enqueue import send_attempt
+from workers.enqueue import attempt_commands
 
 log = logging.getLogger("fedgate.delay_queue")
 
@@ -59,11 +59,13 @@ class DelayQueueMover:
         zset = keys.delayed(self.lane)
         due, wait_ms = await self._claim(keys=[zset], args=[BATCH, LEASE_MS])
         if due:
-            with self.app.producer_or_acquire() as producer, producer.batch(BATCH * 2):
-                for member in due:
-                    job_id, partner, attempt = parse_delayed_member(member)
-                    send_attempt(self.app, job_id, partner, attempt, self.lane, producer=producer)
-            await self.redis.zrem(zset, *due)
+            messages = attempt_commands(self.app, [parse_delayed_member(member) for member in due], self.lane)
+            # Sent and removed together: a mover that dies here leaves every entry leased and unsent, never sent twice.
+            async with self.redis.pipeline(transaction=True) as pipe:
+                for command, *args in messages:
+                    getattr(pipe, command)(*args)
+                pipe.zrem(zset, *due)
+                await pipe.execute()
         wait_s = MAX_IDLE_S if int(wait_ms) < 0 else min(MAX_IDLE_S, int(wait_ms) / 1000)
         return len(due), wait_s
 

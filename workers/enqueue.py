@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from celery import Celery
@@ -34,12 +35,11 @@ def send_attempt(app: Celery, job_id: str, partner: str, attempt: int, lane: str
     )
 
 
-def attempt_commands(app: Celery, job_id: str, partner: str, attempt: int,
+def attempt_commands(app: Celery, attempts: Iterable[tuple[str, str, int]],
                      lane: str = keys.INTERACTIVE) -> list[tuple[Any, ...]]:
-    """The Redis commands that would put this attempt on its queue (Celery's own message, nothing sent), for the
-    caller to run in the same transaction as the job's record."""
-    with captured_publishes() as commands, app.producer_or_acquire() as producer, producer.batch(8):
-        send_attempt(app, job_id, partner, attempt, lane, producer=producer)
-    if not commands:
-        raise RuntimeError("the broker transport did not record the publish (is workers.broker:Transport in use?)")
+    """The Redis commands that would put these (job id, partner, attempt)s on their queues: Celery's own messages,
+    nothing sent, for the caller to run in the same transaction as the writes they belong with."""
+    with captured_publishes() as commands, app.producer_or_acquire() as producer, producer.batch(1_000_000):
+        for job_id, partner, attempt in attempts:
+            send_attempt(app, job_id, partner, attempt, lane, producer=producer)
     return list(commands)

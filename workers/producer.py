@@ -127,13 +127,15 @@ class JobProducer:
         fields = self.store.encode_new(record)
         tracing.stamp_job(fields, record.id)  # every attempt's worker span joins this request's trace
         try:
-            message = attempt_commands(self.app, record.id, record.partner, record.attempt)
+            message = attempt_commands(self.app, [(record.id, record.partner, record.attempt)])
         except Exception as exc:  # the broker connection could not be opened (kombu's errors vary by failure)
             raise SubmissionError(
                 f"the broker did not accept the job ({exc.__class__.__name__}); nothing was stored, try again",
                 503,
                 "broker_unavailable",
             ) from exc
+        if not message:
+            raise RuntimeError("the broker transport recorded no message (is workers.broker:Transport in use?)")
         # The record and its Celery message in one transaction: both are written or neither, in one round trip.
         async with self.store.redis.pipeline(transaction=True) as pipe:
             pipe.hset(keys.job(record.id), mapping=fields)  # type: ignore[arg-type]

@@ -89,7 +89,7 @@ def test_a_captured_publish_sends_nothing_and_yields_celerys_own_message(
     from workers.enqueue import attempt_commands, send_attempt
 
     app = make_celery(Settings(redis_url=redis_server.url))
-    commands = attempt_commands(app, "job-captured", "sim-openai", 3)
+    commands = attempt_commands(app, [("job-captured", "sim-openai", 3)])
     assert redis_client.llen("partner.sim-openai") == 0  # nothing was sent
     [(name, key, raw)] = commands
     assert (name, key) == ("lpush", "partner.sim-openai")
@@ -102,3 +102,37 @@ def test_a_captured_publish_sends_nothing_and_yields_celerys_own_message(
     assert captured["headers"]["task"] == RUN_JOB_TASK
     assert json.loads(base64.b64decode(captured["body"]))[1] == {"job_id": "job-captured", "partner": "sim-openai",
                                                                  "attempt": 3}
+
+
+def test_the_delay_queue_mover_sends_due_entries_and_removes_them_in_one_step(
+    redis_server: EmbeddedRedis, redis_client: redis.Redis
+) -> None:
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from gateway_core import keys
+    from gateway_core.settings import Settings
+    from workers.celery_app import make_celery
+    from workers.delay_queue import DelayQueueMover
+
+    app = make_celery(Settings(redis_url=redis_server.url))
+    past, future = 1_000, 10**13
+    redis_client.zadd(keys.delayed(keys.BATCH), {"job-a|sim-openai|2": past, "job-b|sim-anthropic|1": past,
+                                                  "job-c|sim-openai|1": future})
+
+    async def move() -> int:
+        client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+        try:
+            moved, _ = await DelayQueueMover(client, app, keys.BATCH).move_due()
+            return moved
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(move()) == 2
+    assert redis_client.zrange(keys.delayed(keys.BATCH), 0, -1) == ["job-c|sim-openai|1"]  # not due yet: stays
+    sent = {queue: [json.loads(base64.b64decode(json.loads(raw)["body"]))[1]
+                    for raw in redis_client.lrange(queue, 0, -1)]
+            for queue in ("partner.sim-openai.batch", "partner.sim-anthropic.batch")}
+    assert sent == {"partner.sim-openai.batch": [{"job_id": "job-a", "partner": "sim-openai", "attempt": 2}],
+                    "partner.sim-anthropic.batch": [{"job_id": "job-b", "partner": "sim-anthropic", "attempt": 1}]}
