@@ -18,7 +18,7 @@ from celery import Celery
 
 from gateway_core import keys
 from gateway_core.store import JobStore, parse_delayed_member
-from workers.enqueue import attempt_commands
+from workers.enqueue import attempt_commands, stage
 
 log = logging.getLogger("fedgate.delay_queue")
 
@@ -62,8 +62,7 @@ class DelayQueueMover:
             messages = attempt_commands(self.app, [parse_delayed_member(member) for member in due], self.lane)
             # Sent and removed together: a mover that dies here leaves every entry leased and unsent, never sent twice.
             async with self.redis.pipeline(transaction=True) as pipe:
-                for command, *args in messages:
-                    getattr(pipe, command)(*args)
+                stage(pipe, messages)
                 pipe.zrem(zset, *due)
                 await pipe.execute()
         wait_s = MAX_IDLE_S if int(wait_ms) < 0 else min(MAX_IDLE_S, int(wait_ms) / 1000)

@@ -8,6 +8,7 @@ from typing import Any
 from celery import Celery
 
 from gateway_core import keys
+from workers.broker import Channel as CapturingChannel
 from workers.broker import captured_publishes
 from workers.celery_app import RUN_JOB_TASK
 
@@ -39,7 +40,17 @@ def attempt_commands(app: Celery, attempts: Iterable[tuple[str, str, int]],
                      lane: str = keys.INTERACTIVE) -> list[tuple[Any, ...]]:
     """The Redis commands that would put these (job id, partner, attempt)s on their queues: Celery's own messages,
     nothing sent, for the caller to run in the same transaction as the writes they belong with."""
-    with captured_publishes() as commands, app.producer_or_acquire() as producer, producer.batch(1_000_000):
-        for job_id, partner, attempt in attempts:
-            send_attempt(app, job_id, partner, attempt, lane, producer=producer)
+    with captured_publishes() as commands, app.producer_or_acquire() as producer:
+        if not isinstance(producer.channel, CapturingChannel):  # another transport would send for real
+            raise RuntimeError(f"the broker transport {type(producer.channel).__module__} cannot record publishes; "
+                               "fedgate's Celery app uses workers.broker:Transport")
+        with producer.batch(1_000_000):
+            for job_id, partner, attempt in attempts:
+                send_attempt(app, job_id, partner, attempt, lane, producer=producer)
     return list(commands)
+
+
+def stage(pipe: Any, commands: Iterable[tuple[Any, ...]]) -> None:
+    """Queue recorded commands (attempt_commands) on a Redis pipeline."""
+    for command, *args in commands:
+        getattr(pipe, command)(*args)

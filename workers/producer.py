@@ -15,7 +15,7 @@ from gateway_core.models import JobStatus, JobSubmission, new_job_id, now
 from gateway_core.settings import Settings
 from gateway_core.store import JobRecord, JobStore
 from gateway_core.webhooks import WebhookError, check_destination
-from workers.enqueue import attempt_commands
+from workers.enqueue import attempt_commands, stage
 from workers.webhooks import allow_list
 
 IDEMPOTENCY_TTL_S = 24 * 3600
@@ -134,14 +134,11 @@ class JobProducer:
                 503,
                 "broker_unavailable",
             ) from exc
-        if not message:
-            raise RuntimeError("the broker transport recorded no message (is workers.broker:Transport in use?)")
         # The record and its Celery message in one transaction: both are written or neither, in one round trip.
         async with self.store.redis.pipeline(transaction=True) as pipe:
             pipe.hset(keys.job(record.id), mapping=fields)  # type: ignore[arg-type]
             pipe.expire(keys.job(record.id), self.store.ttl_s)
-            for command, *args in message:
-                getattr(pipe, command)(*args)
+            stage(pipe, message)
             await pipe.execute()
         metrics.record_submitted(record.requested_partner, tenant.name)
         return record

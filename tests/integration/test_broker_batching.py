@@ -26,13 +26,19 @@ def _publish(conn: Connection, count: int) -> None:
             producer.publish({"n": n}, exchange=queue.exchange, routing_key=QUEUE, declare=[queue])
 
 
+def _channel_with(conn: Connection, published: int, prefetch: int) -> Channel:
+    """The connection's channel after `published` messages went to QUEUE, with this prefetch allowance."""
+    _publish(conn, published)
+    channel: Channel = conn.default_channel
+    channel.qos.prefetch_count = prefetch
+    return channel
+
+
 def test_extra_messages_are_recorded_as_unacked_in_kombus_own_format(
     redis_server: EmbeddedRedis, redis_client: redis.Redis
 ) -> None:
     with _connection(redis_server) as conn:
-        _publish(conn, 10)
-        channel: Channel = conn.default_channel
-        channel.qos.prefetch_count = 5
+        channel = _channel_with(conn, 10, 5)
         taken = channel._take_more(QUEUE)
         assert len(taken) == 4  # the allowance minus the message BRPOP itself delivers
         assert redis_client.llen(QUEUE) == 6
@@ -51,9 +57,7 @@ def test_no_extra_messages_beyond_the_prefetch_allowance(
     redis_server: EmbeddedRedis, redis_client: redis.Redis
 ) -> None:
     with _connection(redis_server) as conn:
-        _publish(conn, 3)
-        channel: Channel = conn.default_channel
-        channel.qos.prefetch_count = 1
+        channel = _channel_with(conn, 3, 1)
         assert channel._take_more(QUEUE) == []
         assert redis_client.llen(QUEUE) == 3 and redis_client.hlen("unacked") == 0
 
@@ -62,9 +66,7 @@ def test_batched_acks_leave_redis_together_and_plain_acks_at_once(
     redis_server: EmbeddedRedis, redis_client: redis.Redis
 ) -> None:
     with _connection(redis_server) as conn:
-        _publish(conn, 4)
-        channel: Channel = conn.default_channel
-        channel.qos.prefetch_count = 10
+        channel = _channel_with(conn, 4, 10)
         tags = [p["properties"]["delivery_tag"] for p in channel._take_more(QUEUE)]
         assert len(tags) == 4
         for tag in tags:
