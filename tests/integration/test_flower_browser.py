@@ -42,7 +42,7 @@ def chromium_binary() -> str:
     if not found or not Path(found).exists():
         pytest.fail(
             "headless Chromium is needed to check Flower in a real browser and is not installed: run "
-            "`apt-get install -y chromium` (Debian; .ci/run installs it), or point FEDGATE_TEST_CHROMIUM at a "
+            "`apt-get install -y chromium` (Debian; scripts/test installs it), or point FEDGATE_TEST_CHROMIUM at a "
             "Chromium/Chrome binary", pytrace=False)
     return found
 

@@ -669,7 +669,7 @@ def compose_client() -> list[str] | None:
 
 def test_docker_compose_config_accepts_the_file() -> None:
     client = compose_client()
-    assert client is not None, "no compose client: apt-get install docker-compose (.ci/run installs it)"
+    assert client is not None, "no compose client: apt-get install docker-compose (scripts/test installs it)"
     env = {**os.environ, **USER_ENV}
     ok = subprocess.run([*client, "-f", str(COMPOSE_FILE), "config", "-q"], env=env, capture_output=True,
                         text=True, timeout=60, cwd=ROOT)
@@ -682,7 +682,7 @@ def test_docker_compose_config_accepts_the_file() -> None:
 
 def test_promtool_accepts_the_prometheus_config() -> None:
     promtool = shutil.which("promtool")
-    assert promtool is not None, "promtool is missing: apt-get install prometheus (.ci/run installs it)"
+    assert promtool is not None, "promtool is missing: apt-get install prometheus (scripts/test installs it)"
     checked = subprocess.run([promtool, "check", "config", str(PROMETHEUS_CONFIG)], capture_output=True, text=True,
                              timeout=60)
     assert checked.returncode == 0, checked.stdout + checked.stderr
