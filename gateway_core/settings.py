@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     embedded_redis_port: int = 6390
 
     worker_concurrency: int = Field(default=1000, ge=1, description="Partner calls in flight per worker process")
+    max_partner_response_bytes: int = Field(
+        default=16 * 1024 * 1024, ge=1024, description="Largest partner answer read (decoded); larger ones are fatal"
+    )
     visibility_timeout_s: int = Field(
         default=300, ge=10, description="Broker redelivery time for unacked jobs; above every partner timeout"
     )

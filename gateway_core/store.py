@@ -255,6 +255,11 @@ class JobStore:
         flat = reply[1]
         return str(reply[0]), token, dict(zip(flat[::2], flat[1::2], strict=True))
 
+    async def holds_claim(self, job_id: str, token: str) -> bool:
+        """Whether the run holding `token` still owns the job (not taken over, cancelled or finished)."""
+        run_token, status = await self.redis.hmget(keys.job(job_id), ["run_token", "status"])  # type: ignore[misc]
+        return bool(run_token == token and status == "running")
+
     async def release_claim(self, job_id: str, token: str) -> bool:
         """Undo begin_run for a run that made no call: the job is queued again (False if the claim was lost)."""
         return bool(await self._release_claim(keys=[keys.job(job_id)], args=[token]))

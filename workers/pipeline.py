@@ -8,11 +8,14 @@ re-redacted from the original for the next partner — / dead letter).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+import redis.exceptions
 
 from gateway_core import metering, metrics
 from gateway_core.adapters.base import CallRequest, Outcome, OutputSchema, PartnerResponse
@@ -31,6 +34,11 @@ from workers.runtime import Runtime, runtime
 INLINE_WAIT_S = 0.05
 ADMIT_INLINE_WAIT_S = 0.25
 ADMIT_TRIES = 8
+# A run that waited longer than this for its call slot checks that it still holds the job before calling: while it
+# waited the job may have been cancelled, or redelivered to another worker after the visibility timeout.
+CLAIM_RECHECK_AFTER_S = 0.005
+
+log = logging.getLogger("fedgate.worker")
 
 
 @dataclass
@@ -54,6 +62,15 @@ class RunContext:
         )
 
 
+# The job store or broker failed (unreachable, out of memory, read-only after a failover): the job is not lost, it
+# goes back to the queue, and is never acknowledged as done. Anything else unexpected is the worker's own failure.
+INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (redis.exceptions.RedisError, OSError)
+
+
+class ClaimLost(Exception):
+    """Another run took the job over (or it was cancelled) while this one waited: it must not call the partner."""
+
+
 @telemetry.job_run
 async def run_job(job_id: str, partner: str, attempt: int) -> str:
     """Returns a one-word result for the Celery log and Flower (never content)."""
@@ -70,12 +87,31 @@ async def run_job(job_id: str, partner: str, attempt: int) -> str:
     if claim == "redelivered":
         ctx.note("redelivered", "previous worker stopped before finishing; call repeated")
     try:
+        return await _run_claimed(ctx)
+    except ClaimLost:
+        return "superseded"
+    except call_slots.WorkerStopping:
+        raise
+    except INFRASTRUCTURE_ERRORS:
+        raise
+    except Exception as exc:
+        # Our failure, not the partner's: retried like a transient one, so the retry policy and the fallback chain
+        # bound it, and the dead letter it may end in says what happened (the class only: texts may hold data).
+        log.exception("job %s attempt %s: internal error in the worker", job_id, attempt)
+        error = f"internal error in the worker ({exc.__class__.__name__})"
+        ctx.note("retryable", error)
+        return await _route_failure(ctx, PartnerResponse(Outcome.RETRYABLE, error=error), False)
+
+
+async def _run_claimed(ctx: RunContext) -> str:
+    rt, record, partner = ctx.rt, ctx.record, ctx.partner.name
+    try:
         _redact(ctx)
     except RedactionError as exc:  # fail closed: nothing unredacted leaves; this partner cannot take the job
         ctx.note("fatal", f"redaction failed for {partner}'s policy: {exc}")
         return await _route_failure(ctx, PartnerResponse(Outcome.FATAL, error="redaction failed"), False)
     probe = False
-    if record.reservation != f"{partner}:{attempt}":
+    if record.reservation != f"{partner}:{ctx.attempt}":
         gate = await rt.breakers.allow(partner, ctx.partner.breaker)
         if gate == "open":
             metrics.record_breaker_rejection(partner)
@@ -96,7 +132,7 @@ async def run_job(job_id: str, partner: str, attempt: int) -> str:
     try:
         response = await _call_partner(ctx)
     except call_slots.WorkerStopping:
-        await rt.store.release_claim(job_id, token)  # queued again: the next worker's run is a first run
+        await rt.store.release_claim(record.id, ctx.token)  # queued again: the next worker's run is a first run
         raise
     await _after_call(ctx, response, probe)
     parsed: Any = None
@@ -108,7 +144,7 @@ async def run_job(job_id: str, partner: str, attempt: int) -> str:
         parsed = _restore_inside(parsed, lambda text: restore(text, ctx.placeholders))
         with telemetry.publish():
             published = await rt.store.publish_success(
-                record, token, output, response.usage, partner,
+                record, ctx.token, output, response.usage, partner,
                 placeholder_map=ctx.placeholders.to_json(), retention_s=ctx.partner.policy.retention_s, parsed=parsed,
             )
         if not published:
@@ -230,8 +266,13 @@ async def _call_partner(ctx: RunContext) -> PartnerResponse:
         temperature=ctx.record.params.get("temperature"),
         output=OutputSchema(contract.name, contract.schema_) if contract else None,
     )
+    waiting_since = time.perf_counter()
     async with call_slots.slot(ctx.record.lane):
         started_wall, started = now(), time.perf_counter()
+        if started - waiting_since > CLAIM_RECHECK_AFTER_S and not await ctx.rt.store.holds_claim(
+            ctx.record.id, ctx.token
+        ):
+            raise ClaimLost()
         with metrics.calls_in_flight(ctx.partner.name):
             response = await adapter.call(request)
     elapsed_s = time.perf_counter() - started
@@ -288,24 +329,26 @@ async def dead_letter_internal_error(job_id: str, partner: str, attempt: int, ex
     if claim not in ("ok", "redelivered"):
         return claim
     return await _dead_letter_unreadable(rt, job_id, token, partner, attempt, raw,
-                                         RuntimeError(f"internal error in the worker ({exc.__class__.__name__})"))
+                                         RuntimeError(f"internal error in the worker ({exc.__class__.__name__})"),
+                                         what="could not be routed")
 
 
 async def _dead_letter_unreadable(
-    rt: Runtime, job_id: str, token: str, partner: str, attempt: int, raw: dict[str, str], exc: Exception
+    rt: Runtime, job_id: str, token: str, partner: str, attempt: int, raw: dict[str, str], exc: Exception,
+    what: str = "unreadable job",
 ) -> str:
-    """A poison job (a stored record that cannot be read) leaves the queue at once, with the reason kept."""
+    """A poison job (a stored record that cannot be read, or a failure while routing one) leaves the queue at once,
+    with the reason kept."""
     readable = isinstance(exc, ValueError | RuntimeError)
-    reason = str(exc) if readable else f"malformed record ({exc.__class__.__name__})"
+    reason = f"{what}: " + (str(exc) if readable else f"malformed record ({exc.__class__.__name__})")
     record = JobRecord(
         id=job_id, tenant=raw.get("tenant", "?"), partner=partner, requested_partner=partner,
         status=JobStatus.RUNNING, attempt=attempt, created_at=float(raw.get("created_at") or now()),
     )
     record.history.append(
-        Attempt(partner=partner, attempt=attempt, outcome="fatal", error=f"unreadable job: {reason}",
-                started_at=now(), duration_ms=0.0)
+        Attempt(partner=partner, attempt=attempt, outcome="fatal", error=reason, started_at=now(), duration_ms=0.0)
     )
-    if await rt.store.finish_unsuccessful(record, token, JobStatus.DEAD_LETTERED, f"unreadable job: {reason}"):
+    if await rt.store.finish_unsuccessful(record, token, JobStatus.DEAD_LETTERED, reason):
         _record_finished(record, "dead_lettered")
     return "dead_lettered"
 

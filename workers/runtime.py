@@ -84,7 +84,8 @@ def build_runtime(settings: Settings | None = None) -> Runtime:
     # a connection per call would cost seconds of connects when a worker starts with a full prefetch.
     client = async_client(settings, decode_responses=True, max_connections=REDIS_CONNECTIONS, pool_timeout_s=30)
     store = JobStore(client, load_cipher(settings), settings.job_ttl_s)
-    return Runtime(settings, config, client, store, HttpPool(settings.worker_concurrency))
+    http = HttpPool(settings.worker_concurrency, settings.max_partner_response_bytes)
+    return Runtime(settings, config, client, store, http)
 
 
 def runtime() -> Runtime:

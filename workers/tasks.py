@@ -7,7 +7,6 @@ import gc
 import logging
 from typing import Any
 
-import redis
 from celery.exceptions import Reject
 from celery.signals import worker_init, worker_ready, worker_shutdown
 
@@ -29,9 +28,9 @@ log = logging.getLogger("fedgate.worker")
 GC_YOUNG_THRESHOLD = 50_000
 BREAKER_FLUSH_INTERVAL_S = 0.25
 
-# The job store or broker is unreachable: the job is not lost, it goes back to the queue (or, if even that
-# cannot be written, stays unacked and returns after the visibility timeout).
-INFRASTRUCTURE_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+# The job store or broker failed: the job is not lost, it goes back to the queue (or, if even that cannot be
+# written, stays unacked and returns after the visibility timeout).
+INFRASTRUCTURE_ERRORS = pipeline.INFRASTRUCTURE_ERRORS
 
 
 @app.task(name=RUN_JOB_TASK, acks_late=True, ignore_result=True)
@@ -44,7 +43,8 @@ def run_job(job_id: str, partner: str, attempt: int) -> str:
         log.warning("job %s attempt %s: store unreachable (%s); requeued", job_id, attempt, exc.__class__.__name__)
         raise Reject(exc.__class__.__name__, requeue=True) from None
     except Exception as exc:
-        # A bug, not the partner: the job must not sit in 'running' forever. Dead-letter it with the reason.
+        # The pipeline retries its own failures through the router; one that escapes even that (a failure while
+        # routing) must not leave the job 'running' forever: dead-letter it with the reason.
         log.exception("job %s attempt %s failed inside the worker; dead-lettering it", job_id, attempt)
         try:
             return await_(pipeline.dead_letter_internal_error(job_id, partner, attempt, exc))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from abc import ABC, abstractmethod
@@ -12,7 +13,12 @@ from typing import Any
 
 import httpx
 
-from gateway_core.adapters.transport import AiohttpTransport
+from gateway_core.adapters.transport import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    AiohttpTransport,
+    ResponseTooLarge,
+    TLSFailure,
+)
 from gateway_core.config import PartnerConfig
 from gateway_core.models import Message, Usage
 
@@ -122,43 +128,73 @@ class PartnerAdapter(ABC):
         """The output text and the usage the partner reported; raise ValueError on an unreadable body."""
 
     async def call(self, request: CallRequest) -> PartnerResponse:
+        """One exchange with the partner, always ending in an outcome the router understands.
+
+        The whole exchange (connect, send, wait, read) has one deadline, `timeout_s`: per-read timeouts alone let a
+        partner that drips a byte at a time hold the call forever."""
+        deadline_s = self.config.timeout_s
         try:
-            response = await self.http.client().post(
-                self.endpoint(),
-                content=json.dumps(self.body(request)),
-                headers={"content-type": "application/json", **self.headers()},
-                timeout=self.config.timeout_s,
-            )
-        except httpx.TimeoutException:
-            return PartnerResponse(Outcome.RETRYABLE, error=f"timed out after {self.config.timeout_s:g}s")
-        except httpx.TransportError as exc:
-            return PartnerResponse(Outcome.RETRYABLE, error=f"connection error: {exc.__class__.__name__}")
+            content = json.dumps(self.body(request))
+            headers = {"content-type": "application/json", **self.headers()}
+            async with asyncio.timeout(deadline_s):
+                response = await self.http.client().post(self.endpoint(), content=content, headers=headers,
+                                                         timeout=deadline_s)
+        except (TimeoutError, httpx.TimeoutException):
+            return PartnerResponse(Outcome.RETRYABLE, error=f"timed out after {deadline_s:g}s")
+        except httpx.HTTPError as exc:
+            return transport_failure(exc)
+        except Exception as exc:  # an adapter bug or an input it cannot express: this partner cannot take it
+            return PartnerResponse(Outcome.FATAL, error=f"could not build the request ({exc.__class__.__name__})")
         return self.interpret(response.status_code, response.content, response.headers)
 
     def interpret(self, status_code: int, content: bytes, headers: httpx.Headers) -> PartnerResponse:
         outcome = classify_status(status_code)
-        try:
-            body = json.loads(content) if content else None
-        except ValueError:
-            body = None
+        content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+        body = _json_or_none(content)
         if outcome is not Outcome.OK:
+            described = f" ({content_type} body)" if body is None and content_type else ""
+            fallback = f"partner returned an error{described}"
             return PartnerResponse(
                 outcome,
                 status_code=status_code,
                 retry_after_s=parse_retry_after(headers),
-                error=f"HTTP {status_code}: {_error_message(body, 'partner returned an error')}",
+                error=f"HTTP {status_code}: {_error_message(body, fallback)}",
             )
         if not isinstance(body, dict):
+            what = "not JSON" if body is None else "JSON but not an object"
+            shown = f", content-type {content_type}" if content_type else ""
             return PartnerResponse(
-                Outcome.RETRYABLE, status_code=status_code, error="malformed response body (not a JSON object)"
+                Outcome.RETRYABLE, status_code=status_code, error=f"malformed response body ({what}{shown})"
             )
         try:
             text, usage = self.read_success(body)
-        except (ValueError, KeyError, TypeError, IndexError) as exc:
+        except Exception as exc:
             return PartnerResponse(
                 Outcome.RETRYABLE, status_code=status_code, error=f"unreadable response: {exc.__class__.__name__}"
             )
         return PartnerResponse(Outcome.OK, status_code=status_code, text=text, usage=usage, raw=body)
+
+
+def _json_or_none(content: bytes) -> Any:
+    if not content:
+        return None
+    try:
+        return json.loads(content)
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested deeper than the parser goes
+        return None
+
+
+def transport_failure(exc: httpx.HTTPError) -> PartnerResponse:
+    """What a failure on the wire means for the job. Fatal only where trying again cannot help."""
+    if isinstance(exc, TLSFailure):
+        return PartnerResponse(Outcome.FATAL, error=f"TLS error: {exc}")
+    if isinstance(exc, ResponseTooLarge):
+        return PartnerResponse(Outcome.FATAL, error=str(exc))
+    if isinstance(exc, httpx.DecodingError):
+        return PartnerResponse(Outcome.RETRYABLE, error="undecodable response body (Content-Encoding)")
+    if isinstance(exc, httpx.TransportError):
+        return PartnerResponse(Outcome.RETRYABLE, error=f"connection error: {exc.__class__.__name__} ({exc})")
+    return PartnerResponse(Outcome.RETRYABLE, error=f"HTTP client error: {exc.__class__.__name__}")
 
 
 class HttpPool:
@@ -169,9 +205,9 @@ class HttpPool:
     per request through the same httpx client API (gateway_core/adapters/transport.py).
     """
 
-    def __init__(self, max_connections: int) -> None:
+    def __init__(self, max_connections: int, max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES) -> None:
         self._client = httpx.AsyncClient(
-            transport=AiohttpTransport(max_connections), timeout=httpx.Timeout(60.0, connect=10.0)
+            transport=AiohttpTransport(max_connections, max_response_bytes), timeout=httpx.Timeout(60.0, connect=10.0)
         )
 
     def client(self) -> httpx.AsyncClient:
