@@ -19,13 +19,16 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 CONFIG_ENV_VAR = "FEDGATE_SIM_CONFIG"
+COMPRESS_ENV_VAR = "FEDGATE_SIM_COMPRESS"
 RATE_WINDOW_S = 60.0
 FIXED_ERROR_KINDS = ("timeout", "malformed", "offcontract", "unauthorized", "bad_request")
 # Partner names become the first path segment, so they must not collide with control routes.
 _PARTNER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _RESERVED_NAMES = frozenset({"healthz"})
 
-PartnerKind = Literal["openai", "anthropic"]
+PartnerKind = Literal["openai", "anthropic", "azure_openai", "gemini"]
+_TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+_FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 
 
 class PartnerBehaviour(BaseModel):
@@ -41,6 +44,11 @@ class PartnerBehaviour(BaseModel):
     hang_s: float = Field(default=120, ge=0)
     malformed_rate: float = Field(default=0, ge=0, le=1)
     offcontract_rate: float = Field(default=0, ge=0, le=1)
+    # What a load balancer in front of the partner answers when its upstream fails: an HTML page, not JSON.
+    html_502_rate: float = Field(default=0, ge=0, le=1)
+    # Wire shapes of a correct answer (not faults): a chunked body, and `Connection: close` then a closed socket.
+    chunked_rate: float = Field(default=0, ge=0, le=1)
+    close_connection_rate: float = Field(default=0, ge=0, le=1)
     requests_per_minute: int | None = Field(default=None, ge=1)
     # token_bucket refills continuously (as OpenAI and Anthropic describe their limits) and holds `burst_s`
     # seconds of requests; sliding_window counts accepted requests over any trailing 60 s, the strictest reading.
@@ -67,6 +75,11 @@ class SimulatorConfig(BaseModel):
 
     partners: dict[str, SimulatedPartner]
     record_bodies: bool = False
+    compress: bool = Field(
+        default=True,
+        description="Compress answers (br, zstd, gzip or deflate) when the client's Accept-Encoding allows, as real "
+        "APIs do; FEDGATE_SIM_COMPRESS=0 or PUT /_sim/settings {\"compress\": false} turns it off",
+    )
 
     @field_validator("partners")
     @classmethod
@@ -82,16 +95,32 @@ class SimulatorConfig(BaseModel):
             partners={
                 "sim-openai": SimulatedPartner(kind="openai", model="sim-gpt"),
                 "sim-anthropic": SimulatedPartner(kind="anthropic", model="sim-claude"),
+                # Azure routes by deployment: the simulated deployment is named after `model`.
+                "sim-azure": SimulatedPartner(kind="azure_openai", model="sim-gpt-deployment"),
+                "sim-gemini": SimulatedPartner(kind="gemini", model="sim-gemini-flash"),
             }
         )
 
     @classmethod
     def from_env(cls) -> SimulatorConfig:
-        """Load the JSON file named by FEDGATE_SIM_CONFIG, or fall back to the demo partners."""
+        """Load the JSON file named by FEDGATE_SIM_CONFIG (else the demo partners); FEDGATE_SIM_COMPRESS overrides
+        the file's `compress`."""
         path = os.environ.get(CONFIG_ENV_VAR)
-        if not path:
-            return cls.demo()
-        return cls.model_validate_json(Path(path).read_bytes())
+        config = cls.model_validate_json(Path(path).read_bytes()) if path else cls.demo()
+        compress = os.environ.get(COMPRESS_ENV_VAR, "").strip().lower()
+        if not compress:
+            return config
+        if compress not in _TRUE_WORDS | _FALSE_WORDS:
+            raise ValueError(f"{COMPRESS_ENV_VAR} must be one of 1/0, true/false, yes/no, on/off (got {compress!r})")
+        return config.model_copy(update={"compress": compress in _TRUE_WORDS})
+
+
+class SimulatorSettings(BaseModel):
+    """Simulator-wide settings that can change while it runs (PUT /_sim/settings)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    compress: bool
 
 
 def _new_error_counter() -> Counter[str]:
@@ -106,6 +135,10 @@ class PartnerStats:
     errors: Counter[str] = field(default_factory=_new_error_counter)
     in_flight: int = 0
     max_in_flight: int = 0
+    # How answers went on the wire: by content-coding, and how many were chunked or closed their connection.
+    encodings: Counter[str] = field(default_factory=Counter)
+    chunked: int = 0
+    closed: int = 0
 
     def enter(self) -> None:
         self.requests += 1
@@ -124,6 +157,9 @@ class PartnerStats:
         self.ok = 0
         self.rate_limited = 0
         self.errors = _new_error_counter()
+        self.encodings = Counter()
+        self.chunked = 0
+        self.closed = 0
         # Requests still running will call leave(), so in_flight must keep its live value.
         self.max_in_flight = self.in_flight
 
@@ -136,6 +172,9 @@ class PartnerStats:
             "errors": dict(self.errors),
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
+            "encodings": dict(self.encodings),
+            "chunked": self.chunked,
+            "closed": self.closed,
         }
 
 

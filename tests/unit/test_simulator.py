@@ -1,25 +1,37 @@
-"""Partner simulator: wire formats, injected faults, rate limiting, control plane, real-SDK round trip."""
+"""Partner simulator: wire formats, injected faults, rate limiting, control plane, real-SDK round trip, and how
+answers go on the wire (compression, chunked framing, closed connections, a load balancer's HTML 502) as seen by
+real HTTP clients against the simulator served on loopback."""
 
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import aiohttp
+import brotli
+import h11
 import httpx
 import openai
 import pytest
+import zstandard
 
 import gateway_core
 from gateway_core.simulator import PartnerBehaviour, SimulatedPartner, SimulatorConfig, create_app
 from gateway_core.simulator.app import minimal_instance
+from gateway_core.simulator.delivery import choose_encoding
 from tests.helpers import free_port, http_ok, wait_for
 
 OPENAI_HEADERS = {"authorization": "Bearer test-key"}
@@ -642,6 +654,9 @@ async def test_reset_zeroes_counters_and_rate_windows() -> None:
         "errors": {"timeout": 0, "malformed": 0, "offcontract": 0, "unauthorized": 0, "bad_request": 0},
         "in_flight": 0,
         "max_in_flight": 0,
+        "encodings": {},
+        "chunked": 0,
+        "closed": 0,
     }
     assert after_reset.status_code == 200
 
@@ -684,6 +699,8 @@ def test_demo_config_has_one_partner_per_wire_format() -> None:
     assert {name: (p.kind, p.model) for name, p in partners.items()} == {
         "sim-openai": ("openai", "sim-gpt"),
         "sim-anthropic": ("anthropic", "sim-claude"),
+        "sim-azure": ("azure_openai", "sim-gpt-deployment"),
+        "sim-gemini": ("gemini", "sim-gemini-flash"),
     }
 
 
@@ -803,3 +820,501 @@ async def test_token_bucket_allows_a_burst_then_paces_at_the_limit() -> None:
     assert refilled == 200
     assert limited.status_code == 429
     assert limited.headers["retry-after"] == "1"
+
+
+# --- Azure OpenAI wire format ----------------------------------------------------------------------
+
+AZURE_PATH = "/sim-azure/openai/deployments/sim-gpt-deployment/chat/completions"
+AZURE_HEADERS = {"api-key": "test-key"}
+GEMINI_PATH = "/sim-gemini/v1beta/models/sim-gemini-flash:generateContent"
+GEMINI_HEADERS = {"x-goog-api-key": "test-key"}
+
+
+def demo_client(clock: FakeClock | None = None) -> Any:
+    return simulator_client(SimulatorConfig.demo(), clock)
+
+
+async def azure_chat(
+    client: httpx.AsyncClient,
+    body: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+    path: str = AZURE_PATH,
+    api_version: str | None = "2024-10-21",
+) -> httpx.Response:
+    payload = {"messages": [{"role": "user", "content": "hello azure"}]} if body is None else body
+    params = {"api-version": api_version} if api_version else {}
+    return await client.post(path, json=payload, params=params, headers=AZURE_HEADERS if headers is None else headers)
+
+
+@pytest.mark.anyio
+async def test_azure_answers_openai_shape_with_content_filter_results() -> None:
+    async with demo_client() as client:
+        response = await azure_chat(client)
+    assert response.status_code == 200
+    reply = response.json()
+    assert reply["object"] == "chat.completion"
+    assert reply["model"] == "sim-gpt-deployment"
+    [choice] = reply["choices"]
+    assert choice["message"]["content"] == "Simulated reply from sim-azure: hello azure"
+    assert choice["content_filter_results"]["hate"] == {"filtered": False, "severity": "safe"}
+    assert reply["prompt_filter_results"][0]["prompt_index"] == 0
+
+
+@pytest.mark.anyio
+async def test_azure_accepts_an_entra_id_bearer_token_instead_of_api_key() -> None:
+    async with demo_client() as client:
+        response = await azure_chat(client, headers={"authorization": "Bearer eyJ0eXAi"})
+    assert response.status_code == 200
+
+
+@pytest.mark.anyio
+async def test_azure_structured_output_follows_response_format() -> None:
+    schema = {"type": "object", "properties": {"label": {"enum": ["a", "b"]}}, "required": ["label"]}
+    body = {
+        "messages": [{"role": "user", "content": "x"}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "v", "schema": schema}},
+    }
+    async with demo_client() as client:
+        response = await azure_chat(client, body)
+    assert json.loads(response.json()["choices"][0]["message"]["content"]) == {"label": "a"}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("path", "api_version", "headers", "status", "code"),
+    [
+        (AZURE_PATH, None, AZURE_HEADERS, 404, "404"),
+        (AZURE_PATH, "latest", AZURE_HEADERS, 404, "404"),
+        ("/sim-azure/openai/deployments/gpt-4o/chat/completions", "2024-10-21", AZURE_HEADERS, 404,
+         "DeploymentNotFound"),
+        (AZURE_PATH, "2024-10-21", {}, 401, "401"),
+    ],
+)
+async def test_azure_gateway_errors_use_azure_shape(
+    path: str, api_version: str | None, headers: dict[str, str], status: int, code: str
+) -> None:
+    async with demo_client() as client:
+        response = await azure_chat(client, path=path, api_version=api_version, headers=headers)
+    assert response.status_code == status
+    error = response.json()["error"]
+    assert set(error) == {"code", "message"}
+    assert error["code"] == code
+
+
+@pytest.mark.anyio
+async def test_azure_invalid_body_is_an_openai_shaped_400() -> None:
+    async with demo_client() as client:
+        response = await azure_chat(client, {"messages": []})
+    assert response.status_code == 400
+    assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+@pytest.mark.anyio
+async def test_azure_throttle_says_when_to_retry_in_headers() -> None:
+    clock = FakeClock()
+    async with demo_client(clock) as client:
+        await client.put("/_sim/partners/sim-azure", json={"requests_per_minute": 1, "rate_limiter": "sliding_window"})
+        assert (await azure_chat(client)).status_code == 200
+        limited = await azure_chat(client)
+    assert limited.status_code == 429
+    assert limited.json()["error"]["code"] == "429"
+    assert "Please retry after 60 seconds" in limited.json()["error"]["message"]
+    assert limited.headers["retry-after"] == "60"
+    assert limited.headers["retry-after-ms"] == "60000"
+
+
+# --- Gemini wire format ----------------------------------------------------------------------------
+
+
+def gemini_body(text: str = "hello gemini", **extra: Any) -> dict[str, Any]:
+    return {"contents": [{"role": "user", "parts": [{"text": text}]}], **extra}
+
+
+async def generate(
+    client: httpx.AsyncClient,
+    body: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+    path: str = GEMINI_PATH,
+    params: dict[str, str] | None = None,
+) -> httpx.Response:
+    return await client.post(
+        path, json=gemini_body() if body is None else body, headers=GEMINI_HEADERS if headers is None else headers,
+        params=params or {},
+    )
+
+
+@pytest.mark.anyio
+async def test_gemini_reply_has_candidates_and_usage_metadata() -> None:
+    body = gemini_body(
+        systemInstruction={"parts": [{"text": "be brief"}]},
+        generationConfig={"maxOutputTokens": 64, "temperature": 0.2},
+    )
+    body["contents"] = [
+        {"role": "user", "parts": [{"text": "first"}]},
+        {"role": "model", "parts": [{"text": "ok"}]},
+        {"role": "user", "parts": [{"text": "call <PERSON_1>"}]},
+    ]
+    async with demo_client() as client:
+        response = await generate(client, body)
+    assert response.status_code == 200
+    reply = response.json()
+    text = "Simulated reply from sim-gemini: call <PERSON_1>"
+    assert reply["candidates"] == [
+        {"content": {"parts": [{"text": text}], "role": "model"}, "finishReason": "STOP", "index": 0}
+    ]
+    prompt_tokens = (len("be brief") + len("first") + len("ok") + len("call <PERSON_1>")) // 4
+    usage = reply["usageMetadata"]
+    assert usage["promptTokenCount"] == prompt_tokens
+    assert usage["candidatesTokenCount"] == len(text) // 4
+    assert usage["totalTokenCount"] == prompt_tokens + len(text) // 4
+    assert reply["modelVersion"] == "sim-gemini-flash"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "generation_config",
+    [
+        {"responseMimeType": "application/json", "responseJsonSchema": {
+            "type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}},
+        {"responseMimeType": "application/json", "responseSchema": {
+            "type": "OBJECT", "properties": {"n": {"type": "INTEGER"}}, "required": ["n"]}},
+        {"response_mime_type": "application/json", "response_json_schema": {
+            "type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}},
+    ],
+)
+async def test_gemini_structured_output_is_a_minimal_instance(generation_config: dict[str, Any]) -> None:
+    async with demo_client() as client:
+        response = await generate(client, gemini_body(generationConfig=generation_config))
+    text = response.json()["candidates"][0]["content"]["parts"][0]["text"]
+    assert json.loads(text) == {"n": 1}
+
+
+@pytest.mark.anyio
+async def test_gemini_accepts_the_key_as_a_query_parameter() -> None:
+    async with demo_client() as client:
+        response = await generate(client, headers={}, params={"key": "test-key"})
+    assert response.status_code == 200
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("body", "headers", "path", "status", "rpc_status"),
+    [
+        (gemini_body(), {}, GEMINI_PATH, 403, "PERMISSION_DENIED"),
+        (gemini_body(), GEMINI_HEADERS, "/sim-gemini/v1beta/models/gemini-pro:generateContent", 404, "NOT_FOUND"),
+        (gemini_body(messages=[]), GEMINI_HEADERS, GEMINI_PATH, 400, "INVALID_ARGUMENT"),
+        (gemini_body(generationConfig={"max_tokens": 5}), GEMINI_HEADERS, GEMINI_PATH, 400, "INVALID_ARGUMENT"),
+        ({"contents": [{"role": "assistant", "parts": [{"text": "x"}]}]}, GEMINI_HEADERS, GEMINI_PATH, 400,
+         "INVALID_ARGUMENT"),
+        ({"contents": []}, GEMINI_HEADERS, GEMINI_PATH, 400, "INVALID_ARGUMENT"),
+        (gemini_body(generationConfig={"responseSchema": {"type": "OBJECT"}}), GEMINI_HEADERS, GEMINI_PATH, 400,
+         "INVALID_ARGUMENT"),
+    ],
+)
+async def test_gemini_errors_are_google_rpc_statuses(
+    body: dict[str, Any], headers: dict[str, str], path: str, status: int, rpc_status: str
+) -> None:
+    async with demo_client() as client:
+        response = await generate(client, body, headers, path)
+    assert response.status_code == status
+    error = response.json()["error"]
+    assert (error["code"], error["status"]) == (status, rpc_status)
+    assert isinstance(error["message"], str)
+
+
+@pytest.mark.anyio
+async def test_gemini_unknown_field_is_named_in_the_400() -> None:
+    async with demo_client() as client:
+        response = await generate(client, gemini_body(messages=[]))
+    assert 'Unknown name "messages"' in response.json()["error"]["message"]
+
+
+@pytest.mark.anyio
+async def test_gemini_throttle_says_when_to_retry_in_the_body_not_a_header() -> None:
+    clock = FakeClock()
+    async with demo_client(clock) as client:
+        await client.put("/_sim/partners/sim-gemini", json={"requests_per_minute": 1, "rate_limiter": "sliding_window"})
+        assert (await generate(client)).status_code == 200
+        limited = await generate(client)
+        await client.put("/_sim/partners/sim-gemini", json={"requests_per_minute": None, "error_rate": 1,
+                                                            "error_status": 503})
+        overloaded = await generate(client)
+    assert limited.status_code == 429
+    error = limited.json()["error"]
+    assert error["status"] == "RESOURCE_EXHAUSTED"
+    assert error["details"] == [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "60s"}]
+    assert "retry-after" not in limited.headers
+    assert overloaded.json()["error"]["status"] == "UNAVAILABLE"
+
+
+@pytest.mark.anyio
+async def test_gemini_lists_its_model() -> None:
+    async with demo_client() as client:
+        response = await client.get("/sim-gemini/v1beta/models", headers=GEMINI_HEADERS)
+    [model] = response.json()["models"]
+    assert model["name"] == "models/sim-gemini-flash"
+    assert "generateContent" in model["supportedGenerationMethods"]
+
+
+@pytest.mark.anyio
+async def test_routes_of_other_kinds_are_not_found() -> None:
+    async with demo_client() as client:
+        azure_on_openai = await client.post(
+            "/sim-openai/openai/deployments/sim-gpt/chat/completions?api-version=2024-10-21", json={}
+        )
+        gemini_on_anthropic = await client.post("/sim-anthropic/v1beta/models/sim-claude:generateContent", json={})
+        openai_on_gemini = await client.post("/sim-gemini/v1/chat/completions", json=chat_body())
+        models_on_azure = await client.get("/sim-azure/v1beta/models")
+    assert [r.status_code for r in (azure_on_openai, gemini_on_anthropic, openai_on_gemini, models_on_azure)] == [
+        404
+    ] * 4
+
+
+# --- on the wire: content negotiation --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("accept_encoding", "chosen"),
+    [
+        ("gzip, deflate, br, zstd", "br"),  # what httpx and aiohttp send with brotli and zstandard installed
+        ("gzip, deflate", "gzip"),  # ... and without them
+        ("deflate", "deflate"),
+        ("zstd", "zstd"),
+        ("GZIP", "gzip"),
+        ("gzip;q=1.0, br;q=0.5", "gzip"),
+        ("br;q=0, gzip", "gzip"),
+        ("br;q=0.8, *;q=0.9", "zstd"),
+        ("*", "br"),
+        ("*;q=0", None),
+        ("identity", None),
+        ("compress", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_choose_encoding_ranks_client_weights_then_server_preference(
+    accept_encoding: str | None, chosen: str | None
+) -> None:
+    assert choose_encoding(accept_encoding) == chosen
+
+
+def test_compression_is_on_by_default_and_the_env_var_turns_it_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FEDGATE_SIM_CONFIG", raising=False)
+    monkeypatch.delenv("FEDGATE_SIM_COMPRESS", raising=False)
+    assert SimulatorConfig.from_env().compress is True
+    for word, expected in (("0", False), ("off", False), ("FALSE", False), ("1", True), ("yes", True)):
+        monkeypatch.setenv("FEDGATE_SIM_COMPRESS", word)
+        assert SimulatorConfig.from_env().compress is expected
+    monkeypatch.setenv("FEDGATE_SIM_COMPRESS", "sometimes")
+    with pytest.raises(ValueError, match="FEDGATE_SIM_COMPRESS"):
+        SimulatorConfig.from_env()
+
+
+def test_env_var_overrides_the_config_files_compress(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config_file = tmp_path / "sim.json"
+    config_file.write_text(json.dumps({"partners": {"acme": {"kind": "openai"}}, "compress": False}))
+    monkeypatch.setenv("FEDGATE_SIM_CONFIG", str(config_file))
+    monkeypatch.delenv("FEDGATE_SIM_COMPRESS", raising=False)
+    assert SimulatorConfig.from_env().compress is False
+    monkeypatch.setenv("FEDGATE_SIM_COMPRESS", "1")
+    assert SimulatorConfig.from_env().compress is True
+
+
+# --- on the wire: a real server on loopback, real clients ------------------------------------------
+
+DECOMPRESS = {
+    "br": brotli.decompress,
+    "zstd": lambda data: zstandard.ZstdDecompressor().decompressobj().decompress(data),
+    "gzip": gzip.decompress,
+    "deflate": zlib.decompress,
+}
+
+
+@pytest.fixture
+def wire_sim(served_simulator: str) -> Iterator[str]:
+    """The served demo simulator; every partner's behaviour and the simulator's settings restored afterwards."""
+    yield served_simulator
+    for name in ("sim-openai", "sim-anthropic", "sim-azure", "sim-gemini"):
+        httpx.put(f"{served_simulator}/_sim/partners/{name}", json=PartnerBehaviour().model_dump())
+    httpx.put(f"{served_simulator}/_sim/settings", json={"compress": True})
+    httpx.post(f"{served_simulator}/_sim/reset")
+
+
+def sim_stats(base_url: str, partner: str = "sim-openai") -> dict[str, Any]:
+    stats: dict[str, Any] = httpx.get(f"{base_url}/_sim/stats").json()["partners"][partner]
+    return stats
+
+
+def set_behaviour(base_url: str, partner: str = "sim-openai", **changes: Any) -> None:
+    assert httpx.put(f"{base_url}/_sim/partners/{partner}", json=changes).status_code == 200
+
+
+@dataclass
+class RawExchange:
+    """One request/response on a raw socket, parsed by h11 (an HTTP/1.1 parser that is not the server's)."""
+
+    status: int
+    headers: dict[str, str]
+    chunks: list[bytes] = field(default_factory=list)
+    chunked_pieces: int = 0
+    server_closed: bool = False
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(self.chunks)
+
+
+def _exchange(client: h11.Connection, sock: socket.socket, path: str, netloc: str, payload: bytes,
+              headers: dict[str, str]) -> RawExchange:
+    request_headers = [("host", netloc), ("content-type", "application/json"),
+                       ("content-length", str(len(payload))), *headers.items()]
+    sock.sendall(client.send(h11.Request(method="POST", target=path, headers=request_headers)))
+    sock.sendall(client.send(h11.Data(data=payload)))
+    sock.sendall(client.send(h11.EndOfMessage()))
+    exchange: RawExchange | None = None
+    while True:
+        event = client.next_event()
+        if event is h11.NEED_DATA:
+            client.receive_data(sock.recv(65536))
+        elif isinstance(event, h11.Response):
+            exchange = RawExchange(event.status_code, {k.decode(): v.decode() for k, v in event.headers})
+        elif isinstance(event, h11.Data):
+            assert exchange is not None
+            exchange.chunks.append(bytes(event.data))
+            exchange.chunked_pieces += int(event.chunk_end)
+        elif isinstance(event, h11.EndOfMessage):
+            assert exchange is not None
+            return exchange
+
+
+def raw_post(
+    base_url: str, path: str, body: dict[str, Any], headers: dict[str, str], probe_reuse: bool = False
+) -> RawExchange:
+    """POST on a fresh connection, parsed by h11. With `probe_reuse`, then find out whether the server closed the
+    connection (the socket reads EOF) or keeps it alive (a second request on it is answered)."""
+    url = urlsplit(base_url)
+    payload = json.dumps(body).encode()
+    client = h11.Connection(our_role=h11.CLIENT)
+    with socket.create_connection((url.hostname, url.port), timeout=5) as sock:
+        exchange = _exchange(client, sock, path, url.netloc, payload, headers)
+        if probe_reuse:
+            if client.their_state is h11.MUST_CLOSE:
+                exchange.server_closed = sock.recv(1) == b""
+            else:
+                client.start_next_cycle()
+                exchange.server_closed = _exchange(client, sock, path, url.netloc, payload, headers).status != 200
+        return exchange
+
+
+OPENAI_PATH = "/sim-openai/v1/chat/completions"
+
+
+@pytest.mark.parametrize("encoding", ["br", "zstd", "gzip", "deflate"])
+def test_answer_bytes_on_the_wire_are_compressed_with_the_accepted_coding(wire_sim: str, encoding: str) -> None:
+    exchange = raw_post(wire_sim, OPENAI_PATH, chat_body("squeeze me"), {**OPENAI_HEADERS, "accept-encoding": encoding})
+    assert exchange.status == 200
+    assert exchange.headers["content-encoding"] == encoding
+    assert exchange.headers["vary"] == "accept-encoding"
+    assert int(exchange.headers["content-length"]) == len(exchange.body)
+    reply = json.loads(DECOMPRESS[encoding](exchange.body))
+    assert reply["choices"][0]["message"]["content"] == "Simulated reply from sim-openai: squeeze me"
+    assert sim_stats(wire_sim)["encodings"] == {encoding: 1}
+
+
+def test_no_accept_encoding_gets_identity(wire_sim: str) -> None:
+    exchange = raw_post(wire_sim, OPENAI_PATH, chat_body(), OPENAI_HEADERS)
+    assert "content-encoding" not in exchange.headers
+    assert json.loads(exchange.body)["object"] == "chat.completion"
+
+
+def test_compression_can_be_switched_off_at_run_time(wire_sim: str) -> None:
+    assert httpx.get(f"{wire_sim}/_sim/settings").json() == {"compress": True}
+    switched = httpx.put(f"{wire_sim}/_sim/settings", json={"compress": False})
+    exchange = raw_post(wire_sim, OPENAI_PATH, chat_body(), {**OPENAI_HEADERS, "accept-encoding": "gzip, br"})
+    refused = httpx.put(f"{wire_sim}/_sim/settings", json={"compress": False, "level": 9})
+    assert switched.json() == {"compress": False}
+    assert "content-encoding" not in exchange.headers
+    assert json.loads(exchange.body)["object"] == "chat.completion"
+    assert refused.status_code == 422
+    assert sim_stats(wire_sim)["encodings"] == {}
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "headers"),
+    [
+        (OPENAI_PATH, chat_body(), OPENAI_HEADERS),
+        ("/sim-anthropic/v1/messages", messages_body(), ANTHROPIC_HEADERS),
+        (f"{AZURE_PATH}?api-version=2024-10-21", {"messages": [{"role": "user", "content": "x"}]}, AZURE_HEADERS),
+        (GEMINI_PATH, gemini_body(), GEMINI_HEADERS),
+    ],
+)
+def test_httpx_reads_every_route_compressed_with_its_default_accept_encoding(
+    wire_sim: str, path: str, body: dict[str, Any], headers: dict[str, str]
+) -> None:
+    with httpx.Client(base_url=wire_sim) as client:
+        offered = client.headers["accept-encoding"]
+        response = client.post(path, json=body, headers=headers)
+    assert offered == "gzip, deflate, br, zstd"
+    assert response.status_code == 200
+    assert response.headers["content-encoding"] == "br"
+    assert isinstance(response.json(), dict)
+
+
+@pytest.mark.anyio
+async def test_aiohttp_reads_compressed_chunked_answers(wire_sim: str) -> None:
+    set_behaviour(wire_sim, chunked_rate=1)
+    async with aiohttp.ClientSession() as session:
+        for encoding in ("br", "zstd", "gzip", "deflate"):
+            async with session.post(f"{wire_sim}{OPENAI_PATH}", json=chat_body(encoding),
+                                    headers={**OPENAI_HEADERS, "accept-encoding": encoding}) as response:
+                assert response.headers["content-encoding"] == encoding
+                assert response.headers["transfer-encoding"] == "chunked"
+                reply = await response.json()
+            assert reply["choices"][0]["message"]["content"] == f"Simulated reply from sim-openai: {encoding}"
+
+
+def test_chunked_answers_come_in_pieces_without_content_length(wire_sim: str) -> None:
+    set_behaviour(wire_sim, chunked_rate=1)
+    plain = raw_post(wire_sim, OPENAI_PATH, chat_body("in pieces"), OPENAI_HEADERS)
+    compressed = raw_post(wire_sim, OPENAI_PATH, chat_body("in pieces"), {**OPENAI_HEADERS, "accept-encoding": "gzip"})
+    for exchange in (plain, compressed):
+        assert exchange.headers["transfer-encoding"] == "chunked"
+        assert "content-length" not in exchange.headers
+        assert exchange.chunked_pieces >= 2
+    assert json.loads(plain.body)["choices"][0]["message"]["content"] == "Simulated reply from sim-openai: in pieces"
+    assert json.loads(gzip.decompress(compressed.body))["object"] == "chat.completion"
+    assert sim_stats(wire_sim)["chunked"] == 2
+
+
+def test_a_partner_can_close_the_keep_alive_connection_after_its_answer(wire_sim: str) -> None:
+    kept = raw_post(wire_sim, OPENAI_PATH, chat_body(), OPENAI_HEADERS, probe_reuse=True)
+    set_behaviour(wire_sim, close_connection_rate=1)
+    closed = raw_post(wire_sim, OPENAI_PATH, chat_body(), OPENAI_HEADERS, probe_reuse=True)
+    with httpx.Client(base_url=wire_sim, headers=OPENAI_HEADERS) as client:
+        again = [client.post(OPENAI_PATH, json=chat_body()).status_code for _ in range(3)]
+    assert (kept.server_closed, "connection" in kept.headers) == (False, False)
+    assert closed.server_closed is True
+    assert closed.headers["connection"] == "close"
+    assert json.loads(closed.body)["object"] == "chat.completion"
+    assert again == [200, 200, 200]
+    assert sim_stats(wire_sim)["closed"] == 4
+
+
+def test_load_balancer_502_is_an_html_page(wire_sim: str) -> None:
+    set_behaviour(wire_sim, html_502_rate=1)
+    with httpx.Client(base_url=wire_sim) as client:
+        response = client.post(OPENAI_PATH, json=chat_body(), headers=OPENAI_HEADERS)
+    assert response.status_code == 502
+    assert response.headers["content-type"] == "text/html; charset=utf-8"
+    assert response.headers["content-encoding"] == "br"
+    assert "<h1>502 Bad Gateway</h1>" in response.text
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(response.text)
+    assert sim_stats(wire_sim)["errors"]["html_502"] == 1
+
+
+def test_openai_sdk_sees_the_html_502_as_a_server_error(wire_sim: str) -> None:
+    set_behaviour(wire_sim, html_502_rate=1)
+    with pytest.raises(openai.InternalServerError) as raised:
+        _sdk_client(wire_sim).chat.completions.create(model="sim-gpt", messages=[{"role": "user", "content": "x"}])
+    assert raised.value.status_code == 502
