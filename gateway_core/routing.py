@@ -84,6 +84,8 @@ def decide(
         why = f"asked to wait {response.retry_after_s:g}s, over max_delay_s"
     else:
         why = f"{tries_here} attempts failed"
+    if response.error:
+        why += f" (last: {response.error})"
     if fallback:
         return Decision("fallback", fallback, 0.0, f"{partner}: {why}; falling back to {fallback}")
     return Decision("dead_letter", partner, 0.0, f"{partner}: {why}; no fallback left")
