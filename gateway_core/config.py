@@ -58,9 +58,13 @@ class Budgets(_Strict):
 
 class PartnerConfig(_Strict):
     name: str = ""
-    adapter: Literal["openai", "anthropic", "generic"]
+    adapter: Literal["openai", "anthropic", "generic", "azure_openai", "gemini"]
     base_url: str
     model: str
+    deployment: str | None = Field(default=None, description="azure_openai: the deployment name in the URL "
+                                   "(default: `model`)")
+    api_version: str | None = Field(default=None, description="azure_openai: the `api-version` query parameter "
+                                    "(default: 2024-10-21)")
     api_key: str | None = Field(default=None, repr=False)
     api_key_env: str | None = None
     timeout_s: float = Field(default=60.0, gt=0, le=600)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from gateway_core.adapters.anthropic import AnthropicMessagesAdapter
+from gateway_core.adapters.azure_openai import AzureOpenAIChatAdapter
 from gateway_core.adapters.base import HttpPool, PartnerAdapter
+from gateway_core.adapters.gemini import GeminiAdapter
 from gateway_core.adapters.generic import GenericJSONAdapter
 from gateway_core.adapters.openai import OpenAIChatAdapter
 from gateway_core.config import PartnerConfig
@@ -12,6 +14,8 @@ ADAPTERS: dict[str, type[PartnerAdapter]] = {
     "openai": OpenAIChatAdapter,
     "anthropic": AnthropicMessagesAdapter,
     "generic": GenericJSONAdapter,
+    "azure_openai": AzureOpenAIChatAdapter,
+    "gemini": GeminiAdapter,
 }
 
 

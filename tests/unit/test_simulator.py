@@ -7,10 +7,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-import os
 import socket
-import subprocess
-import sys
 import time
 import zlib
 from collections.abc import AsyncIterator, Iterator
@@ -28,16 +25,13 @@ import openai
 import pytest
 import zstandard
 
-import gateway_core
 from gateway_core.simulator import PartnerBehaviour, SimulatedPartner, SimulatorConfig, create_app
 from gateway_core.simulator.app import minimal_instance
 from gateway_core.simulator.delivery import choose_encoding
-from tests.helpers import free_port, http_ok, wait_for
+from tests.simulator_process import running_simulator
 
 OPENAI_HEADERS = {"authorization": "Bearer test-key"}
 ANTHROPIC_HEADERS = {"x-api-key": "test-key", "anthropic-version": "2023-06-01"}
-PROJECT_ROOT = Path(gateway_core.__file__).resolve().parents[1]
-SERVER_START_DEADLINE_S = 20.0
 
 
 class FakeClock:
@@ -727,34 +721,10 @@ def test_partner_names_must_fit_in_a_path_segment(name: str) -> None:
 # --- real server + official SDK --------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    return free_port()
-
-
-def _wait_until_healthy(base_url: str, process: subprocess.Popen[bytes]) -> None:
-    def healthy_or_exited() -> bool:
-        if process.poll() is not None:
-            raise RuntimeError(f"simulator exited early with code {process.returncode}")
-        return http_ok(f"{base_url}/healthz")
-
-    wait_for(healthy_or_exited, SERVER_START_DEADLINE_S, what="the simulator to answer /healthz")
-
-
 @pytest.fixture(scope="module")
 def served_simulator() -> Iterator[str]:
-    port = _free_port()
-    script = (
-        f"from gateway_core.simulator import SimulatorConfig, serve; serve('127.0.0.1', {port}, SimulatorConfig.demo())"
-    )
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
-    process = subprocess.Popen([sys.executable, "-c", script], cwd=PROJECT_ROOT, env=env)
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_healthy(base_url, process)
+    with running_simulator(SimulatorConfig.demo()) as base_url:
         yield base_url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 @pytest.fixture

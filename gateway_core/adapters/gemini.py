@@ -1,0 +1,64 @@
+"""Google Gemini `generateContent` (the Gemini API, not Vertex AI).
+
+`POST {base_url}/v1beta/models/{model}:generateContent` with `x-goog-api-key`; base_url is
+`https://generativelanguage.googleapis.com`. Field names and shapes follow google-genai's types (checked in
+tests/unit/test_sdk_conformance.py): `contents` with roles `user` / `model`, the system prompt as
+`systemInstruction`, and `generationConfig`. Structured output is `responseMimeType: application/json` with the
+contract's JSON Schema as `responseJsonSchema`, which takes JSON Schema as it is; the older `responseSchema` takes
+an OpenAPI subset that would need a lossy conversion ($ref inlining, type lists, const).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from gateway_core.adapters.base import CallRequest, PartnerAdapter
+from gateway_core.models import Usage
+
+API_VERSION = "v1beta"
+
+
+class GeminiAdapter(PartnerAdapter):
+    def endpoint(self) -> str:
+        model = quote(self.config.model.removeprefix("models/"), safe="")
+        return f"{self.config.base_url}/{API_VERSION}/models/{model}:generateContent"
+
+    def headers(self) -> dict[str, str]:
+        return {"x-goog-api-key": self.api_key} if self.api_key else {}
+
+    def body(self, request: CallRequest) -> dict[str, Any]:
+        system = "\n\n".join(m.content for m in request.messages if m.role == "system")
+        body: dict[str, Any] = {
+            "contents": [
+                {"role": "model" if m.role == "assistant" else "user", "parts": [{"text": m.content}]}
+                for m in request.messages
+                if m.role != "system"
+            ],
+        }
+        if system:
+            body["systemInstruction"] = {"parts": [{"text": system}]}
+        generation: dict[str, Any] = {"maxOutputTokens": request.max_tokens or self.config.max_output_tokens}
+        if request.temperature is not None:
+            generation["temperature"] = request.temperature
+        if request.output is not None:
+            generation["responseMimeType"] = "application/json"
+            generation["responseJsonSchema"] = request.output.schema
+        body["generationConfig"] = generation
+        body.update(request.extra)
+        return body
+
+    def read_success(self, body: dict[str, Any]) -> tuple[str, Usage]:
+        candidates = body.get("candidates")
+        if not candidates:
+            block = (body.get("promptFeedback") or {}).get("blockReason", "none given")
+            raise ValueError(f"no candidates (prompt block reason: {block})")
+        candidate = candidates[0]
+        parts = (candidate.get("content") or {}).get("parts")
+        if not parts:
+            raise ValueError(f"candidate without content (finish reason: {candidate.get('finishReason')})")
+        text = "".join(part["text"] for part in parts if isinstance(part.get("text"), str) and not part.get("thought"))
+        usage = body.get("usageMetadata") or {}
+        # Thinking tokens are billed as output tokens.
+        completion_tokens = int(usage.get("candidatesTokenCount", 0)) + int(usage.get("thoughtsTokenCount", 0))
+        return text, Usage(prompt_tokens=int(usage.get("promptTokenCount", 0)), completion_tokens=completion_tokens)
