@@ -64,7 +64,7 @@ class PartnerConfig(_Strict):
     deployment: str | None = Field(default=None, description="azure_openai: the deployment name in the URL "
                                    "(default: `model`)")
     api_version: str | None = Field(default=None, description="azure_openai: the `api-version` query parameter "
-                                    "(default: 2024-10-21)")
+                                    "(default: 2024-10-21); gemini: the version in the path (default: v1beta)")
     api_key: str | None = Field(default=None, repr=False)
     api_key_env: str | None = None
     timeout_s: float = Field(default=60.0, gt=0, le=600)

@@ -1,7 +1,8 @@
 """Google Gemini `generateContent` (the Gemini API, not Vertex AI).
 
-`POST {base_url}/v1beta/models/{model}:generateContent` with `x-goog-api-key`; base_url is
-`https://generativelanguage.googleapis.com`. Field names and shapes follow google-genai's types (checked in
+`POST {base_url}/{api_version}/models/{model}:generateContent` with `x-goog-api-key`; base_url is
+`https://generativelanguage.googleapis.com` and api_version `v1beta` unless configured (google-genai itself now
+defaults to `v1`). Field names and shapes follow google-genai's types (checked in
 tests/unit/test_sdk_conformance.py): `contents` with roles `user` / `model`, the system prompt as
 `systemInstruction`, and `generationConfig`. Structured output is `responseMimeType: application/json` with the
 contract's JSON Schema as `responseJsonSchema`, which takes JSON Schema as it is; the older `responseSchema` takes
@@ -16,13 +17,14 @@ from urllib.parse import quote
 from gateway_core.adapters.base import CallRequest, PartnerAdapter
 from gateway_core.models import Usage
 
-API_VERSION = "v1beta"
+DEFAULT_API_VERSION = "v1beta"
 
 
 class GeminiAdapter(PartnerAdapter):
     def endpoint(self) -> str:
         model = quote(self.config.model.removeprefix("models/"), safe="")
-        return f"{self.config.base_url}/{API_VERSION}/models/{model}:generateContent"
+        api_version = quote(self.config.api_version or DEFAULT_API_VERSION, safe="")
+        return f"{self.config.base_url}/{api_version}/models/{model}:generateContent"
 
     def headers(self) -> dict[str, str]:
         return {"x-goog-api-key": self.api_key} if self.api_key else {}

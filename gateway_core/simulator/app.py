@@ -66,7 +66,7 @@ _CHAT_COMPLETIONS = frozenset[PartnerKind]({"openai"})
 _MESSAGES = frozenset[PartnerKind]({"anthropic"})
 _AZURE_CHAT_COMPLETIONS = frozenset[PartnerKind]({"azure_openai"})
 _GENERATE_CONTENT = frozenset[PartnerKind]({"gemini"})
-_V1_MODELS = frozenset[PartnerKind]({"openai", "anthropic"})
+_V1_MODELS = frozenset[PartnerKind]({"openai", "anthropic", "gemini"})
 _V1BETA_MODELS = frozenset[PartnerKind]({"gemini"})
 
 # --- runtime state ---------------------------------------------------------------------------------
@@ -358,6 +358,7 @@ def create_app(config: SimulatorConfig, *, clock: Clock = time.monotonic) -> Sta
             methods=["POST"],
         ),
         Route("/{partner}/v1beta/models/{model}:generateContent", endpoints.generate_content, methods=["POST"]),
+        Route("/{partner}/v1/models/{model}:generateContent", endpoints.generate_content, methods=["POST"]),
         Route("/{partner}/v1beta/models", endpoints.v1beta_models, methods=["GET"]),
     ]
     return Starlette(routes=routes)

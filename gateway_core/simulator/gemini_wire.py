@@ -1,8 +1,9 @@
 """Google Gemini `generateContent` as the Gemini API speaks it.
 
-`POST /v1beta/models/{model}:generateContent` with `x-goog-api-key` (or `?key=`); the body has `contents` (roles
-`user` / `model`, text in `parts`), `systemInstruction` and `generationConfig`. Like the real API (proto JSON), an
-unknown field is a 400, and field names may be camelCase or snake_case. Errors are Google RPC statuses
+`POST /v1beta/models/{model}:generateContent` (or `/v1/...`, google-genai's default) with `x-goog-api-key` (or
+`?key=`); the body has `contents` (roles `user` / `model`, text in `parts`), `systemInstruction` and
+`generationConfig`. Like the real API (proto JSON), an unknown field is a 400, and field names may be camelCase
+or snake_case. Errors are Google RPC statuses
 (`{"error": {"code": 429, "message": ..., "status": "RESOURCE_EXHAUSTED"}}`); a throttle says when to retry in
 the body (`google.rpc.RetryInfo`), not in a Retry-After header.
 """
@@ -101,8 +102,9 @@ class GeminiWire(WireFormat):
         model = request.path_params.get("model")
         if model == served_model:
             return None
+        version = request.url.path.split("/")[2]  # /{partner}/{version}/models/{model}:generateContent
         message = (
-            f"models/{model} is not found for API version v1beta, or is not supported for generateContent. "
+            f"models/{model} is not found for API version {version}, or is not supported for generateContent. "
             "Call ListModels to see the list of available models and their supported methods."
         )
         return self.error(404, message)

@@ -285,6 +285,12 @@ def test_gemini_call_reads_text_and_usage(sim: str) -> None:
     assert sum(stats(sim, "sim-gemini")["encodings"].values()) == 1
 
 
+def test_gemini_api_version_is_configurable(sim: str) -> None:
+    config = gemini(f"{sim}/sim-gemini", api_version="v1")
+    assert build(config).endpoint() == f"{sim}/sim-gemini/v1/models/sim-gemini-flash:generateContent"
+    assert call(config, CallRequest(messages=CONVERSATION)).outcome is Outcome.OK
+
+
 def test_gemini_structured_output(sim: str) -> None:
     result = call(gemini(f"{sim}/sim-gemini"), CallRequest(messages=CONVERSATION, output=VERDICT))
     assert result.outcome is Outcome.OK
