@@ -10,11 +10,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /src
 
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY gateway_core ./gateway_core
 COPY workers ./workers
 COPY gateway_api ./gateway_api
-RUN pip install . \
+# At the versions the test suite passed with (constraints.txt); with the `otel` extra, so FEDGATE_OTEL_EXPORTER can
+# turn traces on without another image.
+RUN pip install .[otel] -c constraints.txt \
  && rm -rf /src
 
 # Run as an unprivileged user; FEDGATE_HOME holds the per-process data (key files, logs) and is theirs.

@@ -1,4 +1,9 @@
-"""The `fedgate` command line."""
+"""The `fedgate` command line.
+
+Only typer (and the standard library) load with this module, so `fedgate --help` and the API-talking commands start
+fast: every command imports what it uses (settings, httpx, the fleet, Celery, presidio) inside its own body.
+tests/unit/test_startup.py holds that.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +17,9 @@ import time
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import typer
 
-from gateway_api.cli_http import fail, print_json, request
-from gateway_core.errors import FedgateError
-from gateway_core.settings import get_settings, reset_settings_cache
+from gateway_api.cli_http import fail, get_settings, print_json, request
 
 cli = typer.Typer(help="fedgate: a federated AI partnership gateway run as a Celery worker fleet.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -66,6 +68,7 @@ def up(
 ) -> None:
     """Start the fleet: Redis (embedded unless REDIS_URL), API, a worker per partner, Flower, simulator."""
     from gateway_api.fleet import Fleet, ensure_dev_secrets, read_fleet_file
+    from gateway_core.errors import FedgateError
 
     settings = get_settings()
     if read_fleet_file(settings.home_dir()) and _supervisor_alive(settings):
@@ -99,6 +102,8 @@ def up(
 
 
 def _wait_detached(proc: subprocess.Popen[bytes], fleet: Any) -> None:
+    import httpx
+
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -123,6 +128,8 @@ def _announce(fleet: Any, key: str) -> None:
 
 def _demo(fleet: Any, key: str) -> None:
     """Show the fleet working: one job per partner, through the API, the queues and the workers."""
+    import httpx
+
     from gateway_core.config import load_config
 
     config = load_config(fleet.settings.config, home=fleet.settings.home_dir())
@@ -243,6 +250,7 @@ def api() -> None:
     from gateway_core.tracing import configure_tracing
 
     settings = get_settings()
+    _refuse_missing_exporter(settings)
     check_reachable(settings)  # the API cannot start without it: say so in one line, not a startup traceback
     configure_logging("api", settings)
     configure_tracing("api", settings)
@@ -266,6 +274,7 @@ def worker(
 ) -> None:
     """Run a Celery worker consuming the named partners' queues."""
     from gateway_core import keys
+    from gateway_core.settings import reset_settings_cache
     from gateway_core.webhooks import WEBHOOK_QUEUE
     from workers.celery_app import app as celery_app
 
@@ -300,14 +309,25 @@ def _use_idle_cpu_only() -> None:
     os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
 
 
+def _refuse_missing_exporter(settings: Any) -> None:
+    """Traces asked for without the `otel` extra installed: say so before starting, not as a trace-less process."""
+    from gateway_core.tracing import missing_exporter_packages
+
+    problem = missing_exporter_packages(settings)
+    if problem:
+        fail(problem, code=2)
+
+
 def _refuse_unsafe_config() -> None:
     """A worker must not start if it cannot detect what a partner's policy requires (any job may fall back to any
-    partner), or if a partner's calls can outlast the broker's visibility timeout."""
+    partner), if a partner's calls can outlast the broker's visibility timeout, or if the traces it is configured to
+    export cannot be (the `otel` extra is missing)."""
     from gateway_core.config import load_config
     from gateway_core.redaction import PolicyNotSupportedError, check_policy_supported
     from gateway_core.redelivery import visibility_timeout_problem
 
     settings = get_settings()
+    _refuse_missing_exporter(settings)
     config = load_config(settings.config, home=settings.home_dir())
     for name, partner in config.partners.items():
         try:
@@ -400,7 +420,11 @@ cli.add_typer(contracts_app, name="contracts", help="Add, list and show output c
 def main() -> None:
     try:
         cli()
-    except FedgateError as exc:
+    except Exception as exc:
+        from gateway_core.errors import FedgateError  # already loaded if one was raised
+
+        if not isinstance(exc, FedgateError):
+            raise
         typer.echo(f"fedgate: {exc}", err=True)
         sys.exit(2)
 

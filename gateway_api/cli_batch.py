@@ -6,7 +6,6 @@ import time
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -19,6 +18,8 @@ FINISHED = {"completed", "failed", "cancelled", "expired"}
 
 
 def _upload(path: Path) -> str:
+    import httpx
+
     try:
         with path.open("rb") as fh:
             response = httpx.post(f"{api_url()}/v1/files", headers={"authorization": f"Bearer {api_key()}"},
@@ -34,6 +35,8 @@ def _upload(path: Path) -> str:
 
 
 def _download(file_id: str | None, target: Path) -> Path | None:
+    import httpx
+
     if not file_id:
         return None
     response = httpx.get(f"{api_url()}/v1/files/{file_id}/content",

@@ -1,16 +1,20 @@
-"""What every `fedgate` command that talks to the API shares: where it is, the key, and how errors print."""
+"""What every `fedgate` command that talks to the API shares: where it is, the key, and how errors print.
+
+The CLI starts fast: this module and the commands' modules import only typer at load time. Settings, httpx and the
+domain modules are imported inside the commands that use them (tests/unit/test_startup.py holds that).
+"""
 
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-import httpx
 import typer
 
-from gateway_core.settings import get_settings
+if TYPE_CHECKING:
+    from gateway_core.settings import Settings
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -18,9 +22,19 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
+def get_settings() -> Settings:
+    """gateway_core.settings.get_settings, imported on first use (pydantic-settings and the domain package)."""
+    from gateway_core.settings import get_settings as settings_of_this_process
+
+    return settings_of_this_process()
+
+
 def api_url() -> str:
-    settings = get_settings()
-    return os.environ.get("FEDGATE_API_URL", f"http://{settings.api_host}:{settings.api_port}").rstrip("/")
+    url = os.environ.get("FEDGATE_API_URL")
+    if not url:
+        found = get_settings()
+        url = f"http://{found.api_host}:{found.api_port}"
+    return url.rstrip("/")
 
 
 def first_key(path: Path) -> str:
@@ -40,6 +54,8 @@ def api_key() -> str:
 
 
 def request(method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+    import httpx
+
     try:
         response = httpx.request(
             method,

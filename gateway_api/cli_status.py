@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import httpx
 import typer
 from rich.console import Console, Group
 from rich.live import Live
@@ -15,8 +14,9 @@ from rich.table import Table
 from rich.text import Text
 
 from gateway_api.cli_http import api_key, api_url, fail, print_json
-from gateway_core.breaker import BreakerState
-from gateway_core.fleet_state import BucketState, FleetState, PartnerState
+
+if TYPE_CHECKING:
+    from gateway_core.fleet_state import BucketState, FleetState, PartnerState
 
 PATH = "/v1/admin/status"
 WIDE = 160  # the table's width when the output is not a terminal (a pipe, a test)
@@ -28,6 +28,10 @@ class StatusUnavailable(Exception):
 
 def fetch_state(timeout_s: float = 10.0) -> FleetState:
     """The fleet state from the API; StatusUnavailable says what went wrong (so --watch can keep trying)."""
+    import httpx
+
+    from gateway_core.fleet_state import FleetState
+
     url = api_url()
     try:
         response = httpx.get(url + PATH, headers={"authorization": f"Bearer {api_key()}"}, timeout=timeout_s)
@@ -53,7 +57,7 @@ def _bucket(bucket: BucketState | None) -> Text:
     return Text(f"{text} ({bucket.fill:.0%})")
 
 
-_BREAKER_STYLE = {BreakerState.CLOSED: "green", BreakerState.OPEN: "bold red", BreakerState.HALF_OPEN: "yellow"}
+_BREAKER_STYLE = {"closed": "green", "open": "bold red", "half_open": "yellow"}  # by gateway_core.breaker.BreakerState
 
 
 def _breaker(partner: PartnerState, now: float) -> Text:
@@ -63,7 +67,7 @@ def _breaker(partner: PartnerState, now: float) -> Text:
     text = breaker.state.value.replace("_", "-")
     if breaker.opened_at is not None:
         text += f" {max(0.0, now - breaker.opened_at):.0f}s"
-    return Text(text, style=_BREAKER_STYLE[breaker.state])
+    return Text(text, style=_BREAKER_STYLE[breaker.state.value])
 
 
 def _error_rate(partner: PartnerState) -> Text:

@@ -13,9 +13,9 @@ from rich.console import Console
 from rich.table import Table
 
 from gateway_api.cli_http import fail, print_json, request
-from gateway_core.metering import DIMENSIONS, format_usd, parse_by
-from gateway_core.spending import span
 
+# gateway_core.metering.DIMENSIONS, spelled out so `fedgate --help` need not load the domain (test_startup checks)
+DIMENSIONS_HELP = "partner, day, month"
 WIDE = 160  # the table's width when the output is not a terminal (a pipe, a test)
 NUMBERS = (("jobs", "Jobs"), ("calls", "Calls"), ("prompt_tokens", "Prompt tokens"),
            ("completion_tokens", "Completion tokens"))
@@ -23,11 +23,14 @@ NUMBERS = (("jobs", "Jobs"), ("calls", "Calls"), ("prompt_tokens", "Prompt token
 
 def usage(
     tenant: Annotated[str | None, typer.Option(help="Tenant name (admin key); default: the key's own tenant")] = None,
-    by: Annotated[str, typer.Option(help=f"Group by any of {', '.join(DIMENSIONS)} (comma-separated)")] = "partner",
+    by: Annotated[str, typer.Option(help=f"Group by any of {DIMENSIONS_HELP} (comma-separated)")] = "partner",
     days: Annotated[int, typer.Option(help="The last N UTC days, today included", min=1, max=400)] = 30,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
 ) -> None:
     """Usage and cost per partner, day or month, with totals and where the tenant stands against its budgets."""
+    from gateway_core.metering import format_usd, parse_by
+    from gateway_core.spending import span
+
     try:
         parse_by(by)
     except ValueError as exc:
@@ -50,6 +53,8 @@ def usage(
 
 
 def render(report: dict[str, Any]) -> Table:
+    from gateway_core.metering import format_usd
+
     by: list[str] = report["by"]
     table = Table(title=f"Usage of {report['tenant']}, {report['first_day']} to {report['last_day']} (UTC)",
                   show_footer=bool(by))

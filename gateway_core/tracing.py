@@ -1,5 +1,7 @@
 """OpenTelemetry traces: the API request, the worker's run of the job and the partner call, one trace per job.
 
+Only the OpenTelemetry API is a base dependency; the SDK and the OTLP exporter come with the `otel` extra
+(`pip install 'fedgate[otel]'`) and are imported when tracing is turned on, never otherwise.
 `FEDGATE_OTEL_EXPORTER=none` (the default) installs no SDK TracerProvider. Every helper here then returns after
 one check of the module flag `_enabled`: a decorated stage costs one extra function call, `span()` hands back a
 shared no-op context manager, and nothing is allocated. `console` prints one JSON span a line on stdout; `otlp`
@@ -17,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import importlib.util
 import inspect
 import os
 import sys
@@ -30,6 +33,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
 
+from gateway_core.errors import ConfigError
 from gateway_core.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -42,6 +46,11 @@ AttributesOf = Callable[[tuple[Any, ...], Any], Attributes]
 
 TRACEPARENT = "traceparent"
 OTLP_TRACES_PATH = "/v1/traces"
+OTEL_EXTRA_HINT = "install the otel extra (pip install 'fedgate[otel]'), or set FEDGATE_OTEL_EXPORTER=none"
+_EXPORTER_MODULES = {
+    "console": ("opentelemetry.sdk.trace",),
+    "otlp": ("opentelemetry.sdk.trace", "opentelemetry.exporter.otlp.proto.http.trace_exporter"),
+}
 
 _enabled = False
 _tracer: trace.Tracer = trace.NoOpTracer()
@@ -55,13 +64,34 @@ def enabled() -> bool:
     return _enabled
 
 
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:  # a parent package is missing
+        return False
+
+
+def missing_exporter_packages(settings: Settings) -> str | None:
+    """What the configured exporter needs and this environment lacks, said for the operator; None when all there.
+    Processes check it before they start, so a missing extra is one line at start-up, not a trace-less fleet."""
+    missing = [m for m in _EXPORTER_MODULES.get(settings.otel_exporter, ()) if not _installed(m)]
+    if not missing:
+        return None
+    return (f"FEDGATE_OTEL_EXPORTER={settings.otel_exporter} needs {', '.join(missing)}, which is not installed: "
+            f"{OTEL_EXTRA_HINT}")
+
+
 def configure_tracing(service: str, settings: Settings | None = None, *,
                       exporter: SpanExporter | None = None) -> bool:
-    """Install the SDK for this process when an exporter is configured (or given, in tests). True when on."""
+    """Install the SDK for this process when an exporter is configured (or given, in tests). True when on.
+    ConfigError when the configured exporter's packages (the `otel` extra) are not installed."""
     global _enabled, _tracer, _provider
     settings = settings or get_settings()
     if exporter is None and settings.otel_exporter == "none":
         return False
+    problem = None if exporter is not None else missing_exporter_packages(settings)
+    if problem:
+        raise ConfigError(problem)
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
