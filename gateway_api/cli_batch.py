@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from gateway_api.cli_http import api_key, api_url, fail, print_json, request
 
@@ -68,6 +67,8 @@ def submit(
     if not wait:
         typer.echo(batch["id"])
         return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
     started = time.monotonic()
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TextColumn("{task.fields[failed]} failed"), TextColumn("{task.fields[rate]:.1f}/s"),
