@@ -1,4 +1,4 @@
-"""Anthropic messages as the partner speaks it: x-api-key + anthropic-version, a forced tool, its error shape."""
+"""Anthropic messages as the partner speaks it: x-api-key (or bearer) + anthropic-version, a forced tool, errors."""
 
 from __future__ import annotations
 
@@ -42,7 +42,9 @@ class AnthropicWire(WireFormat):
 
     def auth_problem(self, request: Request) -> tuple[int, str] | None:
         headers = request.headers
-        if not headers.get("x-api-key", "").strip():
+        # The API takes a key as x-api-key or, as the anthropic SDK sends it since 2.0, as a bearer token.
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        if not headers.get("x-api-key", "").strip() and not (scheme.lower() == "bearer" and token.strip()):
             return 401, "x-api-key header is required"
         if not headers.get("anthropic-version", "").strip():
             return 400, "anthropic-version: header is required"

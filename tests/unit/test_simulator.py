@@ -350,6 +350,13 @@ async def test_anthropic_requires_api_key_and_version(
 
 
 @pytest.mark.anyio
+async def test_anthropic_takes_the_key_as_a_bearer_token_as_its_sdk_sends_it() -> None:
+    async with simulator_client() as client:
+        response = await message(client, headers={"authorization": "Bearer k", "anthropic-version": "2026-10-21"})
+    assert response.status_code == 200
+
+
+@pytest.mark.anyio
 async def test_anthropic_requires_max_tokens() -> None:
     body = messages_body()
     del body["max_tokens"]
