@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from gateway_core.adapters.base import Outcome, PartnerResponse
+from gateway_core.backoff import backoff_delay
 from gateway_core.config import GatewayConfig
 from gateway_core.models import Attempt, since_last_replay
 
@@ -17,14 +18,6 @@ class Decision:
     partner: str
     delay_s: float = 0.0
     reason: str = ""
-
-
-def backoff_delay(tries: int, base_s: float, cap_s: float, retry_after_s: float | None, rng: random.Random) -> float:
-    """Exponential backoff with full jitter, never sooner than the partner's Retry-After."""
-    jittered = rng.uniform(0, min(cap_s, base_s * (2 ** max(0, tries - 1))))
-    if retry_after_s is not None:
-        return max(retry_after_s, jittered)
-    return jittered
 
 
 def tried_partners(history: list[Attempt]) -> list[str]:
@@ -75,8 +68,7 @@ def decide(
         return Decision("retry", partner, partner_config.breaker.cooldown_s, f"{partner}: circuit open; no fallback")
     patient = response.retry_after_s is None or response.retry_after_s <= policy.max_delay_s
     if response.outcome is Outcome.RETRYABLE and tries_here < policy.max_attempts and patient:
-        delay = backoff_delay(tries_here, policy.base_delay_s, policy.max_delay_s, response.retry_after_s,
-                              rng or random.Random())
+        delay = backoff_delay(tries_here, policy.base_delay_s, policy.max_delay_s, response.retry_after_s, rng)
         return Decision("retry", partner, delay, response.error or "retryable failure")
     if response.outcome is Outcome.FATAL:
         why = "fatal error"

@@ -24,13 +24,13 @@ import socket
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
+from gateway_core.backoff import backoff_delay, parse_retry_after
 from gateway_core.errors import FedgateError
 from gateway_core.models import JobStatus, JobView
 
@@ -371,25 +371,6 @@ def job_message_id(job_id: str, event_type: str) -> str:
 # --- retry decisions -----------------------------------------------------------------------------------------
 
 RETRY_AFTER_CEILING_S = 3600.0  # a Retry-After is honoured up to an hour; longer waits are capped there
-_RNG = random.Random()
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds from a Retry-After value: delay-seconds or an HTTP date; None when absent or unreadable."""
-    if not value or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        return max(0.0, float(text))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 Decision = Literal["done", "retry", "give_up"]
@@ -413,8 +394,6 @@ def delivery_decision(
         return "done", 0.0
     if status_code == 410 or attempt >= max_attempts:
         return "give_up", 0.0
-    delay = (rng or _RNG).uniform(0, min(cap_s, base_s * 2 ** max(0, attempt - 1)))
     wait = parse_retry_after(retry_after)
-    if wait is not None:
-        delay = max(delay, min(wait, RETRY_AFTER_CEILING_S))
-    return "retry", delay
+    return "retry", backoff_delay(attempt, base_s, cap_s, None if wait is None else min(wait, RETRY_AFTER_CEILING_S),
+                                  rng)

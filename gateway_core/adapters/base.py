@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import Any
 
@@ -19,6 +17,7 @@ from gateway_core.adapters.transport import (
     ResponseTooLarge,
     TLSFailure,
 )
+from gateway_core.backoff import parse_retry_after
 from gateway_core.config import PartnerConfig
 from gateway_core.models import Message, Usage
 
@@ -74,26 +73,6 @@ def classify_status(status_code: int) -> Outcome:
     if status_code in RETRYABLE_STATUS or status_code >= 500:
         return Outcome.RETRYABLE
     return Outcome.FATAL
-
-
-def parse_retry_after(headers: httpx.Headers) -> float | None:
-    """Seconds to wait from `retry-after-ms` (OpenAI) or `Retry-After` (seconds or an HTTP date)."""
-    millis = headers.get("retry-after-ms")
-    if millis:
-        try:
-            return max(0.0, float(millis) / 1000)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        try:
-            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-        except (TypeError, ValueError):
-            return None
 
 
 def _error_message(body: Any, fallback: str) -> str:

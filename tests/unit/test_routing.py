@@ -1,4 +1,4 @@
-"""After a failed call: retry here (with full-jitter backoff), fall back along the chain, or dead-letter."""
+"""After a failed call: retry here (the backoff itself: test_backoff.py), fall back along the chain, or dead-letter."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from gateway_core.adapters.base import Outcome, PartnerResponse
 from gateway_core.config import GatewayConfig
 from gateway_core.models import Attempt
-from gateway_core.routing import backoff_delay, decide, next_fallback, tried_partners
+from gateway_core.routing import decide, next_fallback, tried_partners
 
 RETRYABLE = PartnerResponse(Outcome.RETRYABLE, status_code=503, error="HTTP 503: overloaded")
 FATAL = PartnerResponse(Outcome.FATAL, status_code=401, error="HTTP 401: bad key")
@@ -165,35 +165,3 @@ def test_fatal_with_no_fallback_dead_letters_immediately() -> None:
 
 def test_tried_partners_keeps_first_seen_order() -> None:
     assert tried_partners(attempts("a", "a", "c", "b", "c")) == ["a", "c", "b"]
-
-
-# --- backoff with full jitter -----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("tries", [0, 1, 2, 3, 4, 8, 20])
-def test_backoff_full_jitter_bounds(tries: int) -> None:
-    base, cap = 0.25, 5.0
-    ceiling = min(cap, base * 2 ** max(0, tries - 1))
-    rng = random.Random(1234)
-    delays = [backoff_delay(tries, base, cap, None, rng) for _ in range(2000)]
-    assert all(0 <= d <= ceiling for d in delays)
-    # full jitter: spread over the whole [0, ceiling] range, not bunched at the top
-    assert min(delays) < 0.05 * ceiling
-    assert max(delays) > 0.95 * ceiling
-
-
-def test_backoff_is_reproducible_with_a_seeded_rng() -> None:
-    first = [backoff_delay(3, 0.5, 30, None, random.Random(7)) for _ in range(3)]
-    again = [backoff_delay(3, 0.5, 30, None, random.Random(7)) for _ in range(3)]
-    assert first == again
-
-
-def test_backoff_never_sooner_than_retry_after() -> None:
-    rng = random.Random(99)
-    for _ in range(500):
-        assert backoff_delay(1, 0.5, 30.0, 2.0, rng) >= 2.0
-    # a Retry-After below the jitter still allows the jittered (larger) delay
-    delays = [backoff_delay(6, 1.0, 30.0, 0.001, random.Random(s)) for s in range(200)]
-    assert all(0.001 <= d <= 30.0 for d in delays)
-    assert max(delays) > 1.0
-

@@ -291,15 +291,6 @@ def test_retry_after_is_honoured_in_seconds_and_as_an_http_date() -> None:
     assert delivery_decision(429, "999999", 1, 5, 0.1, 1.0)[1] == wh.RETRY_AFTER_CEILING_S
 
 
-def test_parse_retry_after() -> None:
-    assert wh.parse_retry_after(None) is None
-    assert wh.parse_retry_after("") is None
-    assert wh.parse_retry_after("1.5") == 1.5
-    assert wh.parse_retry_after("-3") == 0
-    assert wh.parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0
-    assert wh.parse_retry_after("garbage") is None
-
-
 # --- the event body ------------------------------------------------------------------------------------------
 
 
