@@ -29,7 +29,7 @@ from pydantic import ValidationError
 
 from gateway_core import keys, metrics, spending
 from gateway_core.config import TenantConfig
-from gateway_core.errors import RequestError, SubmissionError
+from gateway_core.errors import RequestError
 from gateway_core.models import JobStatus, JobSubmission, new_job_id, now
 from gateway_core.store import JobRecord, JobStore, delayed_member
 
@@ -220,7 +220,7 @@ def parse_input(
             try:
                 producer.validate(tenant, submission)
                 entry.submission = submission
-            except SubmissionError as exc:
+            except RequestError as exc:
                 entry.reject_status, entry.reject_code, entry.reject_message = exc.status_code, exc.code, str(exc)
         parsed.lines.append(entry)
     if not parsed.lines and not parsed.error_count:
@@ -323,10 +323,7 @@ class BatchStore:
         if len(metadata) > 16 or any(len(k) > 64 or len(str(v)) > 512 for k, v in metadata.items()):
             raise BatchError(400, "metadata takes at most 16 keys of up to 64 characters, values up to 512",
                              "invalid_metadata", "metadata")
-        try:
-            await spending.check_budget(self.redis, tenant)
-        except SubmissionError as exc:
-            raise BatchError(exc.status_code, str(exc), exc.code) from None
+        await spending.check_budget(self.redis, tenant)  # over a spend cap: a RequestError (402), answered as it is
         info = await self.get_file(tenant.name, input_file_id)
         if info is None:
             raise BatchError(404, f"no file {input_file_id!r} for this tenant", "file_not_found", "input_file_id")

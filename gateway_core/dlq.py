@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway_core import keys, spending
 from gateway_core.config import GatewayConfig
-from gateway_core.errors import FedgateError, SubmissionError
+from gateway_core.errors import FedgateError, RequestError
 from gateway_core.models import NOT_CALLS, Attempt, JobStatus
 from gateway_core.store import BATCH_COUNTER_LUA, JobStore, delayed_member
 
@@ -341,7 +341,7 @@ class DeadLetters:
             if tenant is not None:
                 try:
                     await spending.check_budget(self.redis, tenant)
-                except SubmissionError as exc:
+                except RequestError as exc:
                     raise TenantOverBudget(str(exc)) from None
             current = int(attempt_raw or 0)
             word, value = await self._replay(
