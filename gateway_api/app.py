@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from gateway_api.batch_routes import install as install_batch_routes
 from gateway_api.completion import CompletionListener
 from gateway_api.contract_routes import install as install_contract_routes
-from gateway_api.deps import ApiError, Services, Tenant, error_body, services, wait_for_job
+from gateway_api.deps import Services, Tenant, error_body, services, wait_for_job
 from gateway_api.dlq_routes import install as install_dead_letter_routes
 from gateway_api.metrics_routes import install as install_metrics_routes
 from gateway_api.openai_compat import install as install_openai_routes
@@ -29,7 +29,7 @@ from gateway_core import metrics
 from gateway_core.config import DEMO_CONFIG, GatewayConfig, load_config
 from gateway_core.contracts import ContractRegistry
 from gateway_core.crypto import load_cipher
-from gateway_core.errors import ConfigError, FedgateError, RequestError, SubmissionError
+from gateway_core.errors import ConfigError, FedgateError, RequestError
 from gateway_core.logs import SecretMasker, known_secrets
 from gateway_core.models import JobStatus, JobSubmission, JobView
 from gateway_core.redis_clients import async_client
@@ -101,16 +101,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ) -> JobAccepted:
         svc = services(request)
         record: JobRecord | None
-        try:
-            if idempotency_key is None:
-                record = await svc.producer.submit(who, submission)
-            else:
-                outcome, _ = await svc.producer.submit_idempotent(who, submission, idempotency_key)
-                record = outcome if not isinstance(outcome, str) else await svc.store.get(outcome)
-                if record is None:
-                    raise ApiError(410, "the job for this Idempotency-Key has expired; use a new key", "expired")
-        except SubmissionError as exc:
-            raise ApiError(exc.status_code, str(exc), exc.code) from None
+        if idempotency_key is None:
+            record = await svc.producer.submit(who, submission)
+        else:
+            outcome, _ = await svc.producer.submit_idempotent(who, submission, idempotency_key)
+            record = outcome if not isinstance(outcome, str) else await svc.store.get(outcome)
+            if record is None:
+                raise RequestError(410, "the job for this Idempotency-Key has expired; use a new key", "expired")
         return JobAccepted(id=record.id, status=record.status, partner=record.requested_partner,
                            created_at=record.created_at)
 
@@ -120,10 +117,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         svc = services(request)
         record = await svc.store.get(job_id)
         if record is None or record.tenant != who.name:
-            raise ApiError(404, f"no job {job_id!r} for this tenant", "job_not_found", "job_id")
+            raise RequestError(404, f"no job {job_id!r} for this tenant", "job_not_found", "job_id")
         before = await svc.store.cancel(job_id)
         if before in ("succeeded", "failed", "dead_lettered"):
-            raise ApiError(409, f"job {job_id} already {before}; nothing to cancel", "job_finished", "job_id")
+            raise RequestError(409, f"job {job_id} already {before}; nothing to cancel", "job_finished", "job_id")
         record = await svc.store.get(job_id) or record
         if before != "cancelled":
             await notify_finished(svc.redis, svc.store.cipher, svc.config, record, svc.settings.job_ttl_s)
@@ -139,7 +136,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         svc = services(request)
         record = await wait_for_job(svc, job_id, min(wait, svc.settings.max_wait_s))
         if record is None or record.tenant != who.name:
-            raise ApiError(404, f"no job {job_id!r} for this tenant", "job_not_found", "job_id")
+            raise RequestError(404, f"no job {job_id!r} for this tenant", "job_not_found", "job_id")
         return record.view()
 
     install_dead_letter_routes(app)

@@ -13,8 +13,9 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import UploadFile
 
-from gateway_api.deps import ApiError, Tenant, services
+from gateway_api.deps import Tenant, services
 from gateway_core.batches import DEFAULT_MAX_FILE_BYTES, BatchStore
+from gateway_core.errors import RequestError
 
 router = APIRouter(tags=["batches"])
 _READ_CHUNK = 1024 * 1024
@@ -51,22 +52,22 @@ async def upload_file(request: Request, who: Tenant) -> dict[str, Any]:
     limit = batches.max_file_bytes
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit + _MULTIPART_SLACK:
-        raise ApiError(400, f"the upload is {declared} bytes; the file limit is {limit}: split it", "file_too_large",
-                       "file")
+        raise RequestError(400, f"the upload is {declared} bytes; the file limit is {limit}: split it",
+                           "file_too_large", "file")
     form = await request.form(max_files=1, max_fields=16)
     try:
         purpose = form.get("purpose")
         upload = form.get("file")
         if not isinstance(purpose, str) or not purpose:
-            raise ApiError(400, "give a 'purpose' field (\"batch\")", "missing_purpose", "purpose")
+            raise RequestError(400, "give a 'purpose' field (\"batch\")", "missing_purpose", "purpose")
         if not isinstance(upload, UploadFile):
-            raise ApiError(400, "give the file as the multipart field 'file'", "missing_file", "file")
+            raise RequestError(400, "give the file as the multipart field 'file'", "missing_file", "file")
         parts: list[bytes] = []
         size = 0
         while chunk := await upload.read(_READ_CHUNK):
             size += len(chunk)
             if size > limit:
-                raise ApiError(400, f"the file is over the {limit} byte limit: split it", "file_too_large", "file")
+                raise RequestError(400, f"the file is over the {limit} byte limit: split it", "file_too_large", "file")
             parts.append(chunk)
         info = await batches.create_file(who.name, upload.filename or "upload.jsonl", purpose, b"".join(parts))
     finally:
@@ -78,7 +79,7 @@ async def upload_file(request: Request, who: Tenant) -> dict[str, Any]:
 async def retrieve_file(file_id: str, request: Request, who: Tenant) -> dict[str, Any]:
     info = await batch_store(request).get_file(who.name, file_id)
     if info is None:
-        raise ApiError(404, f"no file {file_id!r} for this tenant", "file_not_found", "file_id")
+        raise RequestError(404, f"no file {file_id!r} for this tenant", "file_not_found", "file_id")
     return info.as_openai()
 
 
@@ -86,7 +87,7 @@ async def retrieve_file(file_id: str, request: Request, who: Tenant) -> dict[str
 async def file_content(file_id: str, request: Request, who: Tenant) -> Response:
     content = await batch_store(request).file_content(who.name, file_id)
     if content is None:
-        raise ApiError(404, f"no file {file_id!r} for this tenant", "file_not_found", "file_id")
+        raise RequestError(404, f"no file {file_id!r} for this tenant", "file_not_found", "file_id")
     return Response(content, media_type="application/octet-stream")
 
 
@@ -101,7 +102,7 @@ async def create_batch(body: BatchCreate, request: Request, who: Tenant) -> dict
 async def retrieve_batch(batch_id: str, request: Request, who: Tenant) -> dict[str, Any]:
     view = await batch_store(request).get_batch(who.name, batch_id)
     if view is None:
-        raise ApiError(404, f"no batch {batch_id!r} for this tenant", "batch_not_found", "batch_id")
+        raise RequestError(404, f"no batch {batch_id!r} for this tenant", "batch_not_found", "batch_id")
     return view
 
 
@@ -121,7 +122,7 @@ async def list_batches(
 async def cancel_batch(batch_id: str, request: Request, who: Tenant) -> dict[str, Any]:
     view = await batch_store(request).cancel_batch(who.name, batch_id)
     if view is None:
-        raise ApiError(404, f"no batch {batch_id!r} for this tenant", "batch_not_found", "batch_id")
+        raise RequestError(404, f"no batch {batch_id!r} for this tenant", "batch_not_found", "batch_id")
     return view
 
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway_api.deps import ApiError, Services, error_body, require_admin
+from gateway_api.deps import Services, error_body, require_admin
 from gateway_core.contracts import (
     CompatibilityVerdict,
     ContractError,
@@ -20,6 +20,7 @@ from gateway_core.contracts import (
     InvalidContractName,
     InvalidSchema,
 )
+from gateway_core.errors import RequestError
 
 router = APIRouter(
     prefix="/v1/admin/contracts", tags=["contracts"], dependencies=[Depends(require_admin("managing output contracts"))]
@@ -65,15 +66,15 @@ def registry(request: Request) -> ContractRegistry:
 Registry = Annotated[ContractRegistry, Depends(registry)]
 
 
-def _api_error(exc: ContractError) -> ApiError:
+def _api_error(exc: ContractError) -> RequestError:
     if isinstance(exc, InvalidContractName):
-        return ApiError(422, str(exc), exc.code, "name")
+        return RequestError(422, str(exc), exc.code, "name")
     if isinstance(exc, InvalidSchema):
         param = "schema" + exc.path[1:] if exc.path.startswith("$") else "schema"
-        return ApiError(422, str(exc), exc.code, param)
+        return RequestError(422, str(exc), exc.code, param)
     if isinstance(exc, ContractNotFound):
-        return ApiError(404, str(exc), exc.code, "version" if exc.version is not None else "name")
-    return ApiError(409, str(exc), getattr(exc, "code", "contract_error"))
+        return RequestError(404, str(exc), exc.code, "version" if exc.version is not None else "name")
+    return RequestError(409, str(exc), getattr(exc, "code", "contract_error"))
 
 
 @router.post(

@@ -19,11 +19,6 @@ from gateway_core.settings import Settings
 from gateway_core.store import JobRecord, JobStore
 from workers.producer import JobProducer
 
-
-class ApiError(RequestError):
-    """An HTTP error answered in OpenAI's error shape."""
-
-
 _ERROR_TYPES = {"budget_exceeded": "insufficient_quota"}
 BATCH_RECHECK_S = 1.0
 
@@ -57,10 +52,10 @@ def services(request: Request) -> Services:
 def tenant(request: Request, authorization: Annotated[str | None, Header()] = None) -> TenantConfig:
     svc = services(request)
     if not authorization or not authorization.lower().startswith("bearer "):
-        raise ApiError(401, "missing API key: send 'Authorization: Bearer <your tenant key>'", "missing_api_key")
+        raise RequestError(401, "missing API key: send 'Authorization: Bearer <your tenant key>'", "missing_api_key")
     found = svc.config.tenant_for_key(authorization[7:].strip())
     if found is None:
-        raise ApiError(401, "invalid API key: check the key your operator issued", "invalid_api_key")
+        raise RequestError(401, "invalid API key: check the key your operator issued", "invalid_api_key")
     return found
 
 
@@ -72,7 +67,7 @@ def require_admin(what: str) -> Callable[[TenantConfig], TenantConfig]:
 
     def admin(who: Tenant) -> TenantConfig:
         if not who.admin:
-            raise ApiError(
+            raise RequestError(
                 403,
                 f"tenant {who.name!r} is not an operator: {what} needs an admin tenant's API key "
                 "(a tenant with 'admin: true' in the config)",

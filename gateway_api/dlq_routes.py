@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway_api.deps import ApiError, Services, require_admin
+from gateway_api.deps import Services, require_admin
 from gateway_core.dlq import (
     MAX_PAGE,
     DeadLetterDetail,
@@ -22,6 +22,7 @@ from gateway_core.dlq import (
     TenantOverBudget,
     UnknownPartner,
 )
+from gateway_core.errors import RequestError
 
 router = APIRouter(
     prefix="/v1/admin/dead-letters", tags=["operations"], dependencies=[Depends(require_admin("the dead-letter queue"))]
@@ -50,16 +51,16 @@ def dead_letters(request: Request) -> DeadLetters:
 Queue = Annotated[DeadLetters, Depends(dead_letters)]
 
 
-def _api_error(exc: DeadLetterError, *, not_dead_lettered_status: int = 409) -> ApiError:
+def _api_error(exc: DeadLetterError, *, not_dead_lettered_status: int = 409) -> RequestError:
     if isinstance(exc, DeadLetterNotFound):
-        return ApiError(404, str(exc), exc.code, "job_id")
+        return RequestError(404, str(exc), exc.code, "job_id")
     if isinstance(exc, NotDeadLettered):
-        return ApiError(not_dead_lettered_status, str(exc), exc.code, "job_id")
+        return RequestError(not_dead_lettered_status, str(exc), exc.code, "job_id")
     if isinstance(exc, UnknownPartner | PartnerNotAllowed):
-        return ApiError(422, str(exc), exc.code, "partner")
+        return RequestError(422, str(exc), exc.code, "partner")
     if isinstance(exc, TenantOverBudget):
-        return ApiError(402, str(exc), exc.code)
-    return ApiError(409, str(exc), exc.code)
+        return RequestError(402, str(exc), exc.code)
+    return RequestError(409, str(exc), exc.code)
 
 
 @router.get("", response_model=DeadLetterPage, summary="List dead letters, newest first")

@@ -20,9 +20,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from gateway_api.deps import ApiError, services, tenant
+from gateway_api.deps import services, tenant
 from gateway_core.breaker import BreakerState
 from gateway_core.config import TenantConfig
+from gateway_core.errors import RequestError
 from gateway_core.fleet_state import FleetState, read_fleet_state
 from gateway_core.metrics import label, process_registry
 from gateway_core.spending import spend_collector
@@ -108,7 +109,7 @@ async def metrics(request: Request) -> Response:
 
 def admin(who: Annotated[TenantConfig, Depends(tenant)]) -> TenantConfig:
     if not who.admin:
-        raise ApiError(
+        raise RequestError(
             403,
             f"tenant {who.name!r} is not an operator: the fleet status needs an admin tenant's API key "
             "(a tenant with 'admin: true' in the config)",

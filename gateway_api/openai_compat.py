@@ -14,8 +14,8 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway_api.deps import ApiError, Tenant, services, wait_for_job
-from gateway_core.errors import SubmissionError
+from gateway_api.deps import Tenant, services, wait_for_job
+from gateway_core.errors import RequestError
 from gateway_core.models import JobStatus, JobSubmission, Message
 
 router = APIRouter(tags=["openai-compatible"])
@@ -60,13 +60,13 @@ def _partner_for(model: str, request: Request) -> str:
 @router.post("/v1/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, request: Request, who: Tenant) -> JSONResponse:
     if body.stream:
-        raise ApiError(400, "stream=true is not supported by this gateway yet: send stream=false", "unsupported",
+        raise RequestError(400, "stream=true is not supported by this gateway yet: send stream=false", "unsupported",
                        "stream")
     svc = services(request)
     partner = _partner_for(body.model, request)
     if partner not in svc.config.partners:
         known = ", ".join(sorted([*svc.config.partners, *svc.config.routes]))
-        raise ApiError(404, f"the model {body.model!r} does not exist here: use one of {known}", "model_not_found",
+        raise RequestError(404, f"the model {body.model!r} does not exist here: use one of {known}", "model_not_found",
                        "model")
     submission = JobSubmission(
         partner=partner,
@@ -75,10 +75,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, who: T
         temperature=body.temperature,
         metadata=dict(body.metadata or {}),
     )
-    try:
-        accepted = await svc.producer.submit(who, submission)
-    except SubmissionError as exc:
-        raise ApiError(exc.status_code, str(exc), exc.code) from None
+    accepted = await svc.producer.submit(who, submission)
     record = await wait_for_job(svc, accepted.id, svc.settings.chat_timeout_s)
     headers = {"x-fedgate-job-id": accepted.id}
     if record is None or not record.status.terminal:

@@ -11,9 +11,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from pydantic import BaseModel
 
-from gateway_api.deps import ApiError, Tenant, require_admin, services
+from gateway_api.deps import Tenant, require_admin, services
 from gateway_core import metering, spending
 from gateway_core.config import TenantConfig
+from gateway_core.errors import RequestError
 
 router = APIRouter(tags=["usage"])
 
@@ -36,7 +37,7 @@ async def build_report(request: Request, tenant: TenantConfig, by: str, days: in
     try:
         dimensions = metering.parse_by(by)
     except ValueError as exc:
-        raise ApiError(422, str(exc), "invalid_request", "by") from None
+        raise RequestError(422, str(exc), "invalid_request", "by") from None
     at = metering.utc_now()
     window = metering.day_range(days, at.date())
     counts = await metering.read_days(svc.redis, tenant.name, window)
@@ -63,7 +64,7 @@ async def tenant_usage(
     config = services(request).config
     if tenant not in config.tenants:
         known = ", ".join(sorted(config.tenants))
-        raise ApiError(404, f"no tenant {tenant!r} in the config: use one of {known}", "tenant_not_found", "tenant")
+        raise RequestError(404, f"no tenant {tenant!r} in the config: use one of {known}", "tenant_not_found", "tenant")
     return await build_report(request, config.tenants[tenant], by, days)
 
 

@@ -6,7 +6,10 @@ class FedgateError(Exception):
 
 
 class RequestError(FedgateError):
-    """A request refused with an HTTP status: what was wrong, and what to do (nothing was created)."""
+    """A request refused with an HTTP status: what was wrong, and what to do (nothing was created).
+
+    The one error type for refused requests: the domain raises it (a submission, a batch, a spend cap) and the HTTP
+    API answers it as it is, in OpenAI's error shape (`error.message`, `error.code`, `error.param`)."""
 
     def __init__(self, status_code: int, message: str, code: str, param: str | None = None) -> None:
         super().__init__(message)
@@ -17,17 +20,4 @@ class RequestError(FedgateError):
 
 
 class ConfigError(FedgateError):
-    pass
-
-
-class SubmissionError(FedgateError):
-    """A job submission was refused; nothing was stored or enqueued."""
-
-    def __init__(self, message: str, status_code: int = 422, code: str = "invalid_request") -> None:
-        super().__init__(message)
-        self.status_code = status_code
-        self.code = code
-
-
-class JobNotFound(FedgateError):
     pass

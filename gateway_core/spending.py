@@ -24,7 +24,7 @@ from pydantic import BaseModel
 
 from gateway_core import keys
 from gateway_core.config import Budgets, GatewayConfig, TenantConfig
-from gateway_core.errors import SubmissionError
+from gateway_core.errors import RequestError
 from gateway_core.metering import format_usd, nanos, spent_nanousd, usd, utc_now
 from gateway_core.metrics import label
 
@@ -143,7 +143,7 @@ async def budget_statuses(client: aioredis.Redis, tenant: TenantConfig, at: date
 
 
 async def check_budget(client: aioredis.Redis, tenant: TenantConfig, at: datetime | None = None) -> None:
-    """Raise SubmissionError(402) when the tenant has reached a cap; costs no Redis call without caps."""
+    """Raise RequestError(402) when the tenant has reached a cap; costs no Redis call without caps."""
     if not caps(tenant.budgets):
         return
     at = at or utc_now()
@@ -154,7 +154,7 @@ async def check_budget(client: aioredis.Redis, tenant: TenantConfig, at: datetim
     exceeded = [s for s in found if s.state == "exceeded"]
     if exceeded:
         latest = max(exceeded, key=lambda s: s.resets_at)  # waiting for the daily reset does not lift a monthly cap
-        raise SubmissionError(refusal(tenant.name, latest), 402, "budget_exceeded")
+        raise RequestError(402, refusal(tenant.name, latest), "budget_exceeded")
 
 
 class SpendCollector(Collector):

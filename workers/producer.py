@@ -10,7 +10,7 @@ from celery import Celery
 from gateway_core import keys, metrics, spending, tracing
 from gateway_core.config import GatewayConfig, TenantConfig
 from gateway_core.contracts import ContractNotFound, ContractRegistry
-from gateway_core.errors import SubmissionError
+from gateway_core.errors import RequestError
 from gateway_core.models import JobStatus, JobSubmission, new_job_id, now
 from gateway_core.settings import Settings
 from gateway_core.store import JobRecord, JobStore
@@ -35,21 +35,19 @@ class JobProducer:
     def validate(self, tenant: TenantConfig, submission: JobSubmission) -> None:
         if submission.partner not in self.config.partners:
             known = ", ".join(sorted(self.config.partners))
-            raise SubmissionError(
-                f"unknown partner {submission.partner!r}: use one of {known}", 404, "unknown_partner"
-            )
+            raise RequestError(404, f"unknown partner {submission.partner!r}: use one of {known}", "unknown_partner")
         if tenant.partners is not None and submission.partner not in tenant.partners:
-            raise SubmissionError(
-                f"tenant {tenant.name!r} may not use partner {submission.partner!r}", 403, "partner_not_allowed"
+            raise RequestError(
+                403, f"tenant {tenant.name!r} may not use partner {submission.partner!r}", "partner_not_allowed"
             )
         if not submission.prompt and not submission.messages:
-            raise SubmissionError("give a non-empty 'prompt' or 'messages'", 422, "missing_prompt")
+            raise RequestError(422, "give a non-empty 'prompt' or 'messages'", "missing_prompt")
         size = sum(len(m.content) for m in submission.conversation())
         if size > self.settings.max_prompt_chars:
-            raise SubmissionError(
+            raise RequestError(
+                413,
                 f"prompt is {size} characters; the limit is {self.settings.max_prompt_chars} "
                 "(FEDGATE_MAX_PROMPT_CHARS): shorten it or split the job",
-                413,
                 "prompt_too_large",
             )
 
@@ -58,7 +56,7 @@ class JobProducer:
         try:
             await asyncio.to_thread(check_destination, url, allow_list(self.config, self.settings))
         except WebhookError as exc:
-            raise SubmissionError(f"webhook_url: {exc}", 422, "webhook_refused") from None
+            raise RequestError(422, f"webhook_url: {exc}", "webhook_refused") from None
 
     async def pin_contract(self, reference: str) -> str:
         """The contract a job names, pinned to a version ("name@N") so a later version cannot change the job."""
@@ -66,9 +64,9 @@ class JobProducer:
             version = await self.contracts.resolve(reference)
         except ContractNotFound as exc:
             message = f"{exc}: register it first (fedgate contracts add)"
-            raise SubmissionError(message, 404, "contract_not_found") from None
+            raise RequestError(404, message, "contract_not_found") from None
         except ValueError as exc:
-            raise SubmissionError(f"contract: {exc}", 422, "invalid_contract") from None
+            raise RequestError(422, f"contract: {exc}", "invalid_contract") from None
         return f"{version.name}@{version.version}"
 
     async def submit_idempotent(
@@ -77,7 +75,7 @@ class JobProducer:
         """Same key and body: the same job (returns its id, False). A new key: a new job (record, True).
         The same key with a different body is refused with 409."""
         if not 1 <= len(key) <= 255:
-            raise SubmissionError("Idempotency-Key must be 1 to 255 characters", 422, "invalid_idempotency_key")
+            raise RequestError(422, "Idempotency-Key must be 1 to 255 characters", "invalid_idempotency_key")
         digest = hashlib.sha256(submission.model_dump_json().encode()).hexdigest()
         slot = keys.idempotency(tenant.name, hashlib.sha256(key.encode()).hexdigest())
         redis = self.store.redis
@@ -86,13 +84,13 @@ class JobProducer:
             state, _, value = existing.partition(":")
             stored_digest, _, job_id = value.partition(":")
             if stored_digest != digest:
-                raise SubmissionError(
-                    "this Idempotency-Key was used with a different request body: use a new key for a new job",
-                    409, "idempotency_key_reused",
+                raise RequestError(
+                    409, "this Idempotency-Key was used with a different request body: use a new key for a new job",
+                    "idempotency_key_reused",
                 )
             if state == "pending":
-                raise SubmissionError("a request with this Idempotency-Key is still being processed; retry shortly",
-                                      409, "idempotency_key_in_use")
+                raise RequestError(409, "a request with this Idempotency-Key is still being processed; retry shortly",
+                                   "idempotency_key_in_use")
             return job_id, False
         try:
             record = await self.submit(tenant, submission)
@@ -129,9 +127,9 @@ class JobProducer:
         try:
             message = attempt_commands(self.app, [(record.id, record.partner, record.attempt)])
         except Exception as exc:  # the broker connection could not be opened (kombu's errors vary by failure)
-            raise SubmissionError(
-                f"the broker did not accept the job ({exc.__class__.__name__}); nothing was stored, try again",
+            raise RequestError(
                 503,
+                f"the broker did not accept the job ({exc.__class__.__name__}); nothing was stored, try again",
                 "broker_unavailable",
             ) from exc
         # The record and its Celery message in one transaction: both are written or neither, in one round trip.

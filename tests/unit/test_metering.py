@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 from gateway_core import keys, metering, spending
 from gateway_core.config import Budgets, GatewayConfig, PartnerConfig, Price, TenantConfig, load_config
 from gateway_core.embedded_redis import EmbeddedRedis
-from gateway_core.errors import ConfigError, SubmissionError
+from gateway_core.errors import ConfigError, RequestError
 from gateway_core.models import Usage
 from tests.helpers import with_redis
 
@@ -257,11 +257,11 @@ def test_check_budget_refuses_with_402_naming_the_cap_that_resets_last(
     warnings = [r.getMessage() for r in caplog.records if tenant_name in r.getMessage()]
     assert warnings == [f"tenant {tenant_name} has passed 80% of its daily budget: $0.80 of $1.00; resets in 3h12m"]
 
-    with pytest.raises(SubmissionError) as caught:
+    with pytest.raises(RequestError) as caught:
         check(tenant(tenant_name, daily_usd=0.8, monthly_usd=10))
     assert (caught.value.status_code, caught.value.code) == (402, "budget_exceeded")
     assert "daily budget $0.80" in str(caught.value)
-    with pytest.raises(SubmissionError, match=r"monthly budget \$5\.00; resets at 2025-04-01"):
+    with pytest.raises(RequestError, match=r"monthly budget \$5\.00; resets at 2025-04-01"):
         check(tenant(tenant_name, daily_usd=0.5, monthly_usd=5))  # both reached: waiting a day would not help
 
 
