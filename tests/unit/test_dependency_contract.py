@@ -258,9 +258,10 @@ def test_redis_internals_we_patch_or_override() -> None:
 # --- what the shipped code imports is declared --------------------------------------------------------------------
 
 
-def _shipped_files() -> Iterator[Path]:
-    for package in SHIPPED:
-        yield from sorted((ROOT / package).rglob("*.py"))
+def _files(packages: tuple[str, ...]) -> Iterator[Path]:
+    for package in packages:
+        if (ROOT / package).is_dir():
+            yield from sorted((ROOT / package).rglob("*.py"))
 
 
 def _imports(tree: ast.Module) -> Iterator[tuple[str, bool]]:
@@ -297,24 +298,34 @@ def _distribution_of(module: str) -> str | None:
     """The installed distribution that provides `module` (the deepest part that resolves to a file)."""
     parts = module.split(".")
     for depth in range(len(parts), 0, -1):
+        name = ".".join(parts[:depth])
         try:
-            spec = importlib.util.find_spec(".".join(parts[:depth]))
-        except (ImportError, ValueError):
+            spec = importlib.util.find_spec(name)
+            origin = spec.origin if spec is not None else None
+        except ImportError:
             continue
-        if spec is None or not spec.origin or spec.origin in ("built-in", "frozen"):
+        except ValueError:  # a module that replaced itself in sys.modules without a spec (kombu does)
+            origin = getattr(sys.modules.get(name), "__file__", None)
+        if not origin or origin in ("built-in", "frozen"):
             continue
-        owner = _distribution_of_files().get(os.path.normpath(spec.origin))
+        owner = _distribution_of_files().get(os.path.normpath(origin))
         if owner:
             return owner
     return None
 
 
-def _third_party_imports() -> dict[tuple[str, bool], list[str]]:
+def _local(root: str) -> bool:
+    """The project's own code: its packages, and modules the tests and scripts import by path."""
+    return root in SHIPPED or any((ROOT / where / root).exists() or (ROOT / where / f"{root}.py").exists()
+                                  for where in (".", "scripts", "tests"))
+
+
+def _third_party_imports(packages: tuple[str, ...] = SHIPPED) -> dict[tuple[str, bool], list[str]]:
     found: dict[tuple[str, bool], list[str]] = {}
-    for path in _shipped_files():
+    for path in _files(packages):
         for module, top in _imports(ast.parse(path.read_text(), str(path))):
             root = module.split(".")[0]
-            if root in sys.stdlib_module_names or root in SHIPPED or root == "__future__":
+            if root in sys.stdlib_module_names or root == "__future__" or (root not in NOT_SHIPPED and _local(root)):
                 continue
             found.setdefault((module, top), []).append(str(path.relative_to(ROOT)))
     return found
@@ -359,6 +370,21 @@ def test_the_base_dependencies_are_all_used() -> None:
     imported = {_distribution_of(module) for module, _ in _third_party_imports()}
     unused = _required(_declared()) - imported - used_by_others
     assert not unused, f"declared in pyproject.toml but imported nowhere in {', '.join(SHIPPED)}: {sorted(unused)}"
+
+
+def test_tests_and_tooling_import_only_declared_dependencies() -> None:
+    """tests/, scripts/ and devtools/ may use any extra (`scripts/test` installs `test`, `scripts/bench` `test,bench`),
+    but what they import must be declared somewhere, or a fresh machine cannot run them."""
+    extras = PYPROJECT["project"]["optional-dependencies"]
+    declared = _required(_declared()).union(*(_required(lines) for lines in extras.values()))
+    problems = []
+    for (module, _), files in sorted(_third_party_imports(NOT_SHIPPED).items()):
+        if module.split(".")[0] in NOT_SHIPPED:
+            continue
+        distribution = _distribution_of(module)
+        if distribution is None or distribution not in declared:
+            problems.append(f"{module} ({distribution or 'not installed'}) imported by {', '.join(sorted(set(files)))}")
+    assert not problems, "declared by no dependency or extra in pyproject.toml:\n" + "\n".join(problems)
 
 
 # --- the optional extras are optional ---------------------------------------------------------------------------
