@@ -30,8 +30,9 @@ from pydantic import ValidationError
 from gateway_core import keys, metrics, spending
 from gateway_core.config import TenantConfig
 from gateway_core.errors import RequestError
+from gateway_core.lua import script
 from gateway_core.models import JobStatus, JobSubmission, new_job_id, now
-from gateway_core.store import JobRecord, JobStore, delayed_member
+from gateway_core.store import BATCH_KEY_PREFIX, JobRecord, JobStore, delayed_member
 
 if TYPE_CHECKING:
     from workers.producer import JobProducer
@@ -46,24 +47,6 @@ UPLOAD_PURPOSES = ("batch",)
 FINALIZE_LOCK_S = 300
 MAX_CUSTOM_ID = 512
 
-# Create many job hashes with the same field names. KEYS: job keys. ARGV: ttl, field names (n), then n values
-# per job, in KEYS order.
-_BULK_CREATE = """
-local ttl = tonumber(ARGV[1])
-local n = (#ARGV - 1) / (#KEYS + 1)
-local pairs_ = {}
-for k = 1, #KEYS do
-  local base = 1 + n + (k - 1) * n
-  for f = 1, n do
-    pairs_[2 * f - 1] = ARGV[1 + f]
-    pairs_[2 * f] = ARGV[base + f]
-  end
-  redis.call('HSET', KEYS[k], unpack(pairs_))
-  redis.call('EXPIRE', KEYS[k], ttl)
-end
-return #KEYS
-"""
-
 ACTIVE = ("validating", "in_progress", "finalizing", "cancelling")
 FINAL = ("completed", "failed", "cancelled", "expired")
 _TERMINAL_JOB = {s.value for s in JobStatus if s.terminal}
@@ -77,7 +60,7 @@ def file_key(file_id: str) -> str:
 
 
 def batch_key(batch_id: str) -> str:
-    return f"{keys.PREFIX}:batch:{batch_id}"
+    return f"{BATCH_KEY_PREFIX}{batch_id}"
 
 
 def batch_jobs_key(batch_id: str) -> str:
@@ -265,7 +248,7 @@ class BatchStore:
         self.max_file_bytes = max_file_bytes
         self.ttl_s = ttl_s or store.ttl_s
         self.last_enqueue_s = 0.0  # how long the last bulk enqueue took (measurement)
-        self._bulk_create = self.redis.register_script(_BULK_CREATE)
+        self._bulk_create = self.redis.register_script(script("jobs_bulk_create"))
 
     # ---- files ----------------------------------------------------------------------------------------------
 
@@ -546,7 +529,7 @@ class BatchStore:
         return _batch_object(batch_id, raw, counts)
 
     async def _refresh(self, batch_id: str, raw: dict[str, str], *, finalize: bool) -> dict[str, int]:
-        """Progress from the counters each job bumps as it settles (store.BATCH_COUNTER_LUA): O(1) per read."""
+        """Progress from the counters each job bumps as it settles (lua/batch_counter.lua): O(1) per read."""
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.llen(batch_jobs_key(batch_id))
             pipe.llen(batch_rejected_key(batch_id))

@@ -4,9 +4,10 @@
 itself stays in its hash until it expires. Nothing here reads or returns prompt or output text: summaries and
 details carry ids, partners, statuses, errors and the attempt history only.
 
-A replay keeps the job id and re-enqueues it exactly the way a retry is scheduled (`_SETTLE` in the store):
-one Lua script checks the job is still dead-lettered, resets it to `queued` for the next attempt number, takes
-it out of the dead-letter set and puts it on the delay queue due now, so every worker's mover sends it.
+A replay keeps the job id and re-enqueues it exactly the way a retry is scheduled (job_settle_move_on.lua):
+one Lua script (gateway_core/lua/dlq_replay.lua) checks the job is still dead-lettered, resets it to `queued` for
+the next attempt number, takes it out of the dead-letter set and puts it on the delay queue due now, so every
+worker's mover sends it.
 """
 
 from __future__ import annotations
@@ -21,77 +22,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from gateway_core import keys, spending
 from gateway_core.config import GatewayConfig
 from gateway_core.errors import FedgateError, RequestError
+from gateway_core.lua import script
 from gateway_core.models import NOT_CALLS, Attempt, JobStatus
-from gateway_core.store import BATCH_COUNTER_LUA, JobStore, delayed_member
+from gateway_core.store import BATCH_KEY_PREFIX, JobStore, delayed_member
 
 MAX_PAGE = 500
 _SCAN_CHUNK = 200
 _PURGE_BATCH = 200
 _SUMMARY_FIELDS = ("tenant", "partner", "requested_partner", "status", "attempt", "error", "history")
-
-# Replay one dead letter. Guarded on status AND attempt (compare-and-set), so two concurrent replays, or a
-# replay racing a purge, cannot both act.
-# KEYS: job, dead_letters, delayed, wake
-# ARGV: job_id, partner, expected attempt, next attempt, delayed member, ttl_s
-_REPLAY = BATCH_COUNTER_LUA + """
-local key = KEYS[1]
-local status = redis.call('HGET', key, 'status')
-if not status then
-  redis.call('ZREM', KEYS[2], ARGV[1])
-  return {'missing', ''}
-end
-if status ~= 'dead_lettered' then return {'status', status} end
-if redis.call('HGET', key, 'attempt') ~= ARGV[3] then return {'changed', ''} end
-local t = redis.call('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
--- A 'replayed' marker: retries and fallbacks count afresh from here.
-local history = cjson.decode(redis.call('HGET', key, 'history') or '[]')
-table.insert(history, {partner = ARGV[2], attempt = tonumber(ARGV[4]), outcome = 'replayed',
-                       started_at = now_ms / 1000, duration_ms = 0})
-redis.call('HSET', key, 'status', 'queued', 'partner', ARGV[2], 'attempt', ARGV[4], 'history', cjson.encode(history))
-redis.call('HDEL', key, 'error', 'finished_at', 'run_token', 'reservation')
-count_in_batch(key, 'n_unsuccessful', -1)
-redis.call('EXPIRE', key, tonumber(ARGV[6]))
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('ZADD', KEYS[3], now_ms, ARGV[5])
-redis.call('LPUSH', KEYS[4], '1')
-redis.call('LTRIM', KEYS[4], 0, 0)
-return {'ok', ARGV[4]}
-"""
-
-# Purge one dead letter: the record and its set entry. A job that is not dead-lettered is left alone.
-# KEYS: job, dead_letters   ARGV: job_id
-_PURGE_ONE = """
-local status = redis.call('HGET', KEYS[1], 'status')
-if status and status ~= 'dead_lettered' then return {'status', status} end
-local listed = redis.call('ZREM', KEYS[2], ARGV[1])
-if not status then
-  if listed == 1 then return {'ok', 'expired'} end
-  return {'missing', ''}
-end
-redis.call('DEL', KEYS[1])
-return {'ok', 'deleted'}
-"""
-
-# Purge a batch of dead letters dead-lettered at or before a cutoff (ms). Entries re-scored or removed since
-# they were read are skipped; a record that is no longer dead-lettered keeps its hash (only the stray entry goes).
-# KEYS: dead_letters, job...   ARGV: cutoff_ms|'', job_id...
-_PURGE_BATCH_SCRIPT = """
-local removed = 0
-for i = 2, #ARGV do
-  local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
-  if score and (ARGV[1] == '' or tonumber(score) <= tonumber(ARGV[1])) then
-    local status = redis.call('HGET', KEYS[i], 'status')
-    if not status or status == 'dead_lettered' then
-      redis.call('DEL', KEYS[i])
-      removed = removed + 1
-    end
-    redis.call('ZREM', KEYS[1], ARGV[i])
-  end
-end
-return removed
-"""
-
 
 # --- errors -----------------------------------------------------------------------------------------------------
 
@@ -241,9 +179,9 @@ class DeadLetters:
         self.redis = client
         self.store = store
         self.config = config
-        self._replay = client.register_script(_REPLAY)
-        self._purge_one = client.register_script(_PURGE_ONE)
-        self._purge_batch = client.register_script(_PURGE_BATCH_SCRIPT)
+        self._replay = client.register_script(script("dlq_replay"))
+        self._purge_one = client.register_script(script("dlq_purge_one"))
+        self._purge_batch = client.register_script(script("dlq_purge_batch"))
 
     async def count(self) -> int:
         """Entries in the dead-letter set (records that expired are dropped as listings meet them)."""
@@ -348,7 +286,7 @@ class DeadLetters:
                 keys=[keys.job(job_id), keys.DEAD_LETTERS, keys.delayed(lane or keys.INTERACTIVE),
                       keys.delayed_wake(lane or keys.INTERACTIVE)],
                 args=[job_id, target, str(current), str(current + 1), delayed_member(job_id, target, current + 1),
-                      str(self.store.ttl_s)],
+                      str(self.store.ttl_s), BATCH_KEY_PREFIX],
             )
             if word == "ok":
                 return ReplayResult(id=job_id, status=JobStatus.QUEUED, partner=target, attempt=int(value))

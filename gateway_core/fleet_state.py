@@ -14,14 +14,17 @@ the cap are named in `truncated`. Nothing read here, and nothing returned, holds
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from typing import Any
 
 import redis.asyncio as aioredis
 from pydantic import BaseModel, Field, computed_field
+from redis.asyncio.client import Pipeline
 
 from gateway_core import keys
 from gateway_core.breaker import BreakerState
 from gateway_core.config import GatewayConfig, PartnerConfig
+from gateway_core.lua import script
 from gateway_core.metrics import EVENT_SLOT_S, EVENT_SLOTS, event_window_key
 from gateway_core.ratelimit import bucket_specs
 
@@ -30,43 +33,7 @@ UNACKED = "unacked"  # kombu's Redis transport: delivery tag -> JSON [message, e
 PRIORITY_SEP = "\x06\x16"  # kombu's separator between a queue's name and its priority step
 PRIORITY_STEPS = (3, 6, 9)  # kombu's default steps above 0 (0 is the queue itself)
 
-# Count entries per queue (unacked) or per partner (delayed) without sending them back, one chunk per call so no
-# call holds Redis for long. KEYS: the hash or sorted set. ARGV: 'unacked' | 'delayed', cursor, entries this call.
-# Returns {name/count pairs, entries counted, next cursor ('0': done)}.
-_COUNT_CHUNK = """
-local kind, cursor, budget = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local scan = 'ZSCAN'
-if kind == 'unacked' then scan = 'HSCAN' end
-local tally, names, seen = {}, {}, 0
-repeat
-  local reply = redis.call(scan, KEYS[1], cursor, 'COUNT', 250)
-  cursor = reply[1]
-  local items = reply[2]
-  for i = 1, #items, 2 do
-    local name
-    if kind == 'unacked' then
-      -- kombu stores JSON [message, exchange, routing_key]: the routing key is the value's last string
-      name = string.match(string.sub(items[i + 1], -200), '"([^"]*)"%s*%]%s*$')
-    else
-      -- delayed members are job_id|partner|attempt
-      name = string.match(items[i], '^[^|]*|([^|]*)|')
-    end
-    name = name or '?'
-    if not tally[name] then
-      tally[name] = 0
-      names[#names + 1] = name
-    end
-    tally[name] = tally[name] + 1
-    seen = seen + 1
-  end
-until cursor == '0' or seen >= budget
-local flat = {}
-for _, name in ipairs(names) do
-  flat[#flat + 1] = name
-  flat[#flat + 1] = tally[name]
-end
-return {flat, seen, cursor}
-"""
+# Counts per queue or partner run server side in chunks: gateway_core/lua/fleet_count_chunk.lua.
 CHUNK = {"unacked": 1000, "delayed": 5000}  # a few milliseconds of Redis time per call
 
 
@@ -157,10 +124,11 @@ def _pairs(flat: list[Any]) -> dict[str, int]:
 
 async def _count(client: aioredis.Redis, kind: str, key: str, cap: int) -> tuple[dict[str, int], bool]:
     """Counts per name over at most about `cap` entries; True when the whole key was counted."""
+    count_chunk = client.register_script(script("fleet_count_chunk"))
     tally: dict[str, int] = {}
     cursor, seen = "0", 0
     while True:
-        flat, counted, cursor = await client.eval(_COUNT_CHUNK, 1, key, kind, cursor, min(CHUNK[kind], cap))
+        flat, counted, cursor = await count_chunk(keys=[key], args=[kind, cursor, min(CHUNK[kind], cap)])
         for name, count in _pairs(flat).items():
             tally[name] = tally.get(name, 0) + count
         seen += int(counted)
@@ -208,6 +176,29 @@ def _breaker(partner: PartnerConfig, raw: list[Any], slots: dict[Any, Any], now:
                        calls=calls, failures=failures)
 
 
+class _NamedReads:
+    """One pipeline whose replies are read by name rather than by position: `reads("name").llen(key)` queues a
+    command under a name; after `await reads.run()`, `reads["name"]` is its reply."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._pipe: Pipeline = client.pipeline(transaction=False)
+        self._names: list[Hashable] = []
+        self._replies: dict[Hashable, Any] = {}
+
+    def __call__(self, name: Hashable) -> Pipeline:
+        if name in self._names:
+            raise ValueError(f"two reads named {name!r}")
+        self._names.append(name)
+        return self._pipe
+
+    async def run(self) -> None:
+        async with self._pipe as pipe:
+            self._replies = dict(zip(self._names, await pipe.execute(), strict=True))
+
+    def __getitem__(self, name: Hashable) -> Any:
+        return self._replies[name]
+
+
 async def read_fleet_state(
     redis_client: aioredis.Redis, config: GatewayConfig, *, scan_cap: int = SCAN_CAP
 ) -> FleetState:
@@ -215,26 +206,26 @@ async def read_fleet_state(
     queue_to_partner = {keys.partner_queue(p.name, lane): p.name for p in partners for lane in keys.LANES}
 
     # 1. Everything that is one command per key, in one round trip.
-    async with redis_client.pipeline(transaction=False) as pipe:
-        pipe.time()
-        pipe.hlen(UNACKED)
-        pipe.zcard(keys.DELAYED)
-        pipe.zcard(keys.DEAD_LETTERS)
-        pipe.zcard(keys.delayed(keys.BATCH))
-        for p in partners:
-            for lists in lane_queues(p.name).values():
-                for queue in lists:
-                    pipe.llen(queue)
-            for spec in bucket_specs(p):
-                if spec is not None:
-                    pipe.hmget(spec.key, ["level", "at"])
-            pipe.hmget(keys.breaker(p.name), ["state", "opened_at"])
-            pipe.hgetall(keys.breaker(p.name) + ":slots")
-        replies = await pipe.execute()
-    seconds, micros = replies[0]
+    first = _NamedReads(redis_client)
+    first("time").time()
+    first("unacked").hlen(UNACKED)
+    first("delayed").zcard(keys.DELAYED)
+    first("batch_delayed").zcard(keys.delayed(keys.BATCH))
+    first("dead_letters").zcard(keys.DEAD_LETTERS)
+    for p in partners:
+        for lists in lane_queues(p.name).values():
+            for queue in lists:
+                first(("queue", queue)).llen(queue)
+        for spec in bucket_specs(p):
+            if spec is not None:
+                first(("bucket", spec.key)).hmget(spec.key, ["level", "at"])
+        first(("breaker", p.name)).hmget(keys.breaker(p.name), ["state", "opened_at"])
+        first(("breaker_slots", p.name)).hgetall(keys.breaker(p.name) + ":slots")
+    await first.run()
+    seconds, micros = first["time"]
     now = int(seconds) + int(micros) / 1_000_000
-    unacked_total, dlq_total = int(replies[1]), int(replies[3])
-    delayed_total = int(replies[2]) + int(replies[4])
+    unacked_total, dlq_total = int(first["unacked"]), int(first["dead_letters"])
+    delayed_total = int(first["delayed"]) + int(first["batch_delayed"])
 
     # 2. Per-partner counts in the unacked hash and the delay queue (server side, in chunks, capped), recent
     #    events, and the newest dead letters with the partner each was submitted for.
@@ -246,13 +237,13 @@ async def read_fleet_state(
     for name, count in batch_delayed.items():
         delayed_by_partner[name] = delayed_by_partner.get(name, 0) + count
     delayed_complete = delayed_complete and batch_delayed_complete
-    async with redis_client.pipeline(transaction=False) as pipe:
-        for p in partners:
-            for slot in slots:
-                pipe.hgetall(event_window_key(p.name, slot))
-        pipe.zrevrange(keys.DEAD_LETTERS, 0, scan_cap - 1)
-        second = await pipe.execute()
-    dead_ids = [_text(j) for j in second[-1]]
+    second = _NamedReads(redis_client)
+    for p in partners:
+        for slot in slots:
+            second(("events", p.name, slot)).hgetall(event_window_key(p.name, slot))
+    second("dead_ids").zrevrange(keys.DEAD_LETTERS, 0, scan_cap - 1)
+    await second.run()
+    dead_ids = [_text(j) for j in second["dead_ids"]]
 
     async with redis_client.pipeline(transaction=False) as pipe:
         for job_id in dead_ids:
@@ -269,28 +260,21 @@ async def read_fleet_state(
         if partner_name is not None:
             in_flight[partner_name] = in_flight.get(partner_name, 0) + count
 
-    # 3. Assemble, walking the first pipeline's replies in the order they were queued.
+    # 3. Assemble each partner's state from the replies read above.
     states: list[PartnerState] = []
-    at = 5
-    event_at = 0
     for p in partners:
-        lanes: dict[str, int] = {}
-        for lane, lists in lane_queues(p.name).items():
-            lanes[lane] = sum(int(n) for n in replies[at:at + len(lists)])
-            at += len(lists)
+        lanes = {lane: sum(int(first[("queue", queue)]) for queue in lists)
+                 for lane, lists in lane_queues(p.name).items()}
         buckets: dict[str, BucketState] = {}
         for kind, spec in zip(("requests", "tokens"), bucket_specs(p), strict=True):
             if spec is not None:
-                level_raw, at_raw = replies[at]
+                level_raw, at_raw = first[("bucket", spec.key)]
                 buckets[kind] = _bucket(level_raw, at_raw, spec.rate_per_s, spec.capacity, now)
-                at += 1
-        breaker = _breaker(p, replies[at], replies[at + 1], now)
-        at += 2
+        breaker = _breaker(p, first[("breaker", p.name)], first[("breaker_slots", p.name)], now)
         recent: dict[str, int] = {}
-        for events in second[event_at:event_at + EVENT_SLOTS]:
-            for event, count in events.items():
+        for slot in slots:
+            for event, count in second[("events", p.name, slot)].items():
                 recent[_text(event)] = recent.get(_text(event), 0) + int(count)
-        event_at += EVENT_SLOTS
         states.append(PartnerState(
             name=p.name, queue_depth=sum(lanes.values()), queue_lanes=lanes,
             delayed=delayed_by_partner.get(p.name, 0), in_flight=in_flight.get(p.name, 0), buckets=buckets,

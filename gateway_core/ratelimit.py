@@ -17,62 +17,7 @@ import redis.asyncio as aioredis
 
 from gateway_core import keys
 from gateway_core.config import PartnerConfig, RateLimits, TenantConfig
-
-# KEYS: bucket hashes. ARGV[1]: 'reserve' (may go into debt, always takes) or 'admit' (all or nothing, never in
-# debt); then per bucket (rate per second, capacity, cost). Returns microseconds to wait (0: covered / admitted).
-_TAKE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local reserve = ARGV[1] == 'reserve'
-local wait = 0
-local levels = {}
-for i, key in ipairs(KEYS) do
-  local rate = tonumber(ARGV[3 * i - 1])
-  local capacity = tonumber(ARGV[3 * i])
-  local cost = math.min(tonumber(ARGV[3 * i + 1]), capacity)
-  local state = redis.call('HMGET', key, 'level', 'at')
-  local level = tonumber(state[1]) or capacity
-  local at = tonumber(state[2]) or now
-  local blocked = 0
-  if now > at then
-    level = math.min(capacity, level + (now - at) * rate)
-    at = now
-  else
-    blocked = at - now
-  end
-  local short = math.max(0, cost - level)
-  wait = math.max(wait, blocked + short / rate)
-  levels[i] = {level - cost, at}
-end
-if not reserve and wait > 0 then return math.max(1, math.floor(wait * 1000000)) end
-for i, key in ipairs(KEYS) do
-  redis.call('HSET', key, 'level', tostring(levels[i][1]), 'at', tostring(levels[i][2]))
-  redis.call('EXPIRE', key, 3600)
-end
-return math.floor(wait * 1000000)
-"""
-
-# Give back (positive) or take more (negative) tokens after the partner reports real usage.
-_ADJUST = """
-local level = tonumber(redis.call('HGET', KEYS[1], 'level'))
-if not level then return 0 end
-local capacity = tonumber(ARGV[2])
-redis.call('HSET', KEYS[1], 'level', tostring(math.min(capacity, level + tonumber(ARGV[1]))))
-return 1
-"""
-
-# A partner's 429: nothing more until its Retry-After has passed.
-_BLOCK = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local until_at = now + tonumber(ARGV[1])
-local at = tonumber(redis.call('HGET', KEYS[1], 'at')) or now
-if until_at > at then
-  redis.call('HSET', KEYS[1], 'level', '0', 'at', tostring(until_at))
-  redis.call('EXPIRE', KEYS[1], 3600)
-end
-return 1
-"""
+from gateway_core.lua import script
 
 BURST_SECONDS = 0.5
 ADMISSION_SUFFIX = ":admit"
@@ -113,9 +58,9 @@ def _specs(limits: RateLimits, owner: str) -> tuple[BucketSpec | None, BucketSpe
 class PartnerBudgets:
     def __init__(self, client: aioredis.Redis) -> None:
         self.redis = client
-        self._take = client.register_script(_TAKE)
-        self._adjust = client.register_script(_ADJUST)
-        self._block = client.register_script(_BLOCK)
+        self._take = client.register_script(script("bucket_take"))
+        self._adjust = client.register_script(script("bucket_adjust"))
+        self._block = client.register_script(script("bucket_block"))
 
     async def reserve(self, partner: PartnerConfig, estimated_tokens: int, tenant: TenantConfig | None = None) -> float:
         """Reserve one request and the estimated tokens; returns seconds until the reservation is covered."""

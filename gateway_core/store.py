@@ -11,99 +11,12 @@ import redis.asyncio as aioredis
 
 from gateway_core import keys
 from gateway_core.crypto import PayloadCipher
+from gateway_core.lua import script
 from gateway_core.models import Attempt, JobStatus, JobView, Message, Usage, now
 
-# Claim a job for one run. Returns a status word (only "ok" and "redelivered" let the caller proceed) and,
-# when claimed, the job's fields, so a run costs one round trip to start.
-# A job of a batch counts its terminal outcome in the batch's hash, in the same step that settles it, so a batch's
-# progress is two counters to read rather than one status per job. The batch hash is never re-created once gone.
-BATCH_COUNTER_LUA = """
-local function count_in_batch(job_key, field, by)
-  local batch = redis.call('HGET', job_key, 'batch_id')
-  if batch and redis.call('EXISTS', '@BATCH@' .. batch) == 1 then
-    redis.call('HINCRBY', '@BATCH@' .. batch, field, by)
-  end
-end
-""".replace("@BATCH@", f"{keys.PREFIX}:batch:")
-
-_BEGIN_RUN = """
-local key = KEYS[1]
-local status = redis.call('HGET', key, 'status')
-if not status then return 'missing' end
-if status == 'succeeded' or status == 'failed' or status == 'dead_lettered' or status == 'cancelled' then
-  return 'done'
-end
-if redis.call('HGET', key, 'partner') ~= ARGV[1] or redis.call('HGET', key, 'attempt') ~= ARGV[2] then
-  return 'stale'
-end
-local word = 'ok'
-if status == 'running' then word = 'redelivered' end
-redis.call('HSET', key, 'status', 'running', 'run_token', ARGV[3])
-if not redis.call('HGET', key, 'started_at') then redis.call('HSET', key, 'started_at', ARGV[4]) end
-return {word, redis.call('HGETALL', key)}
-"""
-
-# Settle a run: write fields only if the caller still holds the run (no zombie run publishes after a
-# takeover), and in the same step schedule the next attempt, dead-letter, or announce completion.
-# KEYS: job, delayed, wake, dead_letters, done_channel
-# ARGV: token, next_member|'', delay_ms, dead_letter('1'|''), terminal('1'|''), ttl_s, job_id, done_message,
-#       fields_to_delete (space-separated), retention_due_ms|'', field, value, ...
-_SETTLE = BATCH_COUNTER_LUA + """
-local key = KEYS[1]
-if redis.call('HGET', key, 'run_token') ~= ARGV[1] or redis.call('HGET', key, 'status') ~= 'running' then
-  return 0
-end
-for i = 11, #ARGV, 2 do redis.call('HSET', key, ARGV[i], ARGV[i + 1]) end
-for name in string.gmatch(ARGV[9], '%S+') do redis.call('HDEL', key, name) end
-local t = redis.call('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if ARGV[2] ~= '' then
-  redis.call('ZADD', KEYS[2], now_ms + tonumber(ARGV[3]), ARGV[2])
-  redis.call('LPUSH', KEYS[3], '1')
-  redis.call('LTRIM', KEYS[3], 0, 0)
-end
-if ARGV[4] == '1' then redis.call('ZADD', KEYS[4], now_ms, ARGV[7]) end
-if ARGV[5] == '1' then
-  redis.call('EXPIRE', key, tonumber(ARGV[6]))
-  redis.call('PUBLISH', KEYS[5], ARGV[8])
-  if ARGV[10] ~= '' then redis.call('ZADD', KEYS[6], now_ms + tonumber(ARGV[10]), ARGV[7]) end
-  count_in_batch(key, redis.call('HGET', key, 'status') == 'succeeded' and 'n_succeeded' or 'n_unsuccessful', 1)
-end
-return 1
-"""
-
-
-# Give a claimed job back before its call (a stopping worker): queued again, so the next run is a first run.
-# KEYS: job   ARGV: token
-_RELEASE_CLAIM = """
-if redis.call('HGET', KEYS[1], 'run_token') ~= ARGV[1] or redis.call('HGET', KEYS[1], 'status') ~= 'running' then
-  return 0
-end
-redis.call('HSET', KEYS[1], 'status', 'queued')
-redis.call('HDEL', KEYS[1], 'run_token')
-return 1
-"""
-
-# Cancel a job that has not finished. A run in flight loses its claim: its result is discarded when it settles.
-# KEYS: job, done_channel, batch_done_channel   ARGV: finished_at, ttl_s, job_id
-# Returns the status before ('' if missing).
-_CANCEL = BATCH_COUNTER_LUA + """
-local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return '' end
-if status == 'succeeded' or status == 'failed' or status == 'dead_lettered' or status == 'cancelled' then
-  return status
-end
-redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[1], 'error', 'cancelled by the client')
-redis.call('HDEL', KEYS[1], 'run_token', 'reservation')
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
-if redis.call('HGET', KEYS[1], 'lane') == 'batch' then
-  redis.call('PUBLISH', KEYS[3], ARGV[3])
-else
-  redis.call('PUBLISH', KEYS[2], ARGV[3])
-end
-count_in_batch(KEYS[1], 'n_unsuccessful', 1)
-return status
-"""
+# The job's state changes that must be atomic are Lua scripts in gateway_core/lua (job_*.lua): claim a run, give
+# it back, settle it (one script per outcome), cancel. Each settle checks the caller still holds the run.
+BATCH_KEY_PREFIX = f"{keys.PREFIX}:batch:"  # a batch's hash; job scripts count a batch job's outcome in it
 
 
 @dataclass
@@ -171,10 +84,12 @@ class JobStore:
         self.redis = client
         self.cipher = cipher
         self.ttl_s = ttl_s
-        self._begin_run = client.register_script(_BEGIN_RUN)
-        self._settle_script = client.register_script(_SETTLE)
-        self._cancel = client.register_script(_CANCEL)
-        self._release_claim = client.register_script(_RELEASE_CLAIM)
+        self._begin_run = client.register_script(script("job_begin_run"))
+        self._settle_success = client.register_script(script("job_settle_success"))
+        self._settle_failure = client.register_script(script("job_settle_failure"))
+        self._settle_move_on = client.register_script(script("job_settle_move_on"))
+        self._cancel = client.register_script(script("job_cancel"))
+        self._release_claim = client.register_script(script("job_release_claim"))
 
     def encode_new(self, record: JobRecord) -> dict[str, str]:
         """The hash for a new job; prompts are encrypted before they reach Redis."""
@@ -264,43 +179,13 @@ class JobStore:
         """Undo begin_run for a run that made no call: the job is queued again (False if the claim was lost)."""
         return bool(await self._release_claim(keys=[keys.job(job_id)], args=[token]))
 
-    async def _settle(
-        self,
-        record: JobRecord,
-        token: str,
-        fields: dict[str, str],
-        *,
-        next_member: str = "",
-        delay_ms: int = 0,
-        dead_letter: bool = False,
-        terminal: bool = False,
-        done_message: str = "",
-        delete_fields: tuple[str, ...] = (),
-        retention_ms: int | None = None,
-    ) -> bool:
-        args: list[str] = [
-            token,
-            next_member,
-            str(delay_ms),
-            "1" if dead_letter else "",
-            "1" if terminal else "",
-            str(self.ttl_s),
-            record.id,
-            done_message or record.id,
-            " ".join(delete_fields),
-            "" if retention_ms is None else str(retention_ms),
-        ]
+    @staticmethod
+    def _field_args(record: JobRecord, fields: dict[str, str]) -> list[str]:
+        """`fields` plus the record's history and cost so far, as the settle scripts' field, value, ... arguments."""
         fields = {**fields, "history": _history_json(record.history)}
         if record.cost_nanousd is not None:
             fields["cost_nanousd"] = str(record.cost_nanousd)
-        for name, value in fields.items():
-            args.extend((name, value))
-        done = await self._settle_script(
-            keys=[keys.job(record.id), keys.delayed(record.lane), keys.delayed_wake(record.lane), keys.DEAD_LETTERS,
-                  keys.done_channel(record.lane), keys.RETENTION],
-            args=args,
-        )
-        return bool(done)
+        return [item for pair in fields.items() for item in pair]
 
     async def publish_success(
         self,
@@ -321,25 +206,30 @@ class JobStore:
             "usage": usage.model_dump_json(),
             "answered_by": answered_by,
             "finished_at": repr(now()),
-            "status": JobStatus.SUCCEEDED.value,
         }
+        done_message, drop_fields, retention_ms = record.id, "", ""
         if retention_s == 0:
-            return await self._settle(
-                record, token, {**fields, "payload_retained": "0"}, terminal=True,
-                done_message=f"{record.id}|{sealed_output}", delete_fields=PAYLOAD_FIELDS,
-            )
-        fields["output"] = sealed_output
-        if parsed is not None:
-            fields["parsed"] = self.cipher.encrypt(json.dumps(parsed)).decode()
-        if placeholder_map is not None:
-            fields["placeholder_map"] = self.cipher.encrypt(placeholder_map).decode()
-        retention_ms = None if retention_s is None else retention_s * 1000
-        return await self._settle(record, token, fields, terminal=True, retention_ms=retention_ms)
+            fields["payload_retained"] = "0"
+            done_message, drop_fields = f"{record.id}|{sealed_output}", " ".join(PAYLOAD_FIELDS)
+        else:
+            fields["output"] = sealed_output
+            if parsed is not None:
+                fields["parsed"] = self.cipher.encrypt(json.dumps(parsed)).decode()
+            if placeholder_map is not None:
+                fields["placeholder_map"] = self.cipher.encrypt(placeholder_map).decode()
+            if retention_s is not None:
+                retention_ms = str(retention_s * 1000)
+        done = await self._settle_success(
+            keys=[keys.job(record.id), keys.done_channel(record.lane), keys.RETENTION],
+            args=[token, str(self.ttl_s), record.id, done_message, retention_ms, drop_fields, BATCH_KEY_PREFIX,
+                  *self._field_args(record, fields)],
+        )
+        return bool(done)
 
     async def cancel(self, job_id: str) -> str:
         """Cancel an unfinished job; returns its status before the call ('' when there is no such job)."""
         before = await self._cancel(keys=[keys.job(job_id), keys.DONE_CHANNEL, keys.done_channel(keys.BATCH)],
-                                    args=[repr(now()), self.ttl_s, job_id])
+                                    args=[repr(now()), self.ttl_s, job_id, BATCH_KEY_PREFIX])
         return str(before)
 
     async def drop_payload(self, job_id: str) -> None:
@@ -350,10 +240,13 @@ class JobStore:
             await pipe.execute()
 
     async def finish_unsuccessful(self, record: JobRecord, token: str, status: JobStatus, error: str) -> bool:
-        fields = {"error": error, "finished_at": repr(now()), "status": status.value}
-        return await self._settle(
-            record, token, fields, dead_letter=status is JobStatus.DEAD_LETTERED, terminal=True
+        """End the job as `status` (dead-lettered: also listed in the dead-letter queue); False if the run lost it."""
+        fields = {"error": error, "finished_at": repr(now())}
+        done = await self._settle_failure(
+            keys=[keys.job(record.id), keys.DEAD_LETTERS, keys.done_channel(record.lane)],
+            args=[token, status.value, str(self.ttl_s), record.id, BATCH_KEY_PREFIX, *self._field_args(record, fields)],
         )
+        return bool(done)
 
     async def move_on(
         self, record: JobRecord, token: str, *, status: JobStatus, partner: str, attempt: int, delay_s: float,
@@ -362,7 +255,11 @@ class JobStore:
         """Hand the job to its next delivery (a budget wait, a retry, a fallback) through the delay queue."""
         fields = {"partner": partner, "attempt": str(attempt), "status": status.value, "reservation": reservation}
         member = delayed_member(record.id, partner, attempt)
-        return await self._settle(record, token, fields, next_member=member, delay_ms=int(delay_s * 1000))
+        done = await self._settle_move_on(
+            keys=[keys.job(record.id), keys.delayed(record.lane), keys.delayed_wake(record.lane)],
+            args=[token, member, str(int(delay_s * 1000)), *self._field_args(record, fields)],
+        )
+        return bool(done)
 
 
 PAYLOAD_FIELDS = ("messages", "output", "parsed", "placeholder_map")

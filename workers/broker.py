@@ -37,29 +37,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from gateway_core import keys
+from gateway_core.lua import script
 from gateway_core.redis_clients import ExplainedSentinelConnection
 
 log = logging.getLogger("fedgate.broker")
 
 ACK_FLUSH_INTERVAL_S = 0.02
-MAX_EXTRA_PER_FETCH = 16
-
-# RPOP up to ARGV[1] messages and record each in the unacked index and hash exactly as kombu's QoS.append does
-# ([raw message, exchange, routing key] as JSON). The message text is embedded as is, never re-encoded.
-_TAKE_MORE = """
-local items = redis.call('RPOP', KEYS[1], ARGV[1])
-if not items then return {} end
-for _, item in ipairs(items) do
-  local props = cjson.decode(item)['properties']
-  local info = props['delivery_info']
-  local tag = props['delivery_tag']
-  redis.call('ZADD', KEYS[2], ARGV[2], tag)
-  redis.call('HSET', KEYS[3], tag,
-    '[' .. item .. ',' .. cjson.encode(info['exchange']) .. ',' .. cjson.encode(info['routing_key']) .. ']')
-end
-return items
-"""
-
+MAX_EXTRA_PER_FETCH = 16  # messages taken after a BRPOP, by gateway_core/lua/broker_take_more.lua
 
 _capture = threading.local()
 
@@ -226,7 +210,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             return []
         client = self._create_client()
         if self._take_more_script is None or self._take_more_script.registered_client is not client:
-            self._take_more_script = client.register_script(_TAKE_MORE)
+            self._take_more_script = client.register_script(script("broker_take_more"))
         qos = self.qos
         items = self._take_more_script(keys=[key, qos.unacked_index_key, qos.unacked_key],
                                        args=[allowance, time.time()])

@@ -17,29 +17,11 @@ import redis.asyncio as aioredis
 from celery import Celery
 
 from gateway_core import keys
+from gateway_core.lua import script
 from gateway_core.store import JobStore, parse_delayed_member
 from workers.enqueue import attempt_commands, stage
 
 log = logging.getLogger("fedgate.delay_queue")
-
-_CLAIM_DUE = """
-local t = redis.call('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms, 'LIMIT', 0, tonumber(ARGV[1]))
-for _, member in ipairs(due) do redis.call('ZADD', KEYS[1], now_ms + tonumber(ARGV[2]), member) end
-local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-local wait_ms = -1
-if head[2] then wait_ms = math.max(0, tonumber(head[2]) - now_ms) end
-return {due, wait_ms}
-"""
-
-_CLAIM_RETENTION = """
-local t = redis.call('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms, 'LIMIT', 0, tonumber(ARGV[1]))
-if #due > 0 then redis.call('ZREM', KEYS[1], unpack(due)) end
-return due
-"""
 
 LEASE_MS = 30_000
 BATCH = 500
@@ -51,8 +33,8 @@ class DelayQueueMover:
         self.redis = client
         self.app = app
         self.lane = lane
-        self._claim = client.register_script(_CLAIM_DUE)
-        self._claim_retention = client.register_script(_CLAIM_RETENTION)
+        self._claim = client.register_script(script("delayed_claim_due"))
+        self._claim_retention = client.register_script(script("retention_claim_due"))
 
     async def move_due(self) -> tuple[int, float]:
         """Send every due entry; returns (how many moved, seconds until the next is due or MAX_IDLE_S)."""

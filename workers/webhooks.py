@@ -29,6 +29,7 @@ from celery import Celery
 from celery.exceptions import Reject
 
 from gateway_core.crypto import PayloadCipher
+from gateway_core.lua import script
 from gateway_core.webhooks import (
     DEAD_LETTER_KEY,
     DELAYED_KEY,
@@ -59,62 +60,7 @@ BATCH = 500
 MAX_IDLE_S = 0.25
 _SEND_RETRY = {"max_retries": 3, "interval_start": 0, "interval_step": 0.2, "interval_max": 1}
 INFRASTRUCTURE_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
-
-_ENQUEUE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local t = redis.call('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('HSET', KEYS[1], 'created_at_ms', now_ms, unpack(ARGV, 4))
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]))
-redis.call('ZADD', KEYS[2], now_ms + tonumber(ARGV[2]), ARGV[3])
-return 1
-"""
-
-# KEYS: hash, delayed, dlq. ARGV: attempt, decision, delay_ms, last_status, last_error, delivery_id
-_FINALISE = """
-if redis.call('HGET', KEYS[1], 'state') ~= 'pending' or redis.call('HGET', KEYS[1], 'next_attempt') ~= ARGV[1] then
-  return 0
-end
-local t = redis.call('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('HSET', KEYS[1], 'attempts', ARGV[1], 'last_status', ARGV[4], 'last_error', ARGV[5],
-           'last_attempt_at_ms', now_ms)
-if ARGV[2] == 'done' then
-  redis.call('HSET', KEYS[1], 'state', 'delivered', 'delivered_at_ms', now_ms)
-  redis.call('HDEL', KEYS[1], 'body', 'secrets')
-elseif ARGV[2] == 'retry' then
-  local nxt = tonumber(ARGV[1]) + 1
-  redis.call('HSET', KEYS[1], 'next_attempt', nxt)
-  redis.call('ZADD', KEYS[2], now_ms + tonumber(ARGV[3]), ARGV[6] .. ':' .. nxt)
-else
-  redis.call('HSET', KEYS[1], 'state', 'dead_lettered', 'dead_lettered_at_ms', now_ms)
-  redis.call('ZADD', KEYS[3], now_ms, ARGV[6])
-end
-return 1
-"""
-
-_CLAIM_DUE = """
-local t = redis.call('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms, 'LIMIT', 0, tonumber(ARGV[1]))
-for _, member in ipairs(due) do redis.call('ZADD', KEYS[1], now_ms + tonumber(ARGV[2]), member) end
-return due
-"""
-
-# KEYS: hash, delayed, dlq. ARGV: delivery_id, ttl_ms
-_REPLAY = """
-if redis.call('HGET', KEYS[1], 'state') ~= 'dead_lettered' or redis.call('HEXISTS', KEYS[1], 'body') == 0 then
-  return 0
-end
-local nxt = tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0') + 1
-redis.call('HSET', KEYS[1], 'state', 'pending', 'next_attempt', nxt, 'first_attempt', nxt)
-redis.call('HDEL', KEYS[1], 'dead_lettered_at_ms')
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
-redis.call('ZREM', KEYS[3], ARGV[1])
-local t = redis.call('TIME')
-redis.call('ZADD', KEYS[2], tonumber(t[1]) * 1000, ARGV[1] .. ':' .. nxt)
-return nxt
-"""
+# A delivery's atomic steps (enqueue, claim due retries, finalise, replay): gateway_core/lua/webhook_*.lua.
 
 
 def delivery_id_for(tenant: str, msg_id: str) -> str:
@@ -176,7 +122,8 @@ async def enqueue_webhook(
     flat: list[str | int | float] = [item for pair in fields.items() for item in pair]
     member = f"{delivery_id}:1"
     created = await redis_client.eval(
-        _ENQUEUE, 2, delivery_key(delivery_id), DELAYED_KEY, ttl_s * 1000, SAFETY_NET_MS, member, *flat
+        script("webhook_enqueue"), 2, delivery_key(delivery_id), DELAYED_KEY, ttl_s * 1000, SAFETY_NET_MS, member,
+        *flat,
     )
     if not int(created):
         return delivery_id  # already enqueued: its own first attempt (or safety net) is on its way
@@ -196,7 +143,7 @@ async def move_due_webhooks(redis_client: aioredis.Redis, celery_app: Celery) ->
     Due entries are claimed with a lease (re-scored LEASE_MS ahead) and removed after sending, so a mover that
     dies mid-way leaves them to another; a duplicate send is harmless (see the module docstring).
     """
-    due = await redis_client.eval(_CLAIM_DUE, 1, DELAYED_KEY, BATCH, LEASE_MS)
+    due = await redis_client.eval(script("webhook_claim_due"), 1, DELAYED_KEY, BATCH, LEASE_MS)
     for member in due:
         delivery_id, _, attempt = str(member).rpartition(":")
         send_delivery(celery_app, delivery_id, int(attempt))
@@ -224,7 +171,8 @@ async def run_webhook_mover(redis_client: aioredis.Redis, celery_app: Celery) ->
 async def replay_webhook(redis_client: aioredis.Redis, delivery_id: str, ttl_s: int = DEFAULT_TTL_S) -> bool:
     """Send a dead-lettered delivery again (same webhook-id, retries counted afresh); False if not replayable."""
     replayed = await redis_client.eval(
-        _REPLAY, 3, delivery_key(delivery_id), DELAYED_KEY, DEAD_LETTER_KEY, delivery_id, ttl_s * 1000
+        script("webhook_replay"), 3, delivery_key(delivery_id), DELAYED_KEY, DEAD_LETTER_KEY, delivery_id,
+        ttl_s * 1000,
     )
     return bool(int(replayed))
 
@@ -285,7 +233,7 @@ async def _finalise(
     status: int | None, error: str,
 ) -> bool:
     done = await redis_client.eval(
-        _FINALISE, 3, delivery_key(delivery_id), DELAYED_KEY, DEAD_LETTER_KEY,
+        script("webhook_finalise"), 3, delivery_key(delivery_id), DELAYED_KEY, DEAD_LETTER_KEY,
         attempt, decision, max(0, round(delay_s * 1000)), "" if status is None else status, error[:300], delivery_id,
     )
     return bool(int(done))

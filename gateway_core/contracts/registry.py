@@ -28,18 +28,11 @@ from gateway_core.contracts.models import (
     parse_reference,
 )
 from gateway_core.contracts.validate import canonical, check_schema
+from gateway_core.lua import script
 
 PREFIX = "fg:contract:"
 INDEX = "fg:contracts"
 MAX_ATTEMPTS = 100  # optimistic retries when other adds to the same contract keep winning the next version
-
-_STORE = """
-if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
-  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
-  return 1
-end
-return 0
-"""
 
 _MODELS: dict[str, type[BaseModel]] = {}
 
@@ -75,7 +68,7 @@ class ContractRegistry:
     def __init__(self, client: aioredis.Redis) -> None:
         """`client` must decode responses (decode_responses=True)."""
         self.redis = client
-        self._store = client.register_script(_STORE)
+        self._store = client.register_script(script("contract_store"))
 
     async def add(
         self, name: str, schema: dict[str, Any], *, force: bool = False, source: Source = "json_schema"
