@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway_api.deps import Tenant, services, wait_for_job
 from gateway_core.errors import RequestError
-from gateway_core.models import JobStatus, JobSubmission, Message
+from gateway_core.models import JobStatus, JobSubmission, Message, chat_completion
 
 router = APIRouter(tags=["openai-compatible"])
 
@@ -90,32 +90,9 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, who: T
                    kind="api_error"),
             status_code=502, headers=headers,
         )
-    usage = record.usage
-    prompt_tokens = usage.prompt_tokens if usage else 0
-    completion_tokens = usage.completion_tokens if usage else 0
-    return JSONResponse(
-        {
-            "id": f"chatcmpl-{record.id}",
-            "object": "chat.completion",
-            "created": int(record.created_at),
-            "model": body.model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": record.output, "refusal": None},
-                    "logprobs": None,
-                    "finish_reason": "stop",
-                }
-            ],
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            },
-            "system_fingerprint": f"fedgate-{record.answered_by}",
-        },
-        headers=headers,
-    )
+    completion = chat_completion(record.id, model=body.model, text=record.output, usage=record.usage,
+                                 created_at=record.created_at, answered_by=record.answered_by)
+    return JSONResponse(completion, headers=headers)
 
 
 @router.get("/v1/models")

@@ -27,11 +27,11 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from gateway_core import keys, metrics, spending
+from gateway_core import keys, metrics, models, spending
 from gateway_core.config import TenantConfig
 from gateway_core.errors import RequestError
 from gateway_core.lua import script
-from gateway_core.models import JobStatus, JobSubmission, new_job_id, now
+from gateway_core.models import JobStatus, JobSubmission, Usage, new_job_id, now
 from gateway_core.store import BATCH_KEY_PREFIX, JobRecord, JobStore, delayed_member
 
 if TYPE_CHECKING:
@@ -633,20 +633,11 @@ class BatchStore:
 def chat_completion(job_id: str, row: dict[str, str | None], text: str) -> dict[str, Any]:
     """The chat.completion object /v1/chat/completions answers with, for a finished batch job."""
     usage_json = row.get("usage")
-    usage = json.loads(usage_json) if usage_json else {}
-    prompt_tokens = int(usage.get("prompt_tokens", 0))
-    completion_tokens = int(usage.get("completion_tokens", 0))
-    return {
-        "id": f"chatcmpl-{job_id}",
-        "object": "chat.completion",
-        "created": int(float(row.get("created_at") or 0)),
-        "model": row.get("batch_model") or "",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
-                     "logprobs": None, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                  "total_tokens": prompt_tokens + completion_tokens},
-        "system_fingerprint": f"fedgate-{row.get('answered_by')}",
-    }
+    return models.chat_completion(
+        job_id, model=row.get("batch_model") or "", text=text,
+        usage=Usage.model_validate_json(usage_json) if usage_json else None,
+        created_at=float(row.get("created_at") or 0), answered_by=row.get("answered_by"),
+    )
 
 
 def _batch_object(batch_id: str, raw: dict[str, str], counts: dict[str, int]) -> dict[str, Any]:

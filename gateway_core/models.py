@@ -153,6 +153,34 @@ class JobView(BaseModel):
     timings_ms: dict[str, float] = Field(default_factory=dict)
 
 
+def chat_completion(
+    job_id: str, *, model: str, text: str, usage: Usage | None, created_at: float, answered_by: str | None
+) -> dict[str, Any]:
+    """A finished job as the `chat.completion` object OpenAI's /v1/chat/completions answers with: the
+    OpenAI-compatible endpoint's answer and each line of a batch's output file."""
+    usage = usage or Usage()
+    return {
+        "id": f"chatcmpl-{job_id}",
+        "object": "chat.completion",
+        "created": int(created_at),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text, "refusal": None},
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.total_tokens,
+        },
+        "system_fingerprint": f"fedgate-{answered_by}",
+    }
+
+
 def now() -> float:
     return time.time()
 
