@@ -19,7 +19,7 @@ from gateway_core.settings import Settings
 from gateway_core.store import JobRecord, JobStore
 from workers.producer import JobProducer
 
-_ERROR_TYPES = {"budget_exceeded": "insufficient_quota"}
+_ERROR_TYPES = {"budget_exceeded": "insufficient_quota", "partner_failed": "api_error"}
 BATCH_RECHECK_S = 1.0
 
 

@@ -14,7 +14,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway_api.deps import Tenant, services, wait_for_job
+from gateway_api.deps import Tenant, error_body, services, wait_for_job
 from gateway_core.errors import RequestError
 from gateway_core.models import JobStatus, JobSubmission, Message, chat_completion
 
@@ -80,14 +80,13 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, who: T
     headers = {"x-fedgate-job-id": accepted.id}
     if record is None or not record.status.terminal:
         return JSONResponse(
-            _error(f"the job {accepted.id} is still running after {svc.settings.chat_timeout_s:g}s; "
-                   f"poll GET /v1/jobs/{accepted.id}", "timeout"),
+            error_body(f"the job {accepted.id} is still running after {svc.settings.chat_timeout_s:g}s; "
+                       f"poll GET /v1/jobs/{accepted.id}", "timeout"),
             status_code=504, headers=headers,
         )
     if record.status is not JobStatus.SUCCEEDED or record.output is None:
         return JSONResponse(
-            _error(f"job {record.id} {record.status.value}: {record.error or 'no output'}", "partner_failed",
-                   kind="api_error"),
+            error_body(f"job {record.id} {record.status.value}: {record.error or 'no output'}", "partner_failed"),
             status_code=502, headers=headers,
         )
     completion = chat_completion(record.id, model=body.model, text=record.output, usage=record.usage,
@@ -104,10 +103,6 @@ async def list_models(request: Request, who: Tenant) -> dict[str, Any]:
     now = int(time.time())
     return {"object": "list", "data": [{"id": n, "object": "model", "created": now, "owned_by": "fedgate"}
                                        for n in names]}
-
-
-def _error(message: str, code: str, kind: str = "invalid_request_error") -> dict[str, Any]:
-    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
 
 
 def install(app: FastAPI) -> None:
