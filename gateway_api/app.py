@@ -119,7 +119,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if record is None or record.tenant != who.name:
             raise RequestError(404, f"no job {job_id!r} for this tenant", "job_not_found", "job_id")
         before = await svc.store.cancel(job_id)
-        if before in ("succeeded", "failed", "dead_lettered"):
+        if before in ("succeeded", "dead_lettered"):
             raise RequestError(409, f"job {job_id} already {before}; nothing to cancel", "job_finished", "job_id")
         record = await svc.store.get(job_id) or record
         if before != "cancelled":

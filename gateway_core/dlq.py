@@ -67,7 +67,6 @@ class NotDeadLettered(DeadLetterError):
             JobStatus.RUNNING.value: "a worker is running it now",
             JobStatus.WAITING.value: "it is waiting for partner budget",
             JobStatus.RETRYING.value: "it is waiting to be retried",
-            JobStatus.FAILED.value: "it failed without being dead-lettered",
             JobStatus.CANCELLED.value: "it was cancelled",
         }.get(status, "it is not in the dead-letter queue")
         what = {"replay": "replayed", "purge": "purged"}.get(action, "shown here")

@@ -1,4 +1,4 @@
-"""Jobs, their results and the state machine they move through."""
+"""Jobs, their statuses and results."""
 
 from __future__ import annotations
 
@@ -11,12 +11,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class JobStatus(StrEnum):
+    """Where a job is. A job that cannot succeed ends dead-lettered (an operator may replay it), so a client waiting
+    for a job stops at succeeded, dead_lettered or cancelled."""
+
     QUEUED = "queued"
     RUNNING = "running"
     WAITING = "waiting"
     RETRYING = "retrying"
     SUCCEEDED = "succeeded"
-    FAILED = "failed"
     DEAD_LETTERED = "dead_lettered"
     CANCELLED = "cancelled"
 
@@ -25,30 +27,7 @@ class JobStatus(StrEnum):
         return self in TERMINAL
 
 
-TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.DEAD_LETTERED, JobStatus.CANCELLED})
-
-# Which status may follow which. RUNNING -> RUNNING is a redelivery after a worker died mid-call.
-TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
-    JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.CANCELLED, JobStatus.DEAD_LETTERED}),
-    JobStatus.RUNNING: frozenset(
-        {
-            JobStatus.RUNNING,
-            JobStatus.WAITING,
-            JobStatus.RETRYING,
-            JobStatus.QUEUED,
-            JobStatus.SUCCEEDED,
-            JobStatus.FAILED,
-            JobStatus.DEAD_LETTERED,
-            JobStatus.CANCELLED,
-        }
-    ),
-    JobStatus.WAITING: frozenset({JobStatus.RUNNING, JobStatus.CANCELLED, JobStatus.DEAD_LETTERED}),
-    JobStatus.RETRYING: frozenset({JobStatus.RUNNING, JobStatus.CANCELLED, JobStatus.DEAD_LETTERED}),
-    JobStatus.SUCCEEDED: frozenset(),
-    JobStatus.FAILED: frozenset(),
-    JobStatus.DEAD_LETTERED: frozenset({JobStatus.QUEUED}),  # operator replay
-    JobStatus.CANCELLED: frozenset(),
-}
+TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.DEAD_LETTERED, JobStatus.CANCELLED})
 
 
 # History entries that record something other than a call to a partner.
@@ -61,10 +40,6 @@ def since_last_replay(history: list[Attempt]) -> list[Attempt]:
         if history[index].outcome == "replayed":
             return history[index + 1:]
     return history
-
-
-def can_transition(current: JobStatus, new: JobStatus) -> bool:
-    return new in TRANSITIONS[current]
 
 
 def new_job_id() -> str:

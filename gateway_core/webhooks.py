@@ -323,10 +323,9 @@ class WebhookSettings(BaseModel):
 
 # --- the event body ------------------------------------------------------------------------------------------
 
-EventType = Literal["job.succeeded", "job.failed", "job.dead_lettered", "job.cancelled"]
+EventType = Literal["job.succeeded", "job.dead_lettered", "job.cancelled"]
 EVENT_FOR_STATUS: dict[JobStatus, EventType] = {
     JobStatus.SUCCEEDED: "job.succeeded",
-    JobStatus.FAILED: "job.failed",
     JobStatus.DEAD_LETTERED: "job.dead_lettered",
     JobStatus.CANCELLED: "job.cancelled",
 }

@@ -289,7 +289,7 @@ def test_a_batch_job_is_announced_on_the_batch_channel(run_env: Runner) -> None:
     run_env(scenario)
 
 
-@pytest.mark.parametrize("status", [JobStatus.DEAD_LETTERED, JobStatus.FAILED])
+@pytest.mark.parametrize("status", [JobStatus.DEAD_LETTERED])
 def test_failure_counts_in_the_batch_and_only_a_dead_letter_is_listed(run_env: Runner, status: JobStatus) -> None:
     async def scenario(env: Env) -> None:
         record, token = await env.claimed(batch_id=f"b_{new_job_id()}")

@@ -199,7 +199,7 @@ def test_begin_run_redelivered_takes_over_and_keeps_started_at(run_store: Runner
     run_store(scenario)
 
 
-@pytest.mark.parametrize("finish", ["succeeded", "failed", "dead_lettered"])
+@pytest.mark.parametrize("finish", ["succeeded", "dead_lettered"])
 def test_begin_run_done_after_the_job_finished(run_store: Runner, finish: str) -> None:
     async def scenario(env: StoreEnv) -> None:
         record, token = await env.claimed()
@@ -283,7 +283,7 @@ def test_a_run_settles_only_once(run_store: Runner) -> None:
         record, token = await env.claimed()
         assert await env.store.publish_success(record, token, "first", Usage(), "p1")
         assert not await env.store.publish_success(record, token, "second", Usage(), "p1")
-        assert not await env.store.finish_unsuccessful(record, token, JobStatus.FAILED, "late failure")
+        assert not await env.store.finish_unsuccessful(record, token, JobStatus.DEAD_LETTERED, "late failure")
         loaded = await env.store.get(record.id)
         assert loaded is not None
         assert (loaded.status, loaded.output, loaded.error) == (JobStatus.SUCCEEDED, "first", None)
@@ -408,16 +408,5 @@ def test_dead_letter_adds_to_the_dead_letter_set(run_store: Runner) -> None:
         assert loaded.finished_at is not None
         assert [(a.partner, a.outcome) for a in loaded.history] == [("p1", "retryable"), ("p2", "fatal")]
         assert 0 < await env.redis.ttl(keys.job(record.id)) <= TTL_S
-
-    run_store(scenario)
-
-
-def test_failed_is_terminal_but_not_dead_lettered(run_store: Runner) -> None:
-    async def scenario(env: StoreEnv) -> None:
-        record, token = await env.claimed()
-        assert await env.store.finish_unsuccessful(record, token, JobStatus.FAILED, "contract violated")
-        assert await env.redis.zscore(keys.DEAD_LETTERS, record.id) is None
-        loaded = await env.store.get(record.id)
-        assert loaded is not None and (loaded.status, loaded.error) == (JobStatus.FAILED, "contract violated")
 
     run_store(scenario)

@@ -306,7 +306,7 @@ def test_event_for_a_job_carries_the_output_never_the_prompt() -> None:
     assert body["type"] == "job.succeeded"
     assert datetime.fromisoformat(body["timestamp"]).tzinfo is not None
     assert body["data"]["output"] == "the answer" and body["data"]["id"] == "job_1"
-    leaky = WebhookEvent(type="job.failed", data={"id": "job_2", "prompt": "secret", "messages": [{"content": "x"}]})
+    leaky = WebhookEvent(type="job.cancelled", data={"id": "job_2", "prompt": "secret", "messages": [{"content": "x"}]})
     assert "prompt" not in leaky.data and "messages" not in leaky.data and b"secret" not in leaky.body()
     assert WebhookEvent.for_job(job_view(JobStatus.DEAD_LETTERED)).type == "job.dead_lettered"
     with pytest.raises(ValueError, match="finished jobs only"):
