@@ -52,7 +52,6 @@ class Settings(BaseSettings):
     max_prompt_chars: int = Field(default=200_000, ge=1)
     max_wait_s: float = Field(default=60.0, ge=0, description="Longest long-poll a client may ask for")
     chat_timeout_s: float = Field(default=120.0, gt=0, description="How long /v1/chat/completions waits for its job")
-    delay_poll_interval_s: float = Field(default=0.05, gt=0)
 
     # Logs and traces (gateway_core/logs.py, gateway_core/tracing.py)
     log_format: Literal["json", "text"] = Field(default="json", description="json lines, or text for humans")

@@ -358,10 +358,6 @@ class WebhookEvent(BaseModel):
         return self.model_dump_json().encode()
 
 
-def new_message_id() -> str:
-    return "msg_" + _secrets.token_hex(12)
-
-
 def job_message_id(job_id: str, event_type: str) -> str:
     """A deterministic webhook id for a job's event, so a re-run notify stage sends the same message again."""
     return f"msg_{job_id}_{event_type.replace('.', '_')}"

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -30,7 +28,6 @@ class Runtime:
     redis: aioredis.Redis
     store: JobStore
     http: HttpPool
-    _background: set[asyncio.Task[Any]] = field(default_factory=set)
     _contracts: dict[str, ContractVersion] = field(default_factory=dict)
 
     @cached_property
@@ -62,11 +59,6 @@ class Runtime:
     @cached_property
     def adapters(self) -> dict[str, PartnerAdapter]:
         return {name: adapter_for(cfg, self.http) for name, cfg in self.config.partners.items()}
-
-    def in_background(self, work: Coroutine[Any, Any, Any]) -> None:
-        task = asyncio.get_running_loop().create_task(work)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
 
     async def close(self) -> None:
         await self.http.aclose()

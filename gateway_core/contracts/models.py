@@ -64,7 +64,6 @@ class InvalidSchema(ContractError):
     def __init__(self, path: str, message: str) -> None:
         super().__init__(f"invalid JSON Schema at {path}: {message}")
         self.path = path
-        self.detail = message
 
 
 class IncompatibleContract(ContractError):

@@ -26,7 +26,7 @@ from standardwebhooks import Webhook
 from gateway_core import webhooks as wh
 from gateway_core.crypto import PayloadCipher
 from gateway_core.embedded_redis import EmbeddedRedis
-from gateway_core.models import JobStatus, JobView
+from gateway_core.models import JobStatus, JobView, new_job_id
 from gateway_core.webhooks import WebhookEvent, WebhookSettings, new_secret
 from tests.conftest import TEST_CONFIG
 from tests.helpers import ROOT, Proc, free_port, wait_for
@@ -115,8 +115,8 @@ class WebhookFleet:
             client = aioredis.Redis.from_url(self.redis_url, decode_responses=True)
             try:
                 return await enqueue_webhook(client, self.cipher, tenant=tenant, url=url, event=event,
-                                             msg_id=wh.new_message_id(), secrets=secrets, settings=settings,
-                                             celery_app=self.celery)
+                                             msg_id=wh.job_message_id(new_job_id(), event.type), secrets=secrets,
+                                             settings=settings, celery_app=self.celery)
             finally:
                 await client.aclose()
 

@@ -24,7 +24,7 @@ from standardwebhooks.webhooks import WebhookVerificationError as ReferenceVerif
 from gateway_core import webhooks as wh
 from gateway_core.crypto import PayloadCipher
 from gateway_core.embedded_redis import EmbeddedRedis
-from gateway_core.models import JobStatus, JobView, Usage
+from gateway_core.models import JobStatus, JobView, Usage, new_job_id
 from gateway_core.webhooks import (
     WebhookDestinationRefused,
     WebhookDestinationUnresolved,
@@ -341,8 +341,8 @@ class Env:
 
         async def go(client: aioredis.Redis) -> str:
             return await delivery.enqueue_webhook(
-                client, self.cipher, tenant="t1", url=url, event=event, msg_id=wh.new_message_id(), secrets=secrets,
-                celery_app=self.celery, **kw)  # type: ignore[arg-type]
+                client, self.cipher, tenant="t1", url=url, event=event,
+                msg_id=wh.job_message_id(new_job_id(), event.type), secrets=secrets, celery_app=self.celery, **kw)  # type: ignore[arg-type]
 
         delivery_id = self.run(go)
         self.ids.append(delivery_id)
