@@ -1,4 +1,7 @@
-"""Labelled synthetic corpus for redaction quality and speed: templates filled by Faker, fully determined by a seed.
+"""The project's own labelled corpus: templates written here, filled by Faker, fully determined by a seed.
+
+It was written alongside the engine, so it is a regression set, not the headline measure: that is the independent
+corpus (devtools/redaction/independent_corpus.py).
 
 Three kinds of text:
 - PII samples: one or two sentences holding labelled values (international phone formats, IPv6, IBANs from several
@@ -28,6 +31,7 @@ from dataclasses import dataclass, field
 import phonenumbers
 from faker import Faker
 
+from devtools.redaction.samples import LabelledValue, Sample, join_samples
 from gateway_core.redaction.policy import (
     CREDIT_CARD,
     CRYPTO,
@@ -42,23 +46,6 @@ DEFAULT_SEED = 20240611
 
 REQUIRED_RECALL_TYPES: tuple[str, ...] = (EMAIL_ADDRESS, CREDIT_CARD, IBAN_CODE, IP_ADDRESS, PHONE_NUMBER, US_SSN)
 
-
-@dataclass(frozen=True)
-class LabelledValue:
-    entity: str
-    start: int
-    end: int
-    value: str
-
-
-@dataclass(frozen=True)
-class Sample:
-    text: str
-    labels: tuple[LabelledValue, ...] = ()
-
-    @property
-    def is_pii_free(self) -> bool:
-        return not self.labels
 
 
 # A template is a list of literal pieces and slots; a slot is (entity, generator name).
@@ -389,21 +376,6 @@ def pii_free_samples(count: int, seed: int = DEFAULT_SEED + 1) -> list[Sample]:
     ]
 
 
-def _join(samples: Iterator[Sample], target_chars: int) -> Sample:
-    parts: list[str] = []
-    labels: list[LabelledValue] = []
-    position = 0
-    for sample in samples:
-        if position and position + 1 + len(sample.text) > target_chars:
-            break
-        if position:
-            parts.append(" ")
-            position += 1
-        parts.append(sample.text)
-        labels += [LabelledValue(lv.entity, lv.start + position, lv.end + position, lv.value) for lv in sample.labels]
-        position += len(sample.text)
-    return Sample("".join(parts), tuple(labels))
-
 
 def prompts(
     count: int, seed: int = DEFAULT_SEED + 2, target_chars: int = 1024, pii_share: float = 0.35
@@ -417,4 +389,4 @@ def prompts(
         while True:
             yield next(pii) if rng.random() < pii_share else next(pii_free)
 
-    return [_join(sentences(), target_chars) for _ in range(count)]
+    return [join_samples(sentences(), target_chars) for _ in range(count)]

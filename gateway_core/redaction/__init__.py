@@ -2,6 +2,9 @@
 
 Offline by construction: Presidio's pattern recognizers and python-phonenumbers, no spaCy model download and no
 public-suffix-list fetch; NER types only when a spaCy NER model is installed.
+
+Importing this package (or `gateway_core.redaction.policy`, which the config loader does) loads only the policy
+model: Presidio, spaCy and phonenumbers are imported when a Redactor is built or a policy is checked.
 """
 
 from __future__ import annotations
@@ -11,25 +14,32 @@ from typing import TYPE_CHECKING, Any
 
 from gateway_core.redaction.errors import PolicyNotSupportedError, RedactionError
 from gateway_core.redaction.mapping import PlaceholderMap
-from gateway_core.redaction.ner import ner_available
 from gateway_core.redaction.policy import DEFAULT_ENTITIES, CustomRecognizer, RedactionPolicy
 
 if TYPE_CHECKING:
     from gateway_core.redaction.detect import check_policy_supported, supported_entity_types
+    from gateway_core.redaction.ner import ner_available
     from gateway_core.redaction.redactor import DetectedEntity, RedactionResult, Redactor
 
-# The detection engine loads presidio (and spaCy) when one of these is first used, not with the package: the config
-# module imports the policy model for every `fedgate` command (tests/unit/test_startup.py).
-_ENGINE = {"check_policy_supported": "detect", "supported_entity_types": "detect", "DetectedEntity": "redactor",
-           "RedactionResult": "redactor", "Redactor": "redactor"}
+# Names whose modules pull in Presidio, spaCy or phonenumbers: imported on first use.
+_LAZY: dict[str, str] = {
+    "check_policy_supported": "gateway_core.redaction.detect",
+    "supported_entity_types": "gateway_core.redaction.detect",
+    "ner_available": "gateway_core.redaction.ner",
+    "DetectedEntity": "gateway_core.redaction.redactor",
+    "RedactionResult": "gateway_core.redaction.redactor",
+    "Redactor": "gateway_core.redaction.redactor",
+}
 
 
 def __getattr__(name: str) -> Any:
-    if name not in _ENGINE:
+    module = _LAZY.get(name)
+    if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_ENGINE[name]}"), name)
+    value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
+
 
 __all__ = [
     "DEFAULT_ENTITIES",

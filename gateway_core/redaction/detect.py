@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import regex
+
 from gateway_core.redaction import ner
+from gateway_core.redaction.cards import CardDetector
+from gateway_core.redaction.doubt import DoubtDetector
 from gateway_core.redaction.errors import PolicyNotSupportedError
 from gateway_core.redaction.phone import PhoneDetector
-from gateway_core.redaction.policy import PHONE_NUMBER, RedactionPolicy
+from gateway_core.redaction.phone_shapes import PhoneLayoutDetector
+from gateway_core.redaction.policy import CREDIT_CARD, PHONE_NUMBER, RedactionPolicy
 from gateway_core.redaction.recognizers import (
     Detector,
     build_pattern_detector,
@@ -59,17 +64,24 @@ class DetectionEngine:
             detector = build_pattern_detector(entity)
             if detector is not None:
                 cheap.append(detector)
+        if CREDIT_CARD in policy.entities:
+            cheap.append(CardDetector())
         cheap += [custom_detector(config) for config in policy.custom_recognizers]
         cheap += [deny_list_detector(entity, words) for entity, words in policy.deny_list.items() if words]
         if PHONE_NUMBER in policy.entities:
+            # Layouts first: python-phonenumbers then only parses what no layout settled.
+            cheap.append(PhoneLayoutDetector())
             costly.append(PhoneDetector(policy.phone_regions))
         ner_types = [entity for entity in policy.entities if entity in ner.NER_ENTITY_TYPES]
         if ner_types and ner.ner_available():
             costly.append(ner.NerDetector(ner_types, ner.load_ner_pipeline()))
+        if policy.on_doubt == "redact":
+            costly.append(DoubtDetector(policy.entities))
         # Cheap detectors run first so that the costly ones can skip what is already covered.
         self.detectors: tuple[Detector, ...] = (*cheap, *costly)
 
     def detect(self, text: str) -> list[Span]:
+        text = blank_escape_sequences(text)
         kept: list[Candidate] = []
         covered: list[tuple[int, int]] = []
         for detector in self.detectors:
@@ -83,12 +95,25 @@ class DetectionEngine:
         kept = []
         for candidate in detector.find(text, covered):
             score = candidate.score
+            if score <= 0:
+                continue  # ruled out by its detector (a date, an identifier): no context word brings it back
             below = score < self._min_score
             if below and detector.context and has_context(text, candidate.start, candidate.end, detector.context):
                 score = boosted_score(score)
             if score >= self._min_score:
                 kept.append(candidate)
         return kept
+
+
+_ESCAPE_SEQUENCE = regex.compile(r"\\[nrt]")
+
+
+def blank_escape_sequences(text: str) -> str:
+    """Escaped line breaks and tabs written out ("...Phone:\\n555-0100", JSON pasted as text) as two spaces, so
+    that a value after one is not read as glued to the letter 'n'. Same length: offsets still index the input."""
+    if "\\" not in text:
+        return text
+    return _ESCAPE_SEQUENCE.sub("  ", text)
 
 
 def _merged_intervals(candidates: list[Candidate]) -> list[tuple[int, int]]:

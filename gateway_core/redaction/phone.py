@@ -31,8 +31,9 @@ import phonenumbers
 import regex
 from phonenumbers import Leniency, PhoneNumberMatch, PhoneNumberMatcher
 
+from gateway_core.redaction.number_layout import is_version_like, never_a_phone_number, parse_layout
 from gateway_core.redaction.policy import PHONE_NUMBER
-from gateway_core.redaction.spans import Candidate, has_context, token_windows
+from gateway_core.redaction.spans import Candidate, has_context, preceding_words, token_windows
 
 INTERNATIONAL_SCORE = 0.7
 NATIONAL_SCORE = 0.4  # Presidio's PhoneRecognizer.SCORE
@@ -62,6 +63,19 @@ PHONE_CONTEXT: tuple[str, ...] = (
     "office",
     "desk",
     "callback",
+    "message",
+    "voicemail",
+    "answer",
+    "telefon",
+    "téléphone",
+    "tél",
+    "handy",
+    "portable",
+)
+
+# Words that name a number as another kind of identifier when they are among the three words before it.
+NOT_A_PHONE_WORDS: frozenset[str] = frozenset(
+    {"isbn", "issn", "ean", "gtin", "upc", "barcode", "sku", "doi", "license", "licence", "passport", "serial"}
 )
 
 MIN_DIGITS = 7
@@ -75,6 +89,7 @@ _SEPARATORS = " \t\\-./()\u00a0\u2010-\u2015"
 _CANDIDATE_RUN = regex.compile(rf"(?<!\w)\d[\d{_SEPARATORS}]{{{MIN_DIGITS - 2},}}\d(?:(?!\w)|(?=[xX]\d))")
 # An extension written as its own words after the number: "+1 430-633-8770 ext. 941".
 _EXTENSION_TAIL = regex.compile(r"\s*(?:ext\.?|extn\.?|extension|x|#)\s*\d{1,7}(?!\w)\s?", flags=regex.IGNORECASE)
+_EXTENSION_AT_END = regex.compile(r"\s*(?:ext\.?|extn\.?|extension|x|#)\s*\d{1,7}$", flags=regex.IGNORECASE)
 _INTERNATIONAL_LEAD = regex.compile(r"\s*(?:[+\uff0b]|00)")
 _NUMBER_START = regex.compile(r"[\d+\uff0b(]")
 _TOKEN = regex.compile(r"\S+")
@@ -128,7 +143,7 @@ def distinct_calling_code_regions(regions: Sequence[str]) -> tuple[str, ...]:
     return tuple(kept)
 
 
-def _masked(text: str, covered: Sequence[Interval]) -> str:
+def masked(text: str, covered: Sequence[Interval]) -> str:
     """text with the covered regions that are whole tokens blanked out (same length, so offsets stay valid).
 
     A region glued to other characters stays visible: in "+3937705084465" a card match on the digits must not hide
@@ -179,7 +194,7 @@ class PhoneDetector:
 
     def find(self, text: str, covered: Sequence[Interval] = ()) -> list[Candidate]:
         # Matching runs on a copy with other detectors' findings blanked out; scores and context read the original.
-        scan_text = _masked(text, covered) if covered else text
+        scan_text = masked(text, covered) if covered else text
         found: list[Candidate] = []
         for window_start, window_end in token_windows(scan_text, _CANDIDATE_RUN, _enough_digits):
             extension = _EXTENSION_TAIL.match(scan_text, window_end - 1)
@@ -221,12 +236,17 @@ class PhoneDetector:
 
     @staticmethod
     def _score(text: str, start: int, raw: str) -> float:
+        layout = parse_layout(_EXTENSION_AT_END.sub("", raw))
+        if never_a_phone_number(layout):
+            return 0.0  # a date or an ISBN that happens to be valid in some numbering plan
+        if preceding_words(text, start, 3) & NOT_A_PHONE_WORDS:
+            return 0.0
         if _INTERNATIONAL_LEAD.match(raw):
             return INTERNATIONAL_SCORE
         glue = _glue(text[_token_start(text, start) : start])
         if glue == "identifier":
             return 0.0
-        if glue == "label" or raw.isdecimal() or _DECIMAL_NUMBER.fullmatch(raw):
+        if glue == "label" or raw.isdecimal() or _DECIMAL_NUMBER.fullmatch(raw) or is_version_like(layout):
             return IDENTIFIER_LIKE_SCORE
         return NATIONAL_SCORE
 

@@ -35,6 +35,7 @@ DEFAULT_PHONE_REGIONS: tuple[str, ...] = ("US", "GB", "DE", "FR", "IL", "IN", "C
 
 OperatorName = Literal["placeholder", "mask", "hash", "redact", "keep"]
 ValidatorName = Literal["luhn", "iban"]
+DoubtAction = Literal["keep", "redact"]
 
 # Placeholders are written as <ENTITY_N>, so entity names must stay inside this alphabet for restore() to find them.
 ENTITY_NAME_PATTERN = r"^[A-Z][A-Z0-9_]*$"
@@ -88,6 +89,9 @@ class RedactionPolicy(BaseModel):
     retention_s: int | None = Field(default=None, ge=0)
     min_score: float = Field(default=0.4, ge=0.0, le=1.0)
     phone_regions: list[str] = Field(default_factory=lambda: list(DEFAULT_PHONE_REGIONS))
+    # What to do with a number the engine is unsure about (a long digit run near "card", "account", "phone", ...):
+    # "redact" replaces it as the type its context words name; "keep" leaves it. A leak is worse than over-redaction.
+    on_doubt: DoubtAction = "keep"
 
     @classmethod
     def disabled(cls) -> RedactionPolicy:

@@ -31,6 +31,7 @@ from presidio_analyzer.predefined_recognizers import (
     UsSsnRecognizer,
 )
 
+from gateway_core.redaction.cards import NOT_A_CARD_WORDS
 from gateway_core.redaction.policy import (
     CREDIT_CARD,
     CRYPTO,
@@ -41,7 +42,7 @@ from gateway_core.redaction.policy import (
     US_SSN,
     CustomRecognizer,
 )
-from gateway_core.redaction.spans import Candidate, token_windows
+from gateway_core.redaction.spans import Candidate, preceding_words, token_windows
 
 Validation = Callable[[str], "bool | None"]
 
@@ -103,9 +104,30 @@ def _iban_recognizer() -> IbanRecognizer:
     return IbanRecognizer()
 
 
+# IBAN lengths of countries that use IBANs but that Presidio's format table lacks (SWIFT's registry and the
+# national schemes published alongside it, e.g. Iran's Sheba and the West African BCEAO countries).
+EXTRA_IBAN_LENGTHS: dict[str, int] = {
+    "AO": 25, "BF": 28, "BI": 27, "BJ": 28, "CF": 27, "CG": 27, "CI": 28, "CM": 27, "CV": 25, "DJ": 27, "DZ": 26,
+    "FK": 18, "GA": 27, "GQ": 27, "GW": 25, "HN": 28, "IR": 26, "KM": 27, "MA": 28, "MG": 27, "ML": 28, "MN": 20,
+    "MZ": 25, "NE": 28, "NI": 28, "OM": 23, "RU": 33, "SD": 18, "SN": 28, "SO": 23, "ST": 25, "SV": 28, "TD": 27,
+    "TG": 28, "YE": 30,
+}  # fmt: skip
+_IBAN_SEPARATORS = regex.compile(r"[ \-]")
+
+
+def _mod97_valid(compact: str) -> bool:
+    rearranged = compact[4:] + compact[:4]
+    return int("".join(str(int(char, 36)) for char in rearranged)) % 97 == 1
+
+
 def iban_checksum_valid(value: str) -> bool | None:
-    """Presidio's IBAN validation: mod-97 check digits and the country's format (None: valid only when upper-cased)."""
+    """Presidio's IBAN validation: mod-97 check digits and the country's format (None: valid only when upper-cased),
+    plus the countries in EXTRA_IBAN_LENGTHS by their length and check digits."""
     result: bool | None = _iban_recognizer().validate_result(value)
+    if result is False:
+        compact = _IBAN_SEPARATORS.sub("", value)
+        if EXTRA_IBAN_LENGTHS.get(compact[:2]) == len(compact) and compact.isalnum() and compact.isascii():
+            return _mod97_valid(compact.upper())
     return result
 
 
@@ -140,6 +162,7 @@ class PresidioPatternDetector:
         anchors: Mapping[str, regex.Pattern[str]] | None = None,
         validate: Validation | None = None,
         extra_patterns: Sequence[tuple[str, float, Validation]] = (),
+        reject: Callable[[str, int], bool] | None = None,
     ) -> None:
         self.entity: str = recognizer.supported_entities[0]
         self.context: tuple[str, ...] = tuple(word.strip().lower() for word in recognizer.context or () if word.strip())
@@ -155,6 +178,7 @@ class PresidioPatternDetector:
             _CompiledPattern(regex.compile(p, flags), score, check, None) for p, score, check in extra_patterns
         ]
         self._prefilter = prefilter
+        self._reject = reject
 
     def find(self, text: str, covered: Sequence[tuple[int, int]] = ()) -> list[Candidate]:
         if self._prefilter is not None and not self._prefilter(text):
@@ -182,12 +206,17 @@ class PresidioPatternDetector:
                 score = EntityRecognizer.MAX_SCORE if validation else EntityRecognizer.MIN_SCORE
             if self._invalidate(value):
                 score = EntityRecognizer.MIN_SCORE
-            if score > EntityRecognizer.MIN_SCORE:
+            if score > EntityRecognizer.MIN_SCORE and not (self._reject and self._reject(text, match.start())):
                 found.append(Candidate(self.entity, match.start(), match.end(), score))
 
 
 class IbanDetector:
-    """Presidio's IBAN analysis: on a failed checksum, retry the match without its optional trailing groups."""
+    """Presidio's IBAN analysis: on a failed checksum, retry the match without its optional trailing groups.
+
+    Presidio's pattern is upper case; an IBAN written in lower case ("my iban is gb82west1234...") is found by a
+    second, case-insensitive pass that accepts only checksum-valid values, dropping trailing groups of four that a
+    following word may have lent the match ("... 6756 replaces" reads "repl" as a group).
+    """
 
     def __init__(self) -> None:
         recognizer = IbanRecognizer()
@@ -195,6 +224,7 @@ class IbanDetector:
         self.context: tuple[str, ...] = tuple(word.lower() for word in recognizer.context or ())
         flags = recognizer.global_regex_flags or 0
         self._patterns = [regex.compile(p.regex, flags) for p in patterns_of(recognizer)]
+        self._any_case_patterns = [regex.compile(p.regex, flags | regex.IGNORECASE) for p in patterns_of(recognizer)]
         self._score = patterns_of(recognizer)[0].score
 
     def find(self, text: str, covered: Sequence[tuple[int, int]] = ()) -> list[Candidate]:
@@ -212,7 +242,30 @@ class IbanDetector:
                     if score > EntityRecognizer.MIN_SCORE:
                         found.append(Candidate(self.entity, start, end, score))
                         break
+        if any(char.islower() for char in text):
+            found += self._lower_case(text, found)
         return found
+
+    def _lower_case(self, text: str, found: list[Candidate]) -> list[Candidate]:
+        extra: list[Candidate] = []
+        for pattern in self._any_case_patterns:
+            for match in pattern.finditer(text):
+                start, end = match.start(), match.end()
+                if any(c.start < end and start < c.end for c in (*found, *extra)):
+                    continue
+                while end - start >= _IBAN_MIN_LENGTH:
+                    if iban_checksum_valid(text[start:end].upper()):
+                        extra.append(Candidate(self.entity, start, end, EntityRecognizer.MAX_SCORE))
+                        break
+                    trailing = _LAST_IBAN_GROUP.search(text, start, end)
+                    if trailing is None:
+                        break
+                    end = trailing.start()
+        return extra
+
+
+_IBAN_MIN_LENGTH = 15  # Norway's, the shortest
+_LAST_IBAN_GROUP = regex.compile(r"[ \-]?[A-Za-z0-9]{1,4}$")
 
 
 class RegexDetector:
@@ -298,6 +351,7 @@ def _build_tuned(entity: str) -> Detector | None:
             CreditCardRecognizer(),
             prefilter=lambda text: digit_count(text) >= 13,
             extra_patterns=[_MASTERCARD_2_SERIES],
+            reject=lambda text, start: bool(preceding_words(text, start, 2) & NOT_A_CARD_WORDS),
         )
     if entity == IBAN_CODE:
         return IbanDetector()

@@ -7,8 +7,6 @@ from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from gateway_core.redaction.anonymize import apply_replacements, check_salt, plan_replacements, restore_placeholders
-from gateway_core.redaction.detect import DetectionEngine
 from gateway_core.redaction.errors import RedactionError
 from gateway_core.redaction.mapping import PlaceholderMap
 from gateway_core.redaction.policy import RedactionPolicy
@@ -43,8 +41,12 @@ class Redactor:
     safe to share between threads, while a PlaceholderMap belongs to one job."""
 
     def __init__(self, policy: RedactionPolicy) -> None:
+        # Presidio, spaCy and phonenumbers load here, with the first Redactor, not when the package is imported.
+        from gateway_core.redaction import anonymize, detect
+
+        self._anonymize = anonymize
         self.policy = policy
-        self._engine = DetectionEngine(policy)
+        self._engine = detect.DetectionEngine(policy)
         self._restorable = frozenset(
             entity for entity in policy.detected_entity_types() if policy.operator_for(entity) == "placeholder"
         )
@@ -58,14 +60,14 @@ class Redactor:
         """Replace every detected entity. Raises RedactionError on any failure: the text must then not be sent."""
         if not self._engine.detectors:
             return RedactionResult(text)
-        check_salt(self.policy, salt)
+        self._anonymize.check_salt(self.policy, salt)
         try:
             spans = self._engine.detect(text)
         except Exception as exc:
             raise RedactionError(f"PII detection failed ({type(exc).__name__}); the text was not sent") from None
         try:
-            replacements = plan_replacements(text, spans, self.policy.operator_for, mapping, salt)
-            redacted = apply_replacements(text, replacements)
+            replacements = self._anonymize.plan_replacements(text, spans, self.policy.operator_for, mapping, salt)
+            redacted = self._anonymize.apply_replacements(text, replacements)
         except Exception as exc:
             raise RedactionError(f"PII anonymization failed ({type(exc).__name__}); the text was not sent") from None
         entities = [DetectedEntity(r.span.entity, r.span.start, r.span.end, r.text) for r in replacements]
@@ -75,7 +77,7 @@ class Redactor:
         """Put the originals back into partner output, for placeholder-operated types when the policy allows it."""
         if not self.policy.restore or not self._restorable:
             return text
-        return restore_placeholders(text, mapping, self._restorable)
+        return self._anonymize.restore_placeholders(text, mapping, self._restorable)
 
 
 @lru_cache(maxsize=64)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import regex
 
@@ -44,8 +45,8 @@ class Span:
     end: int
 
 
-def has_context(text: str, start: int, end: int, context_words: Sequence[str]) -> bool:
-    """True when one of `context_words` is among the few words around text[start:end] (case-insensitive).
+def words_around(text: str, start: int, end: int) -> list[str]:
+    """The few words around text[start:end], lower-cased, nearest first: those before it, then those after it.
 
     Like Presidio, mostly the words before the value count; we also read a few words after it, but only up to the
     end of its sentence, and words before it only from its own sentence, so that "seed 2091420763. Call me" does
@@ -61,11 +62,28 @@ def has_context(text: str, start: int, end: int, context_words: Sequence[str]) -
         window_end = boundary.start()
     before = _WORD.findall(text, window_start, start)[-CONTEXT_WORDS_BEFORE:]
     after = _WORD.findall(text, end, window_end)[:CONTEXT_WORDS_AFTER]
-    for word in " ".join(before + after).lower().split():
-        for context_word in context_words:
-            if word == context_word or (len(context_word) >= 3 and word.startswith(context_word)):
-                return True
-    return False
+    return [word.lower() for word in [*reversed(before), *after]]
+
+
+def is_context_word(word: str, context_word: str) -> bool:
+    """`word` (lower-cased) is `context_word` or, for context words of three letters or more, starts with it."""
+    return word == context_word or (len(context_word) >= 3 and word.startswith(context_word))
+
+
+@lru_cache(maxsize=256)
+def _matcher(context_words: tuple[str, ...]) -> tuple[frozenset[str], tuple[str, ...]]:
+    return frozenset(context_words), tuple(word for word in context_words if len(word) >= 3)
+
+
+def has_context(text: str, start: int, end: int, context_words: Sequence[str]) -> bool:
+    """True when one of `context_words` is among the few words around text[start:end] (case-insensitive)."""
+    exact, prefixes = _matcher(tuple(context_words))
+    return any(word in exact or word.startswith(prefixes) for word in words_around(text, start, end))
+
+
+def preceding_words(text: str, start: int, count: int) -> set[str]:
+    """The last `count` words (letters, lower-cased) before text[start], within a short window."""
+    return {word.lower() for word in _WORD.findall(text, max(0, start - _CONTEXT_CHARS // 2), start)[-count:]}
 
 
 def boosted_score(score: float) -> float:

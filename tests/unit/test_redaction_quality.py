@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 
 from gateway_core.redaction import PlaceholderMap, RedactionPolicy, RedactionResult, Redactor
-from gateway_core.redaction.bench import build_stock_presidio, coverage_by_type, recall_by_type
-from gateway_core.redaction.corpus import REQUIRED_RECALL_TYPES, Sample, pii_free_samples, pii_samples, prompts
+from devtools.redaction.bench import build_stock_presidio, coverage_by_type, recall_by_type
+from devtools.redaction.corpus import REQUIRED_RECALL_TYPES, Sample, pii_free_samples, pii_samples, prompts
 from tests.unit.test_redaction import no_network  # noqa: F401 - the socket guard fixture, used below
 
 # Everything here, stock Presidio included, runs under the socket guard: no network access.

@@ -1,0 +1,1 @@
+"""Development, test and benchmark tooling. Not shipped; gateway_core, workers and gateway_api never import it."""
