@@ -19,7 +19,6 @@ from gateway_core.dlq import (
     PartnerNotAllowed,
     PurgeResult,
     ReplayResult,
-    TenantOverBudget,
     UnknownPartner,
 )
 from gateway_core.errors import RequestError
@@ -58,8 +57,6 @@ def _api_error(exc: DeadLetterError, *, not_dead_lettered_status: int = 409) -> 
         return RequestError(not_dead_lettered_status, str(exc), exc.code, "job_id")
     if isinstance(exc, UnknownPartner | PartnerNotAllowed):
         return RequestError(422, str(exc), exc.code, "partner")
-    if isinstance(exc, TenantOverBudget):
-        return RequestError(402, str(exc), exc.code)
     return RequestError(409, str(exc), exc.code)
 
 

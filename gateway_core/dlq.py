@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway_core import keys, spending
 from gateway_core.config import GatewayConfig
-from gateway_core.errors import FedgateError, RequestError
+from gateway_core.errors import FedgateError
 from gateway_core.lua import script
 from gateway_core.models import NOT_CALLS, Attempt, JobStatus
 from gateway_core.store import BATCH_KEY_PREFIX, JobStore, delayed_member
@@ -38,12 +38,6 @@ class DeadLetterError(FedgateError):
     """A dead-letter operation was refused; the message says why and what to do."""
 
     code = "dead_letter_error"
-
-
-class TenantOverBudget(DeadLetterError):
-    """The job's tenant has reached a spend cap: a replay would be a new partner call charged to it."""
-
-    code = "budget_exceeded"
 
 
 class DeadLetterNotFound(DeadLetterError):
@@ -275,11 +269,8 @@ class DeadLetters:
             tenant = self.config.tenants.get(tenant_name or "")
             if tenant is not None and tenant.partners is not None and target not in tenant.partners:
                 raise PartnerNotAllowed(tenant.name or tenant_name or "", target, list(tenant.partners))
-            if tenant is not None:
-                try:
-                    await spending.check_budget(self.redis, tenant)
-                except RequestError as exc:
-                    raise TenantOverBudget(str(exc)) from None
+            if tenant is not None:  # a replay is a new call charged to the tenant: over a cap, a RequestError (402)
+                await spending.check_budget(self.redis, tenant)
             current = int(attempt_raw or 0)
             word, value = await self._replay(
                 keys=[keys.job(job_id), keys.DEAD_LETTERS, keys.delayed(lane or keys.INTERACTIVE),

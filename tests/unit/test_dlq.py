@@ -23,10 +23,10 @@ from gateway_core.dlq import (
     DeadLetters,
     NotDeadLettered,
     PartnerNotAllowed,
-    TenantOverBudget,
     UnknownPartner,
 )
 from gateway_core.embedded_redis import EmbeddedRedis
+from gateway_core.errors import RequestError
 from gateway_core.models import Attempt, JobStatus, Message, new_job_id, now
 from gateway_core.store import JobRecord, JobStore, delayed_member
 from tests.helpers import run_async_scenario
@@ -266,8 +266,9 @@ def test_replay_for_a_tenant_over_its_budget_is_refused_and_changes_nothing(run_
         spend_key = keys.usage("capped", datetime.now(UTC).strftime("%Y-%m-%d"))
         await env.redis.hset(spend_key, "p1:cost_nanousd", str(2 * 10**9))  # $2 of a $1 daily cap
         try:
-            with pytest.raises(TenantOverBudget, match=r"tenant 'capped' has spent .* daily budget"):
+            with pytest.raises(RequestError, match=r"tenant 'capped' has spent .* daily budget") as refused:
                 await env.dlq.replay(job.id)
+            assert (refused.value.status_code, refused.value.code) == (402, "budget_exceeded")
             assert await env.redis.hgetall(keys.job(job.id)) == before
             assert await env.redis.zscore(keys.DEAD_LETTERS, job.id) is not None
         finally:
