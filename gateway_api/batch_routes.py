@@ -93,7 +93,7 @@ async def file_content(file_id: str, request: Request, who: Tenant) -> Response:
 
 @router.post("/v1/batches")
 async def create_batch(body: BatchCreate, request: Request, who: Tenant) -> dict[str, Any]:
-    # A BatchError is a RequestError: the app answers it in the OpenAI error shape.
+    # Refusals are RequestErrors: the app answers them in the OpenAI error shape.
     return await batch_store(request).create_batch(who, body.input_file_id, body.endpoint,
                                                    body.completion_window, body.metadata)
 

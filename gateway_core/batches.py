@@ -79,10 +79,6 @@ def tenant_batches_key(tenant: str) -> str:
     return f"{keys.PREFIX}:batches:{tenant}"
 
 
-class BatchError(RequestError):
-    """A request the SDK should see as an HTTP error (nothing was created)."""
-
-
 @dataclass
 class LineError:
     line: int | None
@@ -255,16 +251,16 @@ class BatchStore:
     async def create_file(self, tenant: str, filename: str, purpose: str, content: bytes, *,
                           internal_purpose: bool = False) -> FileInfo:
         if not internal_purpose and purpose not in UPLOAD_PURPOSES:
-            raise BatchError(400, f"purpose {purpose!r} is not supported here: upload batch input with "
-                                  f"purpose=\"batch\"", "invalid_purpose", "purpose")
+            raise RequestError(400, f"purpose {purpose!r} is not supported here: upload batch input with "
+                                    f"purpose=\"batch\"", "invalid_purpose", "purpose")
         if not internal_purpose and len(content) > self.max_file_bytes:
-            raise BatchError(400, f"the file is {len(content)} bytes; the limit is {self.max_file_bytes}: split it",
-                             "file_too_large", "file")
+            raise RequestError(400, f"the file is {len(content)} bytes; the limit is {self.max_file_bytes}: split it",
+                               "file_too_large", "file")
         try:
             text = content.decode("utf-8")
         except UnicodeDecodeError:
-            raise BatchError(400, "the file is not UTF-8 text: batch input must be UTF-8 JSONL", "invalid_file",
-                             "file") from None
+            raise RequestError(400, "the file is not UTF-8 text: batch input must be UTF-8 JSONL", "invalid_file",
+                               "file") from None
         sealed = await asyncio.to_thread(self.cipher.encrypt, text)
         info = FileInfo("file-" + secrets.token_hex(12), tenant, filename or "upload.jsonl", purpose, len(content),
                         now(), now() + self.ttl_s)
@@ -297,25 +293,25 @@ class BatchStore:
     async def create_batch(self, tenant: TenantConfig, input_file_id: str, endpoint: str, completion_window: str,
                            metadata: dict[str, str] | None = None) -> dict[str, Any]:
         if endpoint != ENDPOINT:
-            raise BatchError(400, f"endpoint {endpoint!r} is not supported: use {ENDPOINT!r}", "invalid_endpoint",
-                             "endpoint")
+            raise RequestError(400, f"endpoint {endpoint!r} is not supported: use {ENDPOINT!r}", "invalid_endpoint",
+                               "endpoint")
         if completion_window not in COMPLETION_WINDOWS:
-            raise BatchError(400, f"completion_window {completion_window!r} is not supported: use \"24h\"",
-                             "invalid_completion_window", "completion_window")
+            raise RequestError(400, f"completion_window {completion_window!r} is not supported: use \"24h\"",
+                               "invalid_completion_window", "completion_window")
         metadata = metadata or {}
         if len(metadata) > 16 or any(len(k) > 64 or len(str(v)) > 512 for k, v in metadata.items()):
-            raise BatchError(400, "metadata takes at most 16 keys of up to 64 characters, values up to 512",
-                             "invalid_metadata", "metadata")
+            raise RequestError(400, "metadata takes at most 16 keys of up to 64 characters, values up to 512",
+                               "invalid_metadata", "metadata")
         await spending.check_budget(self.redis, tenant)  # over a spend cap: a RequestError (402), answered as it is
         info = await self.get_file(tenant.name, input_file_id)
         if info is None:
-            raise BatchError(404, f"no file {input_file_id!r} for this tenant", "file_not_found", "input_file_id")
+            raise RequestError(404, f"no file {input_file_id!r} for this tenant", "file_not_found", "input_file_id")
         if info.purpose != "batch":
-            raise BatchError(400, f"file {input_file_id} has purpose {info.purpose!r}; a batch needs a file uploaded "
-                                  "with purpose \"batch\"", "invalid_input_file", "input_file_id")
+            raise RequestError(400, f"file {input_file_id} has purpose {info.purpose!r}; a batch needs a file uploaded "
+                                    "with purpose \"batch\"", "invalid_input_file", "input_file_id")
         content = await self.file_content(tenant.name, input_file_id)
         if content is None:
-            raise BatchError(404, f"no file {input_file_id!r} for this tenant", "file_not_found", "input_file_id")
+            raise RequestError(404, f"no file {input_file_id!r} for this tenant", "file_not_found", "input_file_id")
 
         batch_id = "batch_" + secrets.token_hex(12)
         created = now()
@@ -354,8 +350,8 @@ class BatchStore:
                     {"code": "enqueue_failed", "line": None, "param": None,
                      "message": f"the batch could not be enqueued ({exc.__class__.__name__}); nothing was run"}]}),
             })
-            raise BatchError(503, "the batch could not be enqueued; nothing was run, try again",
-                             "store_unavailable") from exc
+            raise RequestError(503, "the batch could not be enqueued; nothing was run, try again",
+                               "store_unavailable") from exc
         await self.redis.hset(key, mapping={"status": "in_progress", "in_progress_at": repr(now()),
                                             "total": str(len(parsed.lines))})
         return await self._must_view(batch_id)
@@ -363,7 +359,7 @@ class BatchStore:
     async def _must_view(self, batch_id: str) -> dict[str, Any]:
         view = await self._view(batch_id)
         if view is None:
-            raise BatchError(404, f"batch {batch_id} has expired", "batch_not_found")
+            raise RequestError(404, f"batch {batch_id} has expired", "batch_not_found")
         return view
 
     async def enqueue(self, batch_id: str, tenant: str, lines: Sequence[BatchLine]) -> list[str]:
@@ -489,7 +485,7 @@ class BatchStore:
         if owner is None or owner != tenant:
             return None
         if status in FINAL:
-            raise BatchError(409, f"batch {batch_id} is already {status}; nothing to cancel", "batch_finished")
+            raise RequestError(409, f"batch {batch_id} is already {status}; nothing to cancel", "batch_finished")
         if status != "cancelling":
             await self.redis.hset(key, mapping={"status": "cancelling", "cancelling_at": repr(now())})
             await self._cancel_jobs(await self.redis.lrange(batch_jobs_key(batch_id), 0, -1))

@@ -15,7 +15,6 @@ from cryptography.fernet import Fernet
 
 from gateway_core import keys
 from gateway_core.batches import (
-    BatchError,
     BatchStore,
     batch_jobs_key,
     batch_key,
@@ -27,6 +26,7 @@ from gateway_core.batches import (
 from gateway_core.config import GatewayConfig, PartnerConfig, TenantConfig
 from gateway_core.crypto import PayloadCipher
 from gateway_core.embedded_redis import EmbeddedRedis
+from gateway_core.errors import RequestError
 from gateway_core.settings import Settings
 from gateway_core.store import JobStore, delayed_member
 from workers.celery_app import make_celery
@@ -135,10 +135,10 @@ def test_empty_and_oversized_input(env: Env) -> None:
 
 
 def test_files_refuse_a_bad_purpose_or_size_and_are_encrypted(env: Env) -> None:
-    with pytest.raises(BatchError) as bad_purpose:
+    with pytest.raises(RequestError) as bad_purpose:
         env.run(lambda: env.batches.create_file("unit-tenant", "in.jsonl", "assistants", b"{}"))
     assert bad_purpose.value.status_code == 400
-    with pytest.raises(BatchError) as too_big:
+    with pytest.raises(RequestError) as too_big:
         env.run(lambda: env.batches.create_file("unit-tenant", "in.jsonl", "batch", b"x" * 100_001))
     assert too_big.value.status_code == 400 and too_big.value.code == "file_too_large"
     info = env.run(lambda: env.batches.create_file("unit-tenant", "in.jsonl", "batch", line("secret-id").encode()))
