@@ -79,8 +79,8 @@ def _random_prefix(spec: str, rng: random.Random) -> str:
     return str(rng.randint(int(low), int(high))).zfill(len(low))
 
 
-def card_number(network: CardNetwork, length: int, rng: random.Random) -> str:
-    prefix = _random_prefix(rng.choice(network.prefixes), rng)
+def card_number(network: CardNetwork, length: int, rng: random.Random, prefix_spec: str | None = None) -> str:
+    prefix = _random_prefix(prefix_spec or rng.choice(network.prefixes), rng)
     body = prefix + "".join(rng.choice("0123456789") for _ in range(length - len(prefix) - 1))
     return body + luhn_check_digit(body)
 
@@ -113,11 +113,11 @@ def written_card(number: str, rng: random.Random) -> str:
     return _grouped(number, [4] * 5, separator)
 
 
-def every_card(rng: random.Random, per_length: int = 1) -> list[tuple[str, str]]:
-    """(network name, written number) for every network, every length it issues, `per_length` of each."""
-    cards = []
-    for network in CARD_NETWORKS:
-        for length in network.lengths:
-            for _ in range(per_length):
-                cards.append((network.name, written_card(card_number(network, length, rng), rng)))
-    return cards
+def every_card(rng: random.Random) -> list[tuple[str, str]]:
+    """(network name, written number): one card of every network, issuer range and length it issues."""
+    return [
+        (network.name, written_card(card_number(network, length, rng, prefix), rng))
+        for network in CARD_NETWORKS
+        for prefix in network.prefixes
+        for length in network.lengths
+    ]

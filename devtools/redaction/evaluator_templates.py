@@ -24,6 +24,7 @@ import random
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -240,6 +241,17 @@ def evaluator_driver_license_formats() -> tuple[str, ...]:
 
 # --- filling -------------------------------------------------------------------------------------------------------
 
+_EARLIEST = datetime(1950, 1, 1)
+_LATEST = datetime(2030, 12, 31)
+_MOMENT_FIELDS: dict[str, Callable[[datetime], str]] = {
+    "date_time": str,
+    "date_of_birth": lambda moment: str(moment.date()),
+    "day_of_week": lambda moment: moment.strftime("%A"),
+    "year": lambda moment: str(moment.year),
+    "date": lambda moment: str(moment.date()),
+    "time": lambda moment: moment.strftime("%H:%M:%S"),
+}
+
 
 @dataclass
 class EvaluatorFiller:
@@ -293,6 +305,10 @@ class EvaluatorFiller:
             labels = [LabelledValue(lv.entity, lv.start, lv.end, lv.value.lower()) for lv in labels]
         return Sample(text, tuple(labels), "evaluator-templates")
 
+    def moment(self, locale: str = "en_US") -> datetime:
+        """A random date and time between fixed bounds (Faker's own date fields depend on today's date)."""
+        return self.faker(locale).date_time_between(start_date=_EARLIEST, end_date=_LATEST)
+
     def _full_name(self, record: dict[str, str]) -> str:
         if self.rng.random() > 0.2:
             return f"{record['first_name']} {record['last_name']}"
@@ -330,6 +346,8 @@ class EvaluatorFiller:
             return str(us.parse(rng.choices(formats, weights)[0]))
         if name == "us_driver_license":
             return str(fake.bothify(rng.choice(evaluator_driver_license_formats())))
+        if name in _MOMENT_FIELDS:
+            return _MOMENT_FIELDS[name](self.moment(locale))
         for source in (fake, us):
             try:
                 return str(getattr(source, name)())

@@ -1,13 +1,17 @@
 """Named entities (PERSON, LOCATION, ORGANIZATION, NRP) from a spaCy NER model, only when one is installed.
 
 Nothing is ever downloaded: without an installed model, policies asking for these types are refused by
-`check_policy_supported` with the install command to run.
+`check_policy_supported` with the install command to run. The model is the first installed spaCy package with an
+entity recogniser (English models preferred), or the one FEDGATE_NER_MODEL names: a package name or the directory
+of a saved pipeline (`nlp.to_disk(...)`), statistical ("ner") or rule-based ("entity_ruler").
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Sequence
 from functools import cache
+from pathlib import Path
 from typing import Any, Protocol
 
 from gateway_core.redaction.policy import LOCATION, ORGANIZATION, PERSON
@@ -31,8 +35,12 @@ SPACY_LABEL_TO_ENTITY: dict[str, str] = {
 NER_SCORE = 0.85  # Presidio's NerModelConfiguration.default_score
 
 PREFERRED_MODELS: tuple[str, ...] = ("en_core_web_lg", "en_core_web_md", "en_core_web_sm", "en_core_web_trf")
-INSTALL_HINT = "pip install en_core_web_sm (a spaCy model wheel; or `python -m spacy download en_core_web_sm` where "
-INSTALL_HINT += "downloads are allowed), then restart the workers"
+MODEL_ENV = "FEDGATE_NER_MODEL"
+ENTITY_COMPONENTS: frozenset[str] = frozenset({"ner", "entity_ruler"})  # components that set doc.ents
+INSTALL_HINT = (
+    "pip install 'fedgate[ner]' and a spaCy model (`python -m spacy download en_core_web_sm`, or pip install the "
+    f"model's wheel file), or set {MODEL_ENV} to a saved pipeline's directory; then restart the workers"
+)
 
 
 class _EntitySpan(Protocol):
@@ -49,13 +57,20 @@ class _Doc(Protocol):
 NlpPipeline = Callable[[str], Any]
 
 
+def _has_entity_component(meta: dict[str, Any]) -> bool:
+    return bool(ENTITY_COMPONENTS & (set(meta.get("pipeline", [])) | set(meta.get("components", []))))
+
+
 @cache
 def installed_ner_model() -> str | None:
-    """Name of an installed spaCy pipeline that has an NER component, preferring English models; None if none."""
+    """Name or directory of the spaCy pipeline to use for NER, None if there is none. Never downloads anything."""
     try:
         import spacy.util
     except ImportError:
         return None
+    configured = os.environ.get(MODEL_ENV, "").strip()
+    if configured:
+        return configured if _configured_model_usable(configured) else None
     try:
         installed = set(spacy.util.get_installed_models())
     except Exception:  # a broken spaCy install means no NER, not a crash at startup
@@ -66,25 +81,41 @@ def installed_ner_model() -> str | None:
             meta = spacy.util.get_model_meta(spacy.util.get_package_path(name))
         except Exception:  # unreadable package metadata: skip that model
             continue
-        if "ner" in meta.get("pipeline", []) or "ner" in meta.get("components", []):
+        if _has_entity_component(meta):
             return name
     return None
 
 
+def _configured_model_usable(model: str) -> bool:
+    import spacy.util
+
+    try:
+        path = Path(model)
+        if path.is_dir():
+            meta = spacy.util.get_model_meta(path)
+        elif spacy.util.is_package(model):
+            meta = spacy.util.get_model_meta(spacy.util.get_package_path(model))
+        else:
+            return False
+    except Exception:  # unreadable metadata: not usable
+        return False
+    return _has_entity_component(meta)
+
+
 def ner_available() -> bool:
-    """True when an installed spaCy model can find PERSON/LOCATION/ORGANIZATION. Never downloads anything."""
+    """True when a spaCy pipeline that can find PERSON/LOCATION/ORGANIZATION is installed or configured."""
     return installed_ner_model() is not None
 
 
 @cache
 def load_ner_pipeline() -> NlpPipeline:
-    """The installed NER model with only the components NER needs (loaded once per process)."""
+    """The NER pipeline with only the components NER needs (loaded once per process)."""
     import spacy
 
     name = installed_ner_model()
     if name is None:
         raise LookupError("no spaCy NER model is installed")
-    keep = {"tok2vec", "transformer", "ner"}
+    keep = {"tok2vec", "transformer", *ENTITY_COMPONENTS}
     nlp = spacy.load(name)
     nlp.select_pipes(enable=[pipe for pipe in nlp.pipe_names if pipe in keep])
     return nlp

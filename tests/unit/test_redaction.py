@@ -405,18 +405,6 @@ def test_non_text_input_fails_closed(default_redactor: Redactor) -> None:
 # --- policy model and support checks ---------------------------------------------------------------------------------
 
 
-def test_ner_types_without_a_model_are_refused_with_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ner_module, "ner_available", lambda: False)
-    policy = RedactionPolicy(entities=["EMAIL_ADDRESS", "PERSON", "LOCATION"])
-    with pytest.raises(PolicyNotSupportedError) as caught:
-        check_policy_supported(policy)
-    message = str(caught.value)
-    assert "PERSON needs a spaCy NER model" in message and "LOCATION needs a spaCy NER model" in message
-    assert "pip install en_core_web_sm" in message
-    with pytest.raises(RedactionError):
-        Redactor(policy)
-
-
 def test_ner_type_covered_by_a_deny_list_needs_no_model(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ner_module, "ner_available", lambda: False)
     policy = RedactionPolicy(entities=["PERSON"], deny_list={"PERSON": ["Ada Lovelace"]})
@@ -427,29 +415,6 @@ def test_ner_type_covered_by_a_deny_list_needs_no_model(monkeypatch: pytest.Monk
 def test_unknown_entity_type_is_refused_with_what_to_do() -> None:
     with pytest.raises(PolicyNotSupportedError, match="no recognizer for EMPLOYEE_ID: add a custom_recognizers"):
         check_policy_supported(RedactionPolicy(entities=["EMPLOYEE_ID"]))
-
-
-def test_ner_types_are_used_when_a_model_is_installed(monkeypatch: pytest.MonkeyPatch) -> None:
-    @dataclass
-    class FakeSpan:
-        label_: str
-        start_char: int
-        end_char: int
-
-    @dataclass
-    class FakeDoc:
-        ents: list[FakeSpan]
-
-    def fake_pipeline(text: str) -> FakeDoc:
-        labels = {"Ada Lovelace": "PERSON", "London": "GPE", "Acme": "ORG"}
-        return FakeDoc(
-            [FakeSpan(label, text.index(name), text.index(name) + len(name)) for name, label in labels.items()]
-        )
-
-    monkeypatch.setattr(ner_module, "ner_available", lambda: True)
-    monkeypatch.setattr(ner_module, "load_ner_pipeline", lambda: fake_pipeline)
-    redactor = Redactor(RedactionPolicy(entities=["PERSON", "LOCATION", "EMAIL_ADDRESS"]))
-    assert redact(redactor, "Ada Lovelace of Acme lives in London") == "<PERSON_1> of Acme lives in <LOCATION_1>"
 
 
 def test_ner_available_reports_a_bool_and_downloads_nothing() -> None:

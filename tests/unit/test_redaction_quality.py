@@ -1,15 +1,16 @@
 """Redaction quality on the labelled synthetic corpus: recall per required type, no change to PII-free text.
 
-Speed is measured by scripts/bench --redaction (gateway_core.redaction.bench), never asserted here.
+This is the project's own corpus, kept as a regression set; the headline measure is test_redaction_independent.py.
+Speed is measured by scripts/bench --redaction (devtools/redaction/bench.py), never asserted here.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from gateway_core.redaction import PlaceholderMap, RedactionPolicy, RedactionResult, Redactor
 from devtools.redaction.bench import build_stock_presidio, coverage_by_type, recall_by_type
 from devtools.redaction.corpus import REQUIRED_RECALL_TYPES, Sample, pii_free_samples, pii_samples, prompts
+from gateway_core.redaction import PlaceholderMap, RedactionPolicy, RedactionResult, Redactor
 from tests.unit.test_redaction import no_network  # noqa: F401 - the socket guard fixture, used below
 
 # Everything here, stock Presidio included, runs under the socket guard: no network access.
