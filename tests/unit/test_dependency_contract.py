@@ -12,6 +12,7 @@ only from the base dependencies (an extra's module is imported where it is used)
 from __future__ import annotations
 
 import ast
+import glob
 import importlib.metadata
 import importlib.util
 import inspect
@@ -295,22 +296,17 @@ def _distribution_of_files() -> dict[str, str]:
 
 
 def _distribution_of(module: str) -> str | None:
-    """The installed distribution that provides `module` (the deepest part that resolves to a file)."""
+    """The installed distribution whose files hold `module`, found on sys.path without importing anything (the
+    deepest part that is a file: a namespace package such as opentelemetry spans several distributions)."""
     parts = module.split(".")
+    owners = _distribution_of_files()
     for depth in range(len(parts), 0, -1):
-        name = ".".join(parts[:depth])
-        try:
-            spec = importlib.util.find_spec(name)
-            origin = spec.origin if spec is not None else None
-        except ImportError:
-            continue
-        except ValueError:  # a module that replaced itself in sys.modules without a spec (kombu does)
-            origin = getattr(sys.modules.get(name), "__file__", None)
-        if not origin or origin in ("built-in", "frozen"):
-            continue
-        owner = _distribution_of_files().get(os.path.normpath(origin))
-        if owner:
-            return owner
+        for entry in sys.path:
+            base = os.path.join(entry or ".", *parts[:depth])
+            for candidate in (base + ".py", os.path.join(base, "__init__.py"), *glob.glob(base + ".*.so")):
+                owner = owners.get(os.path.normpath(candidate))
+                if owner:
+                    return owner
     return None
 
 
