@@ -359,6 +359,7 @@ def test_the_base_dependencies_are_all_used() -> None:
     there for a reason this test knows (a server or transport fedgate runs through another package)."""
     used_by_others = {
         "hiredis",  # redis-py's parser, found at run time
+        "backports-zstd",  # aiohttp's zstd decoder (the adapters' transport) before Python 3.14
         "flower",  # `fedgate flower` runs `python -m celery ... flower`
         "python-multipart",  # FastAPI's form parsing (batch file uploads)
         "uvloop",  # imported by workers.bridge inside a function; also uvicorn's loop
