@@ -21,7 +21,8 @@ from gateway_core.fleet_state import FleetState
 from tests.helpers import FleetEnv, Proc, wait_for
 
 TERMINAL = {"succeeded", "failed", "dead_lettered", "cancelled"}
-PARTNERS = ("sim-openai", "sim-anthropic", "sim-anthropic-forgetful", "sim-limited")  # tests/fleet_config.yaml
+PARTNERS = ("sim-openai", "sim-anthropic", "sim-anthropic-forgetful", "sim-limited",  # tests/fleet_config.yaml
+            "sim-azure", "sim-gemini")
 SECRETS = ("test-key-dev", "test-key-other", "sk-sim-test", "sk-ant-test")
 WORKER_SLOTS = 2
 
