@@ -51,9 +51,10 @@ def _is_date(groups: Sequence[str]) -> bool:
 
 
 def is_date(layout: Layout) -> bool:
-    """A date written with '.', '/' or '-': the whole number, or its start before a space ("2008-07-09 10:13")."""
+    """A date written with '.', '/' or '-': the whole number, or its start before a time ("2008-07-09 10:13",
+    "2008-07-09T10:13")."""
     groups, separators = layout.groups, layout.separators
-    if len(groups) < 3 or (len(groups) > 3 and separators[2] != " "):
+    if len(groups) < 3 or (len(groups) > 3 and separators[2] not in (" ", "T", "t")):
         return False
     joined_by = set(separators[:2])
     return len(joined_by) == 1 and joined_by <= {".", "/", "-"} and _is_date(groups[:3])

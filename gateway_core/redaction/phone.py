@@ -97,7 +97,13 @@ _WHITESPACE_BACKWARDS = regex.compile(r"\s", flags=regex.REVERSE)
 _DIGIT = regex.compile(r"\d")
 _NON_SPACE = regex.compile(r"\S")
 _NON_SPACE_BACKWARDS = regex.compile(r"\S", flags=regex.REVERSE)
-_ISO_DATE = regex.compile(r"(?:19|20)\d\d-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])")
+# Windows that are only a date or timestamp, or a hyphenated ISBN (its last group is one check character), are never
+# phone numbers: no need to parse them in every region.
+_NOT_A_NUMBER_WINDOW = regex.compile(
+    r"(?:\d{4}-\d{1,2}-\d{1,2}|\d{1,2}[./-]\d{1,2}[./-]\d{2,4}|\d{4}[./]\d{1,2}[./]\d{1,2})"
+    r"(?:[ T]\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?"
+    r"|\d{1,5}(?:-\d{1,7}){2,4}-[\dXx]"
+)
 _TRAILING_PUNCTUATION = ".,;:!?"
 _DECIMAL_NUMBER = regex.compile(r"[-+]?\d+\.\d+")
 _PLUS_SIGNS = ("+", "\uff0b")
@@ -144,16 +150,17 @@ def distinct_calling_code_regions(regions: Sequence[str]) -> tuple[str, ...]:
 
 
 def masked(text: str, covered: Sequence[Interval]) -> str:
-    """text with the covered regions that are whole tokens blanked out (same length, so offsets stay valid).
+    """text with the covered regions that stand alone blanked out (same length, so offsets stay valid).
 
-    A region glued to other characters stays visible: in "+3937705084465" a card match on the digits must not hide
-    the wider phone number from the matcher.
+    A region stands alone when no digit, letter or '+' touches it ("555-0100-Office" is alone, "-Office" being a
+    label). A region glued to them stays visible: in "+3937705084465" a card match on the digits must not hide the
+    wider phone number from the matcher.
     """
     pieces: list[str] = []
     position = 0
     for start, end in covered:
-        starts_token = start == 0 or text[start - 1].isspace()
-        ends_token = end == len(text) or text[end].isspace() or text[end] in _TRAILING_PUNCTUATION
+        starts_token = start == 0 or not (text[start - 1].isalnum() or text[start - 1] in _PLUS_SIGNS)
+        ends_token = end == len(text) or not text[end].isalnum()
         if not (starts_token and ends_token):
             continue
         pieces.append(text[position:start])
@@ -205,7 +212,7 @@ class PhoneDetector:
             if content_start is None or content_end is None:
                 continue
             content = scan_text[content_start.start() : content_end.end()]
-            if _ISO_DATE.fullmatch(content.rstrip(_TRAILING_PUNCTUATION)):
+            if _NOT_A_NUMBER_WINDOW.fullmatch(content.rstrip(_TRAILING_PUNCTUATION)):
                 continue
             if self._skip_without_matching(text, content, content_start.start()):
                 continue

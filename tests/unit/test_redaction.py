@@ -12,7 +12,9 @@ from dataclasses import dataclass
 import pytest
 from pydantic import ValidationError
 
+from gateway_core.config import DEMO_CONFIG, load_config
 from gateway_core.redaction import (
+    DEFAULT_ENTITIES,
     CustomRecognizer,
     PlaceholderMap,
     PolicyNotSupportedError,
@@ -415,6 +417,16 @@ def test_ner_type_covered_by_a_deny_list_needs_no_model(monkeypatch: pytest.Monk
 def test_unknown_entity_type_is_refused_with_what_to_do() -> None:
     with pytest.raises(PolicyNotSupportedError, match="no recognizer for EMPLOYEE_ID: add a custom_recognizers"):
         check_policy_supported(RedactionPolicy(entities=["EMPLOYEE_ID"]))
+
+
+def test_the_demo_partners_redact_on_doubt(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FEDGATE_SIMULATOR_URL", raising=False)
+    config = load_config(DEMO_CONFIG)
+    assert {name: partner.policy.on_doubt for name, partner in config.partners.items()} == {
+        "sim-openai": "redact",
+        "sim-anthropic": "redact",
+    }
+    assert config.partner("sim-openai").policy.entities == list(DEFAULT_ENTITIES)
 
 
 def test_ner_available_reports_a_bool_and_downloads_nothing() -> None:

@@ -141,6 +141,8 @@ def test_ibans_of_countries_presidio_lacks_are_found_by_length_and_check_digits(
         ("acct# 00123456789 please", "acct# <IBAN_CODE_1> please"),
         ("wire it to account 12-3456-7890123", "wire it to account <IBAN_CODE_1>"),
         ("her SSN might be 12345678 or so", "her SSN might be <US_SSN_1> or so"),
+        ("His social security number is ZZ631706T", "His social security number is <US_SSN_1>"),
+        ("Here's my SSN: 291002A5844", "Here's my SSN: <US_SSN_1>"),
     ],
 )
 def test_on_doubt_redact_replaces_long_numbers_next_to_a_doubt_word(
@@ -159,6 +161,7 @@ def test_on_doubt_redact_replaces_long_numbers_next_to_a_doubt_word(
         "Card sales rose 12% to $1,234,567.89 in May.",
         "Alameda de Cardoso, 2 8389-093 Fátima",  # "Cardoso" is not "card"
         "Call me at 3 pm about the 12345 boxes.",
+        "Tracking number 1Z999AA10123456784 was scanned at the depot.",
     ],
 )
 def test_on_doubt_redact_leaves_numbers_that_are_not_in_doubt(doubtful_redactor: Redactor, text: str) -> None:
