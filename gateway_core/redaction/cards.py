@@ -91,7 +91,7 @@ _RANGES_BY_FIRST_DIGIT: dict[str, tuple[IssuerRange, ...]] = {
 }
 
 # Digit groups joined by single spaces or dashes, not glued to letters, digits or decimal points on either side.
-_DIGIT_GROUPS = regex.compile(r"(?<![\w.])(?<!\d,)\d+(?:[ \-.\u00a0\u2010-\u2015]\d+)*(?![\w]|[.,]\d)")
+_DIGIT_GROUPS = regex.compile(r"(?<!\w)(?<!\d[.,])\d+(?:[ \-.\u00a0\u2010-\u2015]\d+)*(?![\w]|[.,]\d)")
 _GROUP = regex.compile(r"\d+")
 
 

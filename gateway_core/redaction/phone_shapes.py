@@ -49,7 +49,7 @@ _NUMBER = (
     rf"(?:{_SEPARATOR}?{_PARENTHESISED}\d{{1,14}}|{_SEPARATOR}\d{{1,14}})*"
 )
 _IDD_GROUP = regex.compile(r"00|00[1-9]\d{0,2}|011\d{0,3}")
-_EXTENSION = r"(?:\s?(?:x|ext\.?|extn\.?|extension)\s?\d{1,6})"
+_EXTENSION = r"(?:,?\s?(?:x|ext\.?|extn\.?|extension|\#)\s?\d{1,6})"
 # Not glued on the left to a word, an identifier, a decimal or a sign; not followed by a word character (an
 # extension glued as "x149" is part of the match).
 _CANDIDATE = regex.compile(
