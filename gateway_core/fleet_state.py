@@ -182,13 +182,13 @@ class _NamedReads:
 
     def __init__(self, client: aioredis.Redis) -> None:
         self._pipe: Pipeline = client.pipeline(transaction=False)
-        self._names: list[Hashable] = []
+        self._names: dict[Hashable, None] = {}  # in the order queued
         self._replies: dict[Hashable, Any] = {}
 
     def __call__(self, name: Hashable) -> Pipeline:
         if name in self._names:
             raise ValueError(f"two reads named {name!r}")
-        self._names.append(name)
+        self._names[name] = None
         return self._pipe
 
     async def run(self) -> None:
