@@ -310,7 +310,8 @@ def bench_core(quick: bool) -> dict[str, Any]:
         workers = fleet.start_workers(1, 1000)
         # The simulator compresses its answers as real APIs do; the same run measures it with compression off,
         # in alternating rounds so drift on a shared host falls on both sides alike.
-        ours_rt, plain_rt = [], []
+        ours_rt: list[float] = []
+        plain_rt: list[float] = []
         for round_number in range(4):
             compressed = round_number % 2 == 0
             fleet.sim_settings(compress=compressed)
