@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from gateway_core.adapters.base import CallRequest, PartnerAdapter
+from gateway_core.adapters.base import CallRequest, PartnerAdapter, PartnerRefused
 from gateway_core.models import Usage
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -42,6 +42,8 @@ class AnthropicMessagesAdapter(PartnerAdapter):
         return body
 
     def read_success(self, body: dict[str, Any]) -> tuple[str, Usage]:
+        if body.get("stop_reason") == "refusal":
+            raise PartnerRefused("the model refused (stop_reason refusal)")
         parts: list[str] = []
         for block in body["content"]:
             if block.get("type") == "text":

@@ -85,6 +85,11 @@ def _error_message(body: Any, fallback: str) -> str:
     return fallback
 
 
+class PartnerRefused(ValueError):
+    """The partner answered, and declined to answer this prompt (a content filter, a safety block): asking the same
+    partner again cannot help, so the outcome is fatal and the job moves to its fallback."""
+
+
 class PartnerAdapter(ABC):
     """Builds the partner's request and reads its response; the HTTP exchange and classification are shared."""
 
@@ -104,7 +109,12 @@ class PartnerAdapter(ABC):
 
     @abstractmethod
     def read_success(self, body: dict[str, Any]) -> tuple[str, Usage]:
-        """The output text and the usage the partner reported; raise ValueError on an unreadable body."""
+        """The output text and the usage the partner reported; raise ValueError on an unreadable body,
+        PartnerRefused when the partner declined the prompt."""
+
+    def retry_after_in_body(self, body: Any) -> float | None:
+        """Seconds to wait, for partners that say it in the error body rather than in a header."""
+        return None
 
     async def call(self, request: CallRequest) -> PartnerResponse:
         """One exchange with the partner, always ending in an outcome the router understands.
@@ -136,7 +146,7 @@ class PartnerAdapter(ABC):
             return PartnerResponse(
                 outcome,
                 status_code=status_code,
-                retry_after_s=parse_retry_after(headers),
+                retry_after_s=parse_retry_after(headers) or self.retry_after_in_body(body),
                 error=f"HTTP {status_code}: {_error_message(body, fallback)}",
             )
         if not isinstance(body, dict):
@@ -147,6 +157,8 @@ class PartnerAdapter(ABC):
             )
         try:
             text, usage = self.read_success(body)
+        except PartnerRefused as exc:
+            return PartnerResponse(Outcome.FATAL, status_code=status_code, error=f"partner refused: {exc}")
         except Exception as exc:
             return PartnerResponse(
                 Outcome.RETRYABLE, status_code=status_code, error=f"unreadable response: {exc.__class__.__name__}"

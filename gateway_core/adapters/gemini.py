@@ -14,10 +14,13 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-from gateway_core.adapters.base import CallRequest, PartnerAdapter
+from gateway_core.adapters.base import CallRequest, PartnerAdapter, PartnerRefused
 from gateway_core.models import Usage
 
 DEFAULT_API_VERSION = "v1beta"
+# google-genai's FinishReason values that mean the answer was withheld, not cut short or failed.
+REFUSAL_FINISH_REASONS = frozenset({"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII",
+                                    "IMAGE_SAFETY", "LANGUAGE"})
 
 
 class GeminiAdapter(PartnerAdapter):
@@ -53,14 +56,32 @@ class GeminiAdapter(PartnerAdapter):
     def read_success(self, body: dict[str, Any]) -> tuple[str, Usage]:
         candidates = body.get("candidates")
         if not candidates:
-            block = (body.get("promptFeedback") or {}).get("blockReason", "none given")
-            raise ValueError(f"no candidates (prompt block reason: {block})")
+            block = (body.get("promptFeedback") or {}).get("blockReason")
+            if block:
+                raise PartnerRefused(f"prompt blocked ({block})")
+            raise ValueError("no candidates")
         candidate = candidates[0]
         parts = (candidate.get("content") or {}).get("parts")
         if not parts:
-            raise ValueError(f"candidate without content (finish reason: {candidate.get('finishReason')})")
+            finish = candidate.get("finishReason")
+            if finish in REFUSAL_FINISH_REASONS:
+                raise PartnerRefused(f"answer blocked (finishReason {finish})")
+            raise ValueError(f"candidate without content (finish reason: {finish})")
         text = "".join(part["text"] for part in parts if isinstance(part.get("text"), str) and not part.get("thought"))
         usage = body.get("usageMetadata") or {}
         # Thinking tokens are billed as output tokens.
         completion_tokens = int(usage.get("candidatesTokenCount", 0)) + int(usage.get("thoughtsTokenCount", 0))
         return text, Usage(prompt_tokens=int(usage.get("promptTokenCount", 0)), completion_tokens=completion_tokens)
+
+    def retry_after_in_body(self, body: Any) -> float | None:
+        """Gemini says how long to wait in a 429's body (`error.details[].retryDelay`, e.g. "30s"), not a header."""
+        error = body.get("error") if isinstance(body, dict) else None
+        details = error.get("details") if isinstance(error, dict) else None
+        for detail in details if isinstance(details, list) else []:
+            delay = detail.get("retryDelay") if isinstance(detail, dict) else None
+            if isinstance(delay, str) and delay.endswith("s"):
+                try:
+                    return max(0.0, float(delay[:-1]))
+                except ValueError:
+                    return None
+        return None

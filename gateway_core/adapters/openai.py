@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway_core.adapters.base import CallRequest, PartnerAdapter
+from gateway_core.adapters.base import CallRequest, PartnerAdapter, PartnerRefused
 from gateway_core.models import Usage
 
 
@@ -32,9 +32,14 @@ class OpenAIChatAdapter(PartnerAdapter):
         return body
 
     def read_success(self, body: dict[str, Any]) -> tuple[str, Usage]:
-        message = body["choices"][0]["message"]
+        choice = body["choices"][0]
+        message = choice["message"]
         text = message.get("content")
         if not isinstance(text, str):
+            if choice.get("finish_reason") == "content_filter":
+                raise PartnerRefused("content filter (finish_reason content_filter)")
+            if isinstance(message.get("refusal"), str):
+                raise PartnerRefused("the model refused (message.refusal)")
             raise ValueError("choices[0].message.content is not text")
         usage = body.get("usage") or {}
         return text, Usage(

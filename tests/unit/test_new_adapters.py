@@ -257,14 +257,26 @@ def test_gemini_reads_text_parts_and_counts_thinking_as_output() -> None:
 
 
 @pytest.mark.parametrize(
-    "answer",
+    ("answer", "error"),
     [
-        {"promptFeedback": {"blockReason": "SAFETY"}, "usageMetadata": {"promptTokenCount": 3}},
-        {"candidates": [{"finishReason": "SAFETY", "index": 0}]},
+        ({"promptFeedback": {"blockReason": "SAFETY"}, "usageMetadata": {"promptTokenCount": 3}},
+         "partner refused: prompt blocked (SAFETY)"),
+        ({"candidates": [{"finishReason": "SAFETY", "index": 0}]},
+         "partner refused: answer blocked (finishReason SAFETY)"),
     ],
-    ids=["prompt-blocked", "candidate-without-content"],
+    ids=["prompt-blocked", "candidate-blocked"],
 )
-def test_gemini_answer_without_text_is_not_ok(answer: dict[str, Any]) -> None:
+def test_a_gemini_safety_block_is_fatal(answer: dict[str, Any], error: str) -> None:
+    result = build(gemini()).interpret(200, json.dumps(answer).encode(), httpx.Headers())
+    assert (result.outcome, result.error) == (Outcome.FATAL, error)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [{"usageMetadata": {"promptTokenCount": 3}}, {"candidates": [{"finishReason": "OTHER", "index": 0}]}],
+    ids=["no-candidates", "candidate-without-content"],
+)
+def test_a_gemini_answer_without_text_is_retryable(answer: dict[str, Any]) -> None:
     result = build(gemini()).interpret(200, json.dumps(answer).encode(), httpx.Headers())
     assert result.outcome is Outcome.RETRYABLE
     assert "unreadable response" in (result.error or "")

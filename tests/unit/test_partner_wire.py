@@ -7,13 +7,16 @@ worker's own HTTP stack (gateway_core.adapters.base.HttpPool: httpx over aiohttp
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from gateway_core.adapters.base import CallRequest, HttpPool, Outcome, PartnerResponse
+from gateway_core.adapters.gemini import GeminiAdapter
 from gateway_core.adapters.openai import OpenAIChatAdapter
 from gateway_core.adapters.transport import ACCEPT_ENCODING
 from gateway_core.config import PartnerConfig
@@ -144,3 +147,36 @@ def test_an_answer_that_never_starts_is_cut_at_the_deadline() -> None:
     with wire.wire_server(wire.slow(30)) as server:
         result = one(server.url, timeout_s=0.5)
     assert (result.outcome, result.error) == (Outcome.RETRYABLE, "timed out after 0.5s")
+
+
+def content_filtered() -> bytes:
+    return json.dumps({
+        "id": "chatcmpl-cf", "object": "chat.completion", "created": 1, "model": "wire-model",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": None}, "finish_reason": "content_filter"}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 0, "total_tokens": 5},
+    }).encode()
+
+
+def test_an_answer_withheld_by_a_content_filter_is_fatal_not_retried() -> None:
+    # Azure OpenAI's content filter: a 200 with no content. Asking the same partner again cannot help.
+    with wire.wire_server(wire.raw("200 OK", content_filtered(), "application/json")) as server:
+        result = one(server.url)
+    assert (result.outcome, result.error) == (Outcome.FATAL, "partner refused: content filter (finish_reason "
+                                                             "content_filter)")
+
+
+def test_gemini_says_how_long_to_wait_in_the_error_body() -> None:
+    body = json.dumps({"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "message": "Quota exceeded",
+                                 "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo",
+                                              "retryDelay": "17s"}]}}).encode()
+    config = PartnerConfig(name="gem", adapter="gemini", base_url="http://127.0.0.1:1", model="gemini-x")
+
+    async def go() -> PartnerResponse:
+        pool = HttpPool(1)
+        try:
+            return GeminiAdapter(config, pool).interpret(429, body, httpx.Headers({"content-type": "application/json"}))
+        finally:
+            await pool.aclose()
+
+    result = asyncio.run(go())
+    assert (result.outcome, result.retry_after_s) == (Outcome.RETRYABLE, 17.0)
