@@ -15,6 +15,7 @@ import importlib.metadata as metadata
 import re
 import sys
 import tomllib
+from collections.abc import Iterable
 from pathlib import Path
 
 from packaging.requirements import Requirement
@@ -32,11 +33,24 @@ def normalise(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def declared_requirements() -> list[Requirement]:
-    """pyproject.toml's dependencies and every extra's, the project's references to itself left out."""
+def declared_requirements(extras: Iterable[str] | None = None) -> list[Requirement]:
+    """pyproject.toml's dependencies and those of the named extras (every extra when None), following the project's
+    references to its own extras (`fedgate[otel]` inside `test`)."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    lines = [*project["dependencies"], *(line for extra in project["optional-dependencies"].values() for line in extra)]
-    return [Requirement(line) for line in lines if normalise(Requirement(line).name) != PROJECT]
+    optional: dict[str, list[str]] = project["optional-dependencies"]
+    wanted, seen = list(optional if extras is None else extras), set()
+    found = [Requirement(line) for line in project["dependencies"]]
+    while wanted:
+        extra = wanted.pop()
+        if extra in seen:
+            continue
+        seen.add(extra)
+        for requirement in map(Requirement, optional[extra]):
+            if normalise(requirement.name) == PROJECT:
+                wanted.extend(requirement.extras)
+            else:
+                found.append(requirement)
+    return found
 
 
 def closure(requirements: list[Requirement]) -> dict[str, str]:
