@@ -25,16 +25,16 @@ from gateway_api.metrics_routes import install as install_metrics_routes
 from gateway_api.openai_compat import install as install_openai_routes
 from gateway_api.telemetry import install as install_request_telemetry
 from gateway_api.usage_routes import install as install_usage_routes
-from gateway_core import metrics
 from gateway_core.config import DEMO_CONFIG, GatewayConfig, load_config
 from gateway_core.contracts import ContractRegistry
 from gateway_core.crypto import load_cipher
 from gateway_core.errors import ConfigError, FedgateError, RequestError
-from gateway_core.logs import SecretMasker, known_secrets
-from gateway_core.models import JobStatus, JobSubmission, JobView
-from gateway_core.redis_clients import async_client
+from gateway_core.fleet import metrics
+from gateway_core.fleet.logs import SecretMasker, known_secrets
+from gateway_core.fleet.redis_clients import async_client
+from gateway_core.jobs.models import JobStatus, JobSubmission, JobView
+from gateway_core.jobs.store import JobRecord, JobStore
 from gateway_core.settings import Settings, get_settings
-from gateway_core.store import JobRecord, JobStore
 from workers.celery_app import make_celery
 from workers.notify import notify_finished
 from workers.producer import JobProducer

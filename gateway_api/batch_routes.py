@@ -1,6 +1,6 @@
 """The OpenAI Files and Batch API shape (`/v1/files`, `/v1/batches`), for the official SDK unchanged.
 
-A batch's lines become ordinary jobs (redacted, budgeted, retried, failed over); see gateway_core/batches.py.
+A batch's lines become ordinary jobs (redacted, budgeted, retried, failed over); see gateway_core/jobs/batches.py.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import UploadFile
 
 from gateway_api.deps import Tenant, services
-from gateway_core.batches import DEFAULT_MAX_FILE_BYTES, BatchStore
 from gateway_core.errors import RequestError
+from gateway_core.jobs.batches import DEFAULT_MAX_FILE_BYTES, BatchStore
 
 router = APIRouter(tags=["batches"])
 _READ_CHUNK = 1024 * 1024

@@ -245,9 +245,9 @@ def api() -> None:
     import uvicorn
 
     from gateway_api.app import create_app
-    from gateway_core.logs import configure_logging
-    from gateway_core.redis_clients import check_reachable
-    from gateway_core.tracing import configure_tracing
+    from gateway_core.fleet.logs import configure_logging
+    from gateway_core.fleet.redis_clients import check_reachable
+    from gateway_core.fleet.tracing import configure_tracing
 
     settings = get_settings()
     _refuse_missing_exporter(settings)
@@ -273,7 +273,7 @@ def worker(
     loglevel: Annotated[str, typer.Option(help="Celery log level")] = "INFO",
 ) -> None:
     """Run a Celery worker consuming the named partners' queues."""
-    from gateway_core import keys
+    from gateway_core.fleet import keys
     from gateway_core.settings import reset_settings_cache
     from gateway_core.webhooks import WEBHOOK_QUEUE
     from workers.celery_app import app as celery_app
@@ -311,7 +311,7 @@ def _use_idle_cpu_only() -> None:
 
 def _refuse_missing_exporter(settings: Any) -> None:
     """Traces asked for without the `otel` extra installed: say so before starting, not as a trace-less process."""
-    from gateway_core.tracing import missing_exporter_packages
+    from gateway_core.fleet.tracing import missing_exporter_packages
 
     problem = missing_exporter_packages(settings)
     if problem:
@@ -323,8 +323,8 @@ def _refuse_unsafe_config() -> None:
     partner), if a partner's calls can outlast the broker's visibility timeout, or if the traces it is configured to
     export cannot be (the `otel` extra is missing)."""
     from gateway_core.config import load_config
+    from gateway_core.jobs.redelivery import visibility_timeout_problem
     from gateway_core.redaction import PolicyNotSupportedError, check_policy_supported
-    from gateway_core.redelivery import visibility_timeout_problem
 
     settings = get_settings()
     _refuse_missing_exporter(settings)
@@ -394,9 +394,9 @@ def simulate(
     port: Annotated[int | None, typer.Option(help="Port")] = None,
 ) -> None:
     """Run the partner simulator (OpenAI and Anthropic wire formats)."""
-    from gateway_core.logs import configure_logging
-    from gateway_core.simulator import SimulatorConfig
-    from gateway_core.simulator.app import serve
+    from gateway_core.fleet.logs import configure_logging
+    from partner_simulator import SimulatorConfig
+    from partner_simulator.app import serve
 
     settings = get_settings()
     configure_logging("simulator", settings)

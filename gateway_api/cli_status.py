@@ -16,7 +16,7 @@ from rich.text import Text
 from gateway_api.cli_http import api_key, api_url, fail, print_json
 
 if TYPE_CHECKING:
-    from gateway_core.fleet_state import BucketState, FleetState, PartnerState
+    from gateway_core.fleet.fleet_state import BucketState, FleetState, PartnerState
 
 PATH = "/v1/admin/status"
 WIDE = 160  # the table's width when the output is not a terminal (a pipe, a test)
@@ -30,7 +30,7 @@ def fetch_state(timeout_s: float = 10.0) -> FleetState:
     """The fleet state from the API; StatusUnavailable says what went wrong (so --watch can keep trying)."""
     import httpx
 
-    from gateway_core.fleet_state import FleetState
+    from gateway_core.fleet.fleet_state import FleetState
 
     url = api_url()
     try:
@@ -57,7 +57,8 @@ def _bucket(bucket: BucketState | None) -> Text:
     return Text(f"{text} ({bucket.fill:.0%})")
 
 
-_BREAKER_STYLE = {"closed": "green", "open": "bold red", "half_open": "yellow"}  # by gateway_core.breaker.BreakerState
+# by gateway_core.partners.breaker.BreakerState
+_BREAKER_STYLE = {"closed": "green", "open": "bold red", "half_open": "yellow"}
 
 
 def _breaker(partner: PartnerState, now: float) -> Text:

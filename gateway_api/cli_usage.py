@@ -14,7 +14,8 @@ from rich.table import Table
 
 from gateway_api.cli_http import fail, print_json, request
 
-# gateway_core.metering.DIMENSIONS, spelled out so `fedgate --help` need not load the domain (test_startup checks)
+# gateway_core.tenants.metering.DIMENSIONS, spelled out so `fedgate --help` need not load the domain
+# (test_startup checks)
 DIMENSIONS_HELP = "partner, day, month"
 WIDE = 160  # the table's width when the output is not a terminal (a pipe, a test)
 NUMBERS = (("jobs", "Jobs"), ("calls", "Calls"), ("prompt_tokens", "Prompt tokens"),
@@ -28,8 +29,8 @@ def usage(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
 ) -> None:
     """Usage and cost per partner, day or month, with totals and where the tenant stands against its budgets."""
-    from gateway_core.metering import format_usd, parse_by
-    from gateway_core.spending import span
+    from gateway_core.tenants.metering import format_usd, parse_by
+    from gateway_core.tenants.spending import span
 
     try:
         parse_by(by)
@@ -53,7 +54,7 @@ def usage(
 
 
 def render(report: dict[str, Any]) -> Table:
-    from gateway_core.metering import format_usd
+    from gateway_core.tenants.metering import format_usd
 
     by: list[str] = report["by"]
     table = Table(title=f"Usage of {report['tenant']}, {report['first_day']} to {report['last_day']} (UTC)",

@@ -13,7 +13,7 @@ from collections import defaultdict
 
 import redis.asyncio as aioredis
 
-from gateway_core import keys
+from gateway_core.fleet import keys
 
 log = logging.getLogger("fedgate.api.completion")
 

@@ -12,11 +12,11 @@ import redis.asyncio as aioredis
 from fastapi import Depends, Header, Request
 
 from gateway_api.completion import CompletionListener
-from gateway_core import keys
 from gateway_core.config import GatewayConfig, TenantConfig
 from gateway_core.errors import RequestError
+from gateway_core.fleet import keys
+from gateway_core.jobs.store import JobRecord, JobStore
 from gateway_core.settings import Settings
-from gateway_core.store import JobRecord, JobStore
 from workers.producer import JobProducer
 
 _ERROR_TYPES = {"budget_exceeded": "insufficient_quota", "partner_failed": "api_error"}

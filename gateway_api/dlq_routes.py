@@ -8,7 +8,8 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway_api.deps import Services, require_admin
-from gateway_core.dlq import (
+from gateway_core.errors import RequestError
+from gateway_core.jobs.dlq import (
     MAX_PAGE,
     DeadLetterDetail,
     DeadLetterError,
@@ -21,7 +22,6 @@ from gateway_core.dlq import (
     ReplayResult,
     UnknownPartner,
 )
-from gateway_core.errors import RequestError
 
 router = APIRouter(
     prefix="/v1/admin/dead-letters", tags=["operations"], dependencies=[Depends(require_admin("the dead-letter queue"))]

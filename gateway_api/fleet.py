@@ -17,8 +17,8 @@ import httpx
 from gateway_api.cli_http import first_key
 from gateway_core.config import load_config
 from gateway_core.crypto import load_cipher
-from gateway_core.embedded_redis import EmbeddedRedis, port_in_use
 from gateway_core.errors import ConfigError
+from gateway_core.fleet.embedded_redis import EmbeddedRedis, port_in_use
 from gateway_core.settings import Settings
 from gateway_core.webhooks import load_or_create_secret
 from workers.celery_app import broker_url

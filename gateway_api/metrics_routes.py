@@ -2,9 +2,9 @@
 
 /metrics holds this API process's own metrics (prometheus_client's default registry, or every process's files
 under PROMETHEUS_MULTIPROC_DIR) plus the fleet-wide gauges read from Redis at scrape time
-(`gateway_core.fleet_state`): queue depth per partner and lane, delayed and in-flight jobs, dead letters, bucket
+(`gateway_core.fleet.fleet_state`): queue depth per partner and lane, delayed and in-flight jobs, dead letters, bucket
 levels, breaker state and error rate. Workers serve their own counters and histograms on their own port
-(`gateway_core.metrics.start_worker_metrics_server`). Labels carry names only, never request content.
+(`gateway_core.fleet.metrics.start_worker_metrics_server`). Labels carry names only, never request content.
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from gateway_api.deps import services, tenant
-from gateway_core.breaker import BreakerState
 from gateway_core.config import TenantConfig
 from gateway_core.errors import RequestError
-from gateway_core.fleet_state import FleetState, read_fleet_state
-from gateway_core.metrics import label, process_registry
-from gateway_core.spending import spend_collector
+from gateway_core.fleet.fleet_state import FleetState, read_fleet_state
+from gateway_core.fleet.metrics import label, process_registry
+from gateway_core.partners.breaker import BreakerState
+from gateway_core.tenants.spending import spend_collector
 
 log = logging.getLogger("fedgate.metrics")
 

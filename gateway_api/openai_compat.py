@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway_api.deps import Tenant, error_body, services, wait_for_job
 from gateway_core.errors import RequestError
-from gateway_core.models import JobStatus, JobSubmission, Message, chat_completion
+from gateway_core.jobs.models import JobStatus, JobSubmission, Message, chat_completion
 
 router = APIRouter(tags=["openai-compatible"])
 

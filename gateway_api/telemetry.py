@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from opentelemetry.trace import SpanKind
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway_core import logs, tracing
+from gateway_core.fleet import logs, tracing
 
 JOBS_PATH = "/v1/jobs/"
 UNTRACED = frozenset({"/healthz", "/metrics"})  # probes and scrapes: a trace each would drown the real ones

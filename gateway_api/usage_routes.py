@@ -1,7 +1,7 @@
 """Usage and spend: `GET /v1/usage` (the calling tenant's own) and `GET /v1/admin/usage?tenant=T` (admin key).
 
-Rows come from the metered counters (`gateway_core.metering`), grouped by any of partner, day and month; the report
-also shows where the tenant stands against its budgets (`gateway_core.spending`).
+Rows come from the metered counters (`gateway_core.tenants.metering`), grouped by any of partner, day and month;
+the report also shows where the tenant stands against its budgets (`gateway_core.tenants.spending`).
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from pydantic import BaseModel
 
 from gateway_api.deps import Tenant, require_admin, services
-from gateway_core import metering, spending
 from gateway_core.config import TenantConfig
 from gateway_core.errors import RequestError
+from gateway_core.tenants import metering, spending
 
 router = APIRouter(tags=["usage"])
 

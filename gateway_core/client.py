@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 
 from gateway_core.errors import FedgateError
-from gateway_core.models import JobView
+from gateway_core.jobs.models import JobView
 from gateway_core.webhooks import WebhookEvent, verify
 
 

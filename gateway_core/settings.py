@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     max_wait_s: float = Field(default=60.0, ge=0, description="Longest long-poll a client may ask for")
     chat_timeout_s: float = Field(default=120.0, gt=0, description="How long /v1/chat/completions waits for its job")
 
-    # Logs and traces (gateway_core/logs.py, gateway_core/tracing.py)
+    # Logs and traces (gateway_core/fleet/logs.py, gateway_core/fleet/tracing.py)
     log_format: Literal["json", "text"] = Field(default="json", description="json lines, or text for humans")
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL")
     otel_exporter: Literal["none", "console", "otlp"] = Field(

@@ -30,9 +30,9 @@ from urllib.parse import urlsplit
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
-from gateway_core.backoff import backoff_delay, parse_retry_after
 from gateway_core.errors import FedgateError
-from gateway_core.models import JobStatus, JobView
+from gateway_core.jobs.backoff import backoff_delay, parse_retry_after
+from gateway_core.jobs.models import JobStatus, JobView
 
 SECRET_PREFIX = "whsec_"
 SECRET_BYTES = 24

@@ -33,13 +33,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from gateway_api.fleet import BATCH_WORKER_NICE  # noqa: E402
-from gateway_core import keys  # noqa: E402
 from gateway_core.config import load_config  # noqa: E402
 from gateway_core.crypto import load_cipher  # noqa: E402
-from gateway_core.embedded_redis import EmbeddedRedis  # noqa: E402
-from gateway_core.models import JobSubmission  # noqa: E402
+from gateway_core.fleet import keys  # noqa: E402
+from gateway_core.fleet.embedded_redis import EmbeddedRedis  # noqa: E402
+from gateway_core.jobs.models import JobSubmission  # noqa: E402
+from gateway_core.jobs.store import JobStore  # noqa: E402
 from gateway_core.settings import Settings  # noqa: E402
-from gateway_core.store import JobStore  # noqa: E402
 from workers.celery_app import make_celery  # noqa: E402
 from workers.producer import JobProducer  # noqa: E402
 
@@ -527,7 +527,7 @@ async def redis_ping_p50(fleet: BenchFleet, n: int, gap_s: float = 0.0) -> float
 async def _mixed_run(fleet: BenchFleet, n_batch: int, n_rt: int) -> dict[str, Any]:
     """Create the batch through the Batch API's own path (file, then batch), follow its progress the way clients
     do (the batch's counters), and time interactive jobs spread over the whole drain."""
-    from gateway_core.batches import BatchStore
+    from gateway_core.jobs.batches import BatchStore
 
     async with FedgateClient(fleet) as client:
         batches = BatchStore(client.producer.store, client.producer, max_file_bytes=64 * 2**20)

@@ -10,9 +10,9 @@ import httpx
 import pytest
 import redis
 
-from gateway_core.embedded_redis import EmbeddedRedis
-from gateway_core.simulator import SimulatorConfig
+from gateway_core.fleet.embedded_redis import EmbeddedRedis
 from gateway_core.webhooks import load_or_create_secret
+from partner_simulator import SimulatorConfig
 from tests.helpers import FleetEnv, Proc, free_port, http_ok, wait_for
 
 TEST_CONFIG = Path(__file__).with_name("fleet_config.yaml")

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from gateway_core.simulator import SimulatorConfig
+from partner_simulator import SimulatorConfig
 from tests.helpers import ROOT, free_port, http_ok, wait_for
 
 START_DEADLINE_S = 20.0
@@ -23,7 +23,7 @@ def running_simulator(config: SimulatorConfig) -> Iterator[str]:
         config_file = Path(home) / "simulator.json"
         config_file.write_text(config.model_dump_json())
         script = (
-            "from pathlib import Path; from gateway_core.simulator import SimulatorConfig, serve; "
+            "from pathlib import Path; from partner_simulator import SimulatorConfig, serve; "
             f"serve('127.0.0.1', {port}, SimulatorConfig.model_validate_json(Path({str(config_file)!r}).read_text()))"
         )
         process = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)

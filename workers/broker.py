@@ -36,14 +36,14 @@ from kombu.utils.json import loads
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from gateway_core import keys
-from gateway_core.lua import script
-from gateway_core.redis_clients import ExplainedSentinelConnection
+from gateway_core.fleet import keys
+from gateway_core.fleet.lua import script
+from gateway_core.fleet.redis_clients import ExplainedSentinelConnection
 
 log = logging.getLogger("fedgate.broker")
 
 ACK_FLUSH_INTERVAL_S = 0.02
-MAX_EXTRA_PER_FETCH = 16  # messages taken after a BRPOP, by gateway_core/lua/broker_take_more.lua
+MAX_EXTRA_PER_FETCH = 16  # messages taken after a BRPOP, by gateway_core/fleet/lua/broker_take_more.lua
 
 _capture = threading.local()
 

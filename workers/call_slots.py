@@ -16,7 +16,7 @@ import asyncio
 from collections import deque
 from types import TracebackType
 
-from gateway_core import keys, metrics
+from gateway_core.fleet import keys, metrics
 
 
 class WorkerStopping(Exception):

@@ -6,7 +6,7 @@ import logging
 
 from celery import Celery
 
-from gateway_core.redis_clients import is_sentinel_url, kombu_transport_options, redis_url
+from gateway_core.fleet.redis_clients import is_sentinel_url, kombu_transport_options, redis_url
 from gateway_core.settings import Settings, get_settings
 from workers.consumer_steps import BatchedBrokerWrites
 

@@ -16,9 +16,9 @@ import redis
 import redis.asyncio as aioredis
 from celery import Celery
 
-from gateway_core import keys
-from gateway_core.lua import script
-from gateway_core.store import JobStore, parse_delayed_member
+from gateway_core.fleet import keys
+from gateway_core.fleet.lua import script
+from gateway_core.jobs.store import JobStore, parse_delayed_member
 from workers.enqueue import attempt_commands, stage
 
 log = logging.getLogger("fedgate.delay_queue")

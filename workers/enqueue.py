@@ -7,7 +7,7 @@ from typing import Any
 
 from celery import Celery
 
-from gateway_core import keys
+from gateway_core.fleet import keys
 from workers.broker import Channel as CapturingChannel
 from workers.broker import captured_publishes
 from workers.celery_app import RUN_JOB_TASK

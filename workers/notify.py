@@ -6,7 +6,7 @@ import redis.asyncio as aioredis
 
 from gateway_core.config import GatewayConfig
 from gateway_core.crypto import PayloadCipher
-from gateway_core.store import JobRecord
+from gateway_core.jobs.store import JobRecord
 from gateway_core.webhooks import WebhookEvent, job_message_id
 from workers.webhooks import enqueue_webhook
 

@@ -17,15 +17,16 @@ from typing import Any
 
 import redis.exceptions
 
-from gateway_core import metering, metrics
-from gateway_core.adapters.base import CallRequest, Outcome, OutputSchema, PartnerResponse
 from gateway_core.config import PartnerConfig
 from gateway_core.contracts import ContractVersion, parse_lenient, validation_errors
-from gateway_core.models import Attempt, JobStatus, Message, now
-from gateway_core.ratelimit import estimate_tokens
+from gateway_core.fleet import metrics
+from gateway_core.jobs.models import Attempt, JobStatus, Message, now
+from gateway_core.jobs.routing import decide
+from gateway_core.jobs.store import JobRecord
+from gateway_core.partners.adapters.base import CallRequest, Outcome, OutputSchema, PartnerResponse
+from gateway_core.partners.ratelimit import estimate_tokens
 from gateway_core.redaction import PlaceholderMap, RedactionError
-from gateway_core.routing import decide
-from gateway_core.store import JobRecord
+from gateway_core.tenants import metering
 from workers import call_slots, telemetry
 from workers.notify import notify_finished
 from workers.runtime import Runtime, runtime

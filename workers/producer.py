@@ -7,13 +7,14 @@ import hashlib
 
 from celery import Celery
 
-from gateway_core import keys, metrics, spending, tracing
 from gateway_core.config import GatewayConfig, TenantConfig
 from gateway_core.contracts import ContractNotFound, ContractRegistry
 from gateway_core.errors import RequestError
-from gateway_core.models import JobStatus, JobSubmission, new_job_id, now
+from gateway_core.fleet import keys, metrics, tracing
+from gateway_core.jobs.models import JobStatus, JobSubmission, new_job_id, now
+from gateway_core.jobs.store import JobRecord, JobStore
 from gateway_core.settings import Settings
-from gateway_core.store import JobRecord, JobStore
+from gateway_core.tenants import spending
 from gateway_core.webhooks import WebhookError, check_destination
 from workers.enqueue import attempt_commands, stage
 from workers.webhooks import allow_list

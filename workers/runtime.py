@@ -8,17 +8,17 @@ from functools import cached_property
 
 import redis.asyncio as aioredis
 
-from gateway_core.adapters import PartnerAdapter, adapter_for
-from gateway_core.adapters.base import HttpPool
-from gateway_core.breaker import CircuitBreakers
 from gateway_core.config import GatewayConfig, load_config
 from gateway_core.contracts import ContractRegistry, ContractVersion
 from gateway_core.crypto import load_cipher
-from gateway_core.ratelimit import PartnerBudgets
+from gateway_core.fleet.redis_clients import async_client
+from gateway_core.jobs.store import JobStore
+from gateway_core.partners.adapters import PartnerAdapter, adapter_for
+from gateway_core.partners.adapters.base import HttpPool
+from gateway_core.partners.breaker import CircuitBreakers
+from gateway_core.partners.ratelimit import PartnerBudgets
 from gateway_core.redaction import Redactor
-from gateway_core.redis_clients import async_client
 from gateway_core.settings import Settings, get_settings
-from gateway_core.store import JobStore
 
 
 @dataclass

@@ -10,11 +10,12 @@ from typing import Any
 from celery.exceptions import Reject
 from celery.signals import worker_init, worker_ready, worker_shutdown
 
-from gateway_core import keys, metering, metrics
-from gateway_core.periodic import repeat_forever
+from gateway_core.fleet import keys, metrics
+from gateway_core.fleet.periodic import repeat_forever
+from gateway_core.fleet.redis_clients import sync_client
 from gateway_core.redaction import PlaceholderMap
-from gateway_core.redis_clients import sync_client
 from gateway_core.settings import get_settings
+from gateway_core.tenants import metering
 from workers import pipeline
 from workers.bridge import await_, io_loop
 from workers.call_slots import WorkerStopping

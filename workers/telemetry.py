@@ -20,7 +20,7 @@ from celery.signals import celeryd_init, setup_logging, worker_init, worker_shut
 from greenlet import getcurrent
 from opentelemetry.trace import Span, SpanKind
 
-from gateway_core import logs, tracing
+from gateway_core.fleet import logs, tracing
 from workers.bridge import TaskGreenlet
 
 JOB_SPAN = "fedgate.job"

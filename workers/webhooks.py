@@ -29,7 +29,7 @@ from celery import Celery
 from celery.exceptions import Reject
 
 from gateway_core.crypto import PayloadCipher
-from gateway_core.lua import script
+from gateway_core.fleet.lua import script
 from gateway_core.webhooks import (
     DEAD_LETTER_KEY,
     DELAYED_KEY,
@@ -60,7 +60,7 @@ BATCH = 500
 MAX_IDLE_S = 0.25
 _SEND_RETRY = {"max_retries": 3, "interval_start": 0, "interval_step": 0.2, "interval_max": 1}
 INFRASTRUCTURE_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
-# A delivery's atomic steps (enqueue, claim due retries, finalise, replay): gateway_core/lua/webhook_*.lua.
+# A delivery's atomic steps (enqueue, claim due retries, finalise, replay): gateway_core/fleet/lua/webhook_*.lua.
 
 
 def delivery_id_for(tenant: str, msg_id: str) -> str:

@@ -28,7 +28,7 @@ from gateway_core.contracts.models import (
     parse_reference,
 )
 from gateway_core.contracts.validate import canonical, check_schema
-from gateway_core.lua import script
+from gateway_core.fleet.lua import script
 
 PREFIX = "fg:contract:"
 INDEX = "fg:contracts"

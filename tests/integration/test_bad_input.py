@@ -11,8 +11,8 @@ import httpx
 import pytest
 import redis
 
-from gateway_core import keys
-from gateway_core.store import parse_delayed_member
+from gateway_core.fleet import keys
+from gateway_core.jobs.store import parse_delayed_member
 from tests.helpers import FleetEnv
 
 TENANT = "dev"  # the tenant of the `api` fixture's key (test-key-dev)

@@ -8,7 +8,7 @@ import json
 import redis
 from kombu import Connection, Exchange, Producer, Queue
 
-from gateway_core.embedded_redis import EmbeddedRedis
+from gateway_core.fleet.embedded_redis import EmbeddedRedis
 from workers.broker import Channel
 
 QUEUE = "partner.batching-test"
@@ -113,7 +113,7 @@ def test_the_delay_queue_mover_sends_due_entries_and_removes_them_in_one_step(
 
     import redis.asyncio as aioredis
 
-    from gateway_core import keys
+    from gateway_core.fleet import keys
     from gateway_core.settings import Settings
     from workers.celery_app import make_celery
     from workers.delay_queue import DelayQueueMover

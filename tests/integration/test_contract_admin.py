@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from gateway_api.cli_contracts import contracts_app
 from gateway_core.contracts.registry import INDEX, contract_key
-from gateway_core.embedded_redis import EmbeddedRedis
+from gateway_core.fleet.embedded_redis import EmbeddedRedis
 from tests.helpers import FleetEnv
 
 BASE = "/v1/admin/contracts"

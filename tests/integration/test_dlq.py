@@ -12,8 +12,8 @@ import redis
 from typer.testing import CliRunner
 
 from gateway_api.cli_dlq import dlq_app
-from gateway_core import keys
-from gateway_core.embedded_redis import EmbeddedRedis
+from gateway_core.fleet import keys
+from gateway_core.fleet.embedded_redis import EmbeddedRedis
 from tests.helpers import FleetEnv, Proc, wait_for
 
 TERMINAL = {"succeeded", "failed", "dead_lettered", "cancelled"}

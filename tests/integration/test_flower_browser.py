@@ -23,8 +23,8 @@ import httpx
 import pytest
 import redis
 
-from gateway_core import keys
-from gateway_core.embedded_redis import EmbeddedRedis
+from gateway_core.fleet import keys
+from gateway_core.fleet.embedded_redis import EmbeddedRedis
 from tests.helpers import FleetEnv, Proc, finish_job, http_ok, submit_job, wait_for
 
 USER, PASSWORD = "operator", "test-flower-password"  # FEDGATE_FLOWER_BASIC_AUTH in tests/conftest.py

@@ -12,7 +12,7 @@ import openai
 import pytest
 import redis
 
-from gateway_core import keys
+from gateway_core.fleet import keys
 from tests.helpers import FleetEnv, wait_for
 
 PARTNER = "sim-anthropic-forgetful"  # no module-wide worker consumes it, so each test decides who does

@@ -15,9 +15,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
 from gateway_api import cli_status
-from gateway_core import keys
-from gateway_core.embedded_redis import EmbeddedRedis
-from gateway_core.fleet_state import FleetState
+from gateway_core.fleet import keys
+from gateway_core.fleet.embedded_redis import EmbeddedRedis
+from gateway_core.fleet.fleet_state import FleetState
 from tests.helpers import FleetEnv, Proc, wait_for
 
 TERMINAL = {"succeeded", "failed", "dead_lettered", "cancelled"}

@@ -11,7 +11,7 @@ import pytest
 import redis
 import yaml
 
-from gateway_core.embedded_redis import EmbeddedRedis
+from gateway_core.fleet.embedded_redis import EmbeddedRedis
 from tests.helpers import FleetEnv, Proc, finish_job, http_ok, submit_job, wait_for
 
 TEST_CONFIG = Path(__file__).resolve().parents[1] / "fleet_config.yaml"

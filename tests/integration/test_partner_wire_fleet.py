@@ -14,7 +14,7 @@ import httpx
 import pytest
 import redis
 
-from gateway_core import keys
+from gateway_core.fleet import keys
 from tests import wire_servers as wire
 from tests.helpers import FleetEnv, finish_job, free_port, http_ok, submit_job, wait_for
 

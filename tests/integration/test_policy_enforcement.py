@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import redis
 
-from gateway_core.embedded_redis import EmbeddedRedis
+from gateway_core.fleet.embedded_redis import EmbeddedRedis
 from tests.helpers import ROOT, FleetEnv
 
 

@@ -11,7 +11,7 @@ import pytest
 import redis
 from cryptography.fernet import Fernet
 
-from gateway_core.embedded_redis import EmbeddedRedis
+from gateway_core.fleet.embedded_redis import EmbeddedRedis
 from tests.helpers import FleetEnv, Proc, free_port, http_ok, wait_for
 from workers.celery_app import make_celery
 from workers.enqueue import send_attempt

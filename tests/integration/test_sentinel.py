@@ -18,8 +18,8 @@ from flower.utils.broker import Broker
 from kombu.transport.redis import SentinelTransport as KombuSentinelTransport
 from redis.sentinel import SentinelConnectionPool
 
-from gateway_core.embedded_redis import EmbeddedRedis, redis_server_binary
-from gateway_core.redis_clients import BlockingSentinelPool, async_client, sync_client
+from gateway_core.fleet.embedded_redis import EmbeddedRedis, redis_server_binary
+from gateway_core.fleet.redis_clients import BlockingSentinelPool, async_client, sync_client
 from gateway_core.settings import Settings, reset_settings_cache
 from tests.helpers import FleetEnv, Proc, free_port, http_ok, wait_for
 from workers.broker import SentinelTransport

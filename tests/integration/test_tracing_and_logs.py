@@ -12,7 +12,7 @@ import httpx
 import pytest
 import redis
 
-from gateway_core.embedded_redis import EmbeddedRedis
+from gateway_core.fleet.embedded_redis import EmbeddedRedis
 from tests.helpers import FleetEnv, Proc, free_port, http_ok, wait_for
 from tests.integration.test_no_pii_leaks import configured_secrets, finish, leaks, run_every_path
 

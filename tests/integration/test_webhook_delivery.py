@@ -25,8 +25,8 @@ from standardwebhooks import Webhook
 
 from gateway_core import webhooks as wh
 from gateway_core.crypto import PayloadCipher
-from gateway_core.embedded_redis import EmbeddedRedis
-from gateway_core.models import JobStatus, JobView, new_job_id
+from gateway_core.fleet.embedded_redis import EmbeddedRedis
+from gateway_core.jobs.models import JobStatus, JobView, new_job_id
 from gateway_core.webhooks import WebhookEvent, WebhookSettings, new_secret
 from tests.conftest import TEST_CONFIG
 from tests.helpers import ROOT, Proc, free_port, wait_for

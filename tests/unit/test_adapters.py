@@ -14,13 +14,13 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway_core.adapters import adapter_for
-from gateway_core.adapters.anthropic import ANTHROPIC_VERSION, AnthropicMessagesAdapter
-from gateway_core.adapters.base import CallRequest, Outcome, PartnerAdapter, PartnerResponse, parse_retry_after
-from gateway_core.adapters.generic import GenericJSONAdapter
-from gateway_core.adapters.openai import OpenAIChatAdapter
 from gateway_core.config import PartnerConfig
-from gateway_core.models import Message
+from gateway_core.jobs.models import Message
+from gateway_core.partners.adapters import adapter_for
+from gateway_core.partners.adapters.anthropic import ANTHROPIC_VERSION, AnthropicMessagesAdapter
+from gateway_core.partners.adapters.base import CallRequest, Outcome, PartnerAdapter, PartnerResponse, parse_retry_after
+from gateway_core.partners.adapters.generic import GenericJSONAdapter
+from gateway_core.partners.adapters.openai import OpenAIChatAdapter
 
 CONVERSATION = [
     Message(role="system", content="You are terse."),

@@ -8,7 +8,7 @@ from email.utils import formatdate
 import httpx
 import pytest
 
-from gateway_core.backoff import backoff_delay, parse_retry_after
+from gateway_core.jobs.backoff import backoff_delay, parse_retry_after
 
 # --- backoff with full jitter -----------------------------------------------------------------------------------
 

@@ -13,8 +13,12 @@ import pytest
 import redis.asyncio as aioredis
 from cryptography.fernet import Fernet
 
-from gateway_core import keys
-from gateway_core.batches import (
+from gateway_core.config import GatewayConfig, PartnerConfig, TenantConfig
+from gateway_core.crypto import PayloadCipher
+from gateway_core.errors import RequestError
+from gateway_core.fleet import keys
+from gateway_core.fleet.embedded_redis import EmbeddedRedis
+from gateway_core.jobs.batches import (
     BatchStore,
     batch_jobs_key,
     batch_key,
@@ -23,12 +27,8 @@ from gateway_core.batches import (
     parse_input,
     tenant_batches_key,
 )
-from gateway_core.config import GatewayConfig, PartnerConfig, TenantConfig
-from gateway_core.crypto import PayloadCipher
-from gateway_core.embedded_redis import EmbeddedRedis
-from gateway_core.errors import RequestError
+from gateway_core.jobs.store import JobStore, delayed_member
 from gateway_core.settings import Settings
-from gateway_core.store import JobStore, delayed_member
 from workers.celery_app import make_celery
 from workers.producer import JobProducer
 
@@ -212,8 +212,8 @@ def test_bulk_enqueue_of_50000_lines(env: Env) -> None:
 def test_progress_comes_from_counters_each_job_bumps_as_it_settles(env: Env) -> None:
     """Succeeded, dead-lettered, cancelled and replayed jobs move the batch's counters in the step that settles
     them, so reading progress does not touch every job."""
-    from gateway_core.dlq import DeadLetters
-    from gateway_core.models import JobStatus, Usage
+    from gateway_core.jobs.dlq import DeadLetters
+    from gateway_core.jobs.models import JobStatus, Usage
 
     text = "\n".join(line(f"c{i}") for i in range(4)) + "\n"
     info = env.run(lambda: env.batches.create_file(env.tenant.name, "in.jsonl", "batch", text.encode()))

@@ -10,8 +10,8 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from gateway_core.config import GatewayConfig
-from gateway_core.embedded_redis import EmbeddedRedis
-from gateway_core.ratelimit import PartnerBudgets
+from gateway_core.fleet.embedded_redis import EmbeddedRedis
+from gateway_core.partners.ratelimit import PartnerBudgets
 
 
 def config(partner_rpm: int | None = None, tenant_rpm: int | None = None) -> GatewayConfig:

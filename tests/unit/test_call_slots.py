@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from gateway_core import keys, metrics
+from gateway_core.fleet import keys, metrics
 from workers.call_slots import CallSlots, WorkerStopping
 
 

@@ -29,8 +29,8 @@ from typer.testing import CliRunner
 
 from gateway_api.cli import cli
 from gateway_core.config import GatewayConfig, load_config
-from gateway_core.embedded_redis import EmbeddedRedis
 from gateway_core.errors import ConfigError
+from gateway_core.fleet.embedded_redis import EmbeddedRedis
 from gateway_core.settings import Settings, reset_settings_cache
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -441,7 +441,7 @@ def exported_metrics(
 
     The API's real /metrics, scraped in-process with the compose config (plus rate limits, so the bucket gauges
     have rows) against a real Redis: the API process's metrics and the fleet state read at scrape time. Worker
-    metrics are the same prometheus_client registry (gateway_core.metrics; the worker modules are imported so
+    metrics are the same prometheus_client registry (gateway_core.fleet.metrics; the worker modules are imported so
     anything they register is there too), with label names from the metric objects themselves."""
     import workers.pipeline
     import workers.tasks

@@ -31,7 +31,7 @@ from gateway_core.contracts import (
     validation_errors,
 )
 from gateway_core.contracts.registry import INDEX, contract_key
-from gateway_core.embedded_redis import EmbeddedRedis
+from gateway_core.fleet.embedded_redis import EmbeddedRedis
 from tests.helpers import run_async_scenario
 
 T = TypeVar("T")

@@ -1,7 +1,7 @@
 """What fedgate assumes about its dependencies, checked against the installed versions.
 
 workers/broker.py, workers/aiopool.py, workers/consumer_steps.py and workers/enqueue.py override or call private
-parts of kombu and Celery (and gateway_core/redis_clients.py and gateway_core/__init__.py of redis-py). Nothing in
+parts of kombu and Celery (and gateway_core/fleet/redis_clients.py and gateway_core/__init__.py of redis-py). Nothing in
 those libraries promises them, so pyproject.toml pins celery and kombu to the tested minor, and this file fails when
 an upgrade renames or removes one: in CI, not as `503 broker_unavailable` in production.
 
@@ -47,7 +47,7 @@ from kombu.utils import json as kombu_json
 
 ROOT = Path(__file__).resolve().parents[2]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-SHIPPED = ("gateway_core", "workers", "gateway_api")
+SHIPPED = ("gateway_core", "workers", "gateway_api", "partner_simulator")
 NOT_SHIPPED = ("tests", "scripts", "devtools")
 # Extras shipped code may import where it uses them; `bench` and `test` serve tooling only.
 RUNTIME_EXTRAS = ("otel", "ner")
@@ -246,7 +246,7 @@ def test_celery_bootsteps_and_vine() -> None:
     assert {"argsrepr", "kwargsrepr"} <= set(_parameters(app.amqp.as_task_v2)), "workers.enqueue sets both"
 
 
-# --- redis-py (gateway_core/__init__.py, gateway_core/redis_clients.py) -----------------------------------------
+# --- redis-py (gateway_core/__init__.py, gateway_core/fleet/redis_clients.py) -----------------------------------------
 
 
 def test_redis_internals_we_patch_or_override() -> None:
@@ -401,7 +401,7 @@ def _run_without_otel_sdk(code: str, env: dict[str, str]) -> subprocess.Complete
 
 def test_tracing_off_needs_no_otel_sdk(tmp_path: Path) -> None:
     done = _run_without_otel_sdk("""
-from gateway_core import tracing
+from gateway_core.fleet import tracing
 assert tracing.configure_tracing("api") is False
 with tracing.span("stage") as current:
     assert not current.is_recording()

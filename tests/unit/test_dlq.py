@@ -15,20 +15,20 @@ import pytest
 import redis.asyncio as aioredis
 from cryptography.fernet import Fernet
 
-from gateway_core import keys
 from gateway_core.config import GatewayConfig
 from gateway_core.crypto import PayloadCipher
-from gateway_core.dlq import (
+from gateway_core.errors import RequestError
+from gateway_core.fleet import keys
+from gateway_core.fleet.embedded_redis import EmbeddedRedis
+from gateway_core.jobs.dlq import (
     DeadLetterNotFound,
     DeadLetters,
     NotDeadLettered,
     PartnerNotAllowed,
     UnknownPartner,
 )
-from gateway_core.embedded_redis import EmbeddedRedis
-from gateway_core.errors import RequestError
-from gateway_core.models import Attempt, JobStatus, Message, new_job_id, now
-from gateway_core.store import JobRecord, JobStore, delayed_member
+from gateway_core.jobs.models import Attempt, JobStatus, Message, new_job_id, now
+from gateway_core.jobs.store import JobRecord, JobStore, delayed_member
 from tests.helpers import run_async_scenario
 from tests.unit.test_store import StoreEnv
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway_core.models import TERMINAL, JobStatus
+from gateway_core.jobs.models import TERMINAL, JobStatus
 
 S = JobStatus
 

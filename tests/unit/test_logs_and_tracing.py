@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 
 from gateway_api import telemetry as api_telemetry
-from gateway_core import logs, tracing
+from gateway_core.fleet import logs, tracing
 from gateway_core.settings import Settings
 from workers import telemetry
 
@@ -199,7 +199,7 @@ def test_a_job_without_a_stored_context_still_has_one_trace(spans: InMemorySpanE
 def test_partner_call_span_names_host_status_and_outcome_only(spans: InMemorySpanExporter) -> None:
     from types import SimpleNamespace
 
-    from gateway_core.adapters.base import Outcome, PartnerResponse
+    from gateway_core.partners.adapters.base import Outcome, PartnerResponse
 
     ctx = SimpleNamespace(partner=SimpleNamespace(name="sim-openai", base_url="https://api.example.com:8443/v1?key=x"))
 

@@ -19,11 +19,11 @@ import redis
 import redis.asyncio as aioredis
 from cryptography.fernet import Fernet
 
-from gateway_core import keys, lua
 from gateway_core.crypto import PayloadCipher
-from gateway_core.embedded_redis import EmbeddedRedis
-from gateway_core.models import JobStatus, Message, Usage, new_job_id, now
-from gateway_core.store import BATCH_KEY_PREFIX, PAYLOAD_FIELDS, JobRecord, JobStore, delayed_member
+from gateway_core.fleet import keys, lua
+from gateway_core.fleet.embedded_redis import EmbeddedRedis
+from gateway_core.jobs.models import JobStatus, Message, Usage, new_job_id, now
+from gateway_core.jobs.store import BATCH_KEY_PREFIX, PAYLOAD_FIELDS, JobRecord, JobStore, delayed_member
 from tests.helpers import run_async_scenario
 
 ROOT = Path(__file__).resolve().parents[2]

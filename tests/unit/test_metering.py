@@ -18,11 +18,12 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from gateway_core import keys, metering, spending
 from gateway_core.config import Budgets, GatewayConfig, PartnerConfig, Price, TenantConfig, load_config
-from gateway_core.embedded_redis import EmbeddedRedis
 from gateway_core.errors import ConfigError, RequestError
-from gateway_core.models import Usage
+from gateway_core.fleet import keys
+from gateway_core.fleet.embedded_redis import EmbeddedRedis
+from gateway_core.jobs.models import Usage
+from gateway_core.tenants import metering, spending
 from tests.helpers import with_redis
 
 T = TypeVar("T")

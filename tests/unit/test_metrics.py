@@ -21,12 +21,12 @@ from rich.console import Console
 
 from gateway_api.cli_status import render
 from gateway_api.metrics_routes import FleetStateCollector
-from gateway_core import keys, metrics
-from gateway_core.breaker import BreakerState
 from gateway_core.config import GatewayConfig
-from gateway_core.embedded_redis import EmbeddedRedis
-from gateway_core.fleet_state import PRIORITY_SEP, UNACKED, FleetState, read_fleet_state
-from gateway_core.models import Usage
+from gateway_core.fleet import keys, metrics
+from gateway_core.fleet.embedded_redis import EmbeddedRedis
+from gateway_core.fleet.fleet_state import PRIORITY_SEP, UNACKED, FleetState, read_fleet_state
+from gateway_core.jobs.models import Usage
+from gateway_core.partners.breaker import BreakerState
 from tests.helpers import with_redis
 
 T = TypeVar("T")

@@ -1,5 +1,5 @@
 """Azure OpenAI and Gemini adapters: the requests they build, and calls through the worker's own HTTP stack
-(gateway_core.adapters.base.HttpPool: httpx over aiohttp) to the partner simulator served on loopback, which
+(gateway_core.partners.adapters.base.HttpPool: httpx over aiohttp) to the partner simulator served on loopback, which
 checks each dialect's URL, auth header and body as the real API does and compresses its answers."""
 
 from __future__ import annotations
@@ -12,13 +12,20 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway_core.adapters import adapter_for
-from gateway_core.adapters.azure_openai import DEFAULT_API_VERSION, AzureOpenAIChatAdapter
-from gateway_core.adapters.base import CallRequest, HttpPool, Outcome, OutputSchema, PartnerAdapter, PartnerResponse
-from gateway_core.adapters.gemini import GeminiAdapter
 from gateway_core.config import PartnerConfig
-from gateway_core.models import Message
-from gateway_core.simulator import PartnerBehaviour, SimulatorConfig
+from gateway_core.jobs.models import Message
+from gateway_core.partners.adapters import adapter_for
+from gateway_core.partners.adapters.azure_openai import DEFAULT_API_VERSION, AzureOpenAIChatAdapter
+from gateway_core.partners.adapters.base import (
+    CallRequest,
+    HttpPool,
+    Outcome,
+    OutputSchema,
+    PartnerAdapter,
+    PartnerResponse,
+)
+from gateway_core.partners.adapters.gemini import GeminiAdapter
+from partner_simulator import PartnerBehaviour, SimulatorConfig
 from tests.simulator_process import running_simulator
 
 CONVERSATION = [

@@ -1,7 +1,7 @@
 """Adapters against real sockets: every way a partner's answer can arrive (or not) ends in an outcome.
 
 The partner is tests/wire_servers.py, a loopback HTTP server that misbehaves at the byte level. The client is the
-worker's own HTTP stack (gateway_core.adapters.base.HttpPool: httpx over aiohttp), not a mock transport.
+worker's own HTTP stack (gateway_core.partners.adapters.base.HttpPool: httpx over aiohttp), not a mock transport.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway_core.adapters.base import CallRequest, HttpPool, Outcome, PartnerResponse
-from gateway_core.adapters.gemini import GeminiAdapter
-from gateway_core.adapters.openai import OpenAIChatAdapter
-from gateway_core.adapters.transport import ACCEPT_ENCODING
 from gateway_core.config import PartnerConfig
-from gateway_core.models import Message
+from gateway_core.jobs.models import Message
+from gateway_core.partners.adapters.base import CallRequest, HttpPool, Outcome, PartnerResponse
+from gateway_core.partners.adapters.gemini import GeminiAdapter
+from gateway_core.partners.adapters.openai import OpenAIChatAdapter
+from gateway_core.partners.adapters.transport import ACCEPT_ENCODING
 from tests import wire_servers as wire
 
 REQUEST = CallRequest(messages=[Message(role="user", content="hello")])

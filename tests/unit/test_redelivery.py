@@ -1,9 +1,9 @@
-"""gateway_core.redelivery: a run must fit inside the broker's visibility timeout."""
+"""gateway_core.jobs.redelivery: a run must fit inside the broker's visibility timeout."""
 
 from __future__ import annotations
 
 from gateway_core.config import GatewayConfig
-from gateway_core.redelivery import visibility_timeout_problem
+from gateway_core.jobs.redelivery import visibility_timeout_problem
 from gateway_core.settings import Settings
 
 

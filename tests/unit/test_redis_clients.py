@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway_core.errors import ConfigError
-from gateway_core.redis_clients import kombu_transport_options, redacted, sentinel_target
+from gateway_core.fleet.redis_clients import kombu_transport_options, redacted, sentinel_target
 from gateway_core.settings import Settings
 from workers.celery_app import make_celery
 

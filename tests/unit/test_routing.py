@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from gateway_core.adapters.base import Outcome, PartnerResponse
 from gateway_core.config import GatewayConfig
-from gateway_core.models import Attempt
-from gateway_core.routing import decide, next_fallback, tried_partners
+from gateway_core.jobs.models import Attempt
+from gateway_core.jobs.routing import decide, next_fallback, tried_partners
+from gateway_core.partners.adapters.base import Outcome, PartnerResponse
 
 RETRYABLE = PartnerResponse(Outcome.RETRYABLE, status_code=503, error="HTTP 503: overloaded")
 FATAL = PartnerResponse(Outcome.FATAL, status_code=401, error="HTTP 401: bad key")

@@ -30,11 +30,11 @@ from openai.types.chat import ChatCompletion, completion_create_params
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, with_config
 from typing_extensions import TypedDict, is_typeddict
 
-from gateway_core.adapters import adapter_for
-from gateway_core.adapters.base import CallRequest, HttpPool, OutputSchema, PartnerAdapter
 from gateway_core.config import PartnerConfig
-from gateway_core.models import Message
-from gateway_core.simulator import PartnerBehaviour, SimulatorConfig
+from gateway_core.jobs.models import Message
+from gateway_core.partners.adapters import adapter_for
+from gateway_core.partners.adapters.base import CallRequest, HttpPool, OutputSchema, PartnerAdapter
+from partner_simulator import PartnerBehaviour, SimulatorConfig
 from tests.simulator_process import running_simulator
 
 # --- strict mirrors of the SDKs' request TypedDicts ----------------------------------------------------

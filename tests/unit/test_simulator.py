@@ -25,9 +25,9 @@ import openai
 import pytest
 import zstandard
 
-from gateway_core.simulator import PartnerBehaviour, SimulatedPartner, SimulatorConfig, create_app
-from gateway_core.simulator.app import minimal_instance
-from gateway_core.simulator.delivery import choose_encoding
+from partner_simulator import PartnerBehaviour, SimulatedPartner, SimulatorConfig, create_app
+from partner_simulator.app import minimal_instance
+from partner_simulator.delivery import choose_encoding
 from tests.simulator_process import running_simulator
 
 OPENAI_HEADERS = {"authorization": "Bearer test-key"}

@@ -78,13 +78,13 @@ def test_status_loads_neither_redaction_nor_workers_nor_the_server(status_run: R
     """`fedgate status` parses the API's answer into the domain's FleetState: that, not the redaction engine."""
     modules, done = status_run
     assert done.returncode == 1 and "cannot reach the API" in done.stderr, done.stderr[-2000:]
-    assert "gateway_core.fleet_state" in modules
+    assert "gateway_core.fleet.fleet_state" in modules
     assert not loaded(modules, package), f"`fedgate status` loads {package}"
 
 
 def test_usage_help_names_every_dimension_the_api_accepts() -> None:
     """cli_usage spells the dimensions out so its help needs no domain import; they must stay the same."""
     from gateway_api.cli_usage import DIMENSIONS_HELP
-    from gateway_core.metering import DIMENSIONS
+    from gateway_core.tenants.metering import DIMENSIONS
 
     assert ", ".join(DIMENSIONS) == DIMENSIONS_HELP

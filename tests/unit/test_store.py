@@ -14,11 +14,11 @@ import pytest
 import redis.asyncio as aioredis
 from cryptography.fernet import Fernet
 
-from gateway_core import keys
 from gateway_core.crypto import PayloadCipher
-from gateway_core.embedded_redis import EmbeddedRedis
-from gateway_core.models import Attempt, JobStatus, Message, Usage, new_job_id, now
-from gateway_core.store import JobRecord, JobStore, delayed_member, parse_delayed_member
+from gateway_core.fleet import keys
+from gateway_core.fleet.embedded_redis import EmbeddedRedis
+from gateway_core.jobs.models import Attempt, JobStatus, Message, Usage, new_job_id, now
+from gateway_core.jobs.store import JobRecord, JobStore, delayed_member, parse_delayed_member
 from tests.helpers import run_async_scenario
 
 T = TypeVar("T")

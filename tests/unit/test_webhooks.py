@@ -23,8 +23,8 @@ from standardwebhooks.webhooks import WebhookVerificationError as ReferenceVerif
 
 from gateway_core import webhooks as wh
 from gateway_core.crypto import PayloadCipher
-from gateway_core.embedded_redis import EmbeddedRedis
-from gateway_core.models import JobStatus, JobView, Usage, new_job_id
+from gateway_core.fleet.embedded_redis import EmbeddedRedis
+from gateway_core.jobs.models import JobStatus, JobView, Usage, new_job_id
 from gateway_core.webhooks import (
     WebhookDestinationRefused,
     WebhookDestinationUnresolved,

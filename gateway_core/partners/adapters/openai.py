@@ -1,0 +1,53 @@
+"""OpenAI chat completions (also what most OpenAI-compatible partners speak)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway_core.jobs.models import Usage
+from gateway_core.partners.adapters.base import CallRequest, PartnerAdapter, PartnerRefused
+
+
+class OpenAIChatAdapter(PartnerAdapter):
+    def endpoint(self) -> str:
+        return f"{self.config.base_url}/chat/completions"
+
+    def headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+    def body(self, request: CallRequest) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.config.model,
+            "messages": [m.model_dump() for m in request.messages],
+            "max_tokens": request.max_tokens or self.config.max_output_tokens,
+        }
+        if request.temperature is not None:
+            body["temperature"] = request.temperature
+        if request.output is not None:
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": _schema_name(request.output.name), "schema": request.output.schema},
+            }
+        body.update(request.extra)
+        return body
+
+    def read_success(self, body: dict[str, Any]) -> tuple[str, Usage]:
+        choice = body["choices"][0]
+        message = choice["message"]
+        text = message.get("content")
+        if not isinstance(text, str):
+            if choice.get("finish_reason") == "content_filter":
+                raise PartnerRefused("content filter (finish_reason content_filter)")
+            if isinstance(message.get("refusal"), str):
+                raise PartnerRefused("the model refused (message.refusal)")
+            raise ValueError("choices[0].message.content is not text")
+        usage = body.get("usage") or {}
+        return text, Usage(
+            prompt_tokens=int(usage.get("prompt_tokens", 0)),
+            completion_tokens=int(usage.get("completion_tokens", 0)),
+        )
+
+
+def _schema_name(name: str) -> str:
+    """OpenAI allows letters, digits, '_' and '-' in a schema name."""
+    return "".join(ch if ch.isalnum() or ch in "_-" else "_" for ch in name)[:64]
