@@ -33,7 +33,7 @@ from gateway_core.fleet import metrics
 from gateway_core.fleet.logs import SecretMasker, known_secrets
 from gateway_core.fleet.redis_clients import async_client
 from gateway_core.jobs.models import JobStatus, JobSubmission, JobView
-from gateway_core.jobs.store import JobRecord, JobStore
+from gateway_core.jobs.store import JobRecord, JobStore, job_retention_s
 from gateway_core.settings import Settings, get_settings
 from workers.celery_app import make_celery
 from workers.notify import notify_finished
@@ -118,7 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         record = await svc.store.get(job_id)
         if record is None or record.tenant != who.name:
             raise RequestError(404, f"no job {job_id!r} for this tenant", "job_not_found", "job_id")
-        before = await svc.store.cancel(job_id)
+        before = await svc.store.cancel(job_id, retention_s=job_retention_s(svc.config, record))
         if before in ("succeeded", "dead_lettered"):
             raise RequestError(409, f"job {job_id} already {before}; nothing to cancel", "job_finished", "job_id")
         record = await svc.store.get(job_id) or record

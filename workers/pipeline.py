@@ -22,7 +22,7 @@ from gateway_core.contracts import ContractVersion, parse_lenient, validation_er
 from gateway_core.fleet import metrics
 from gateway_core.jobs.models import Attempt, JobStatus, Message, now
 from gateway_core.jobs.routing import decide
-from gateway_core.jobs.store import JobRecord
+from gateway_core.jobs.store import JobRecord, job_retention_s
 from gateway_core.partners.adapters.base import CallRequest, Outcome, OutputSchema, PartnerResponse
 from gateway_core.partners.ratelimit import estimate_tokens
 from gateway_core.redaction import PlaceholderMap, RedactionError
@@ -146,7 +146,8 @@ async def _run_claimed(ctx: RunContext) -> str:
         with telemetry.publish():
             published = await rt.store.publish_success(
                 record, ctx.token, output, response.usage, partner,
-                placeholder_map=ctx.placeholders.to_json(), retention_s=ctx.partner.policy.retention_s, parsed=parsed,
+                placeholder_map=ctx.placeholders.to_json(), retention_s=job_retention_s(rt.config, record),
+                parsed=parsed,
             )
         if not published:
             return "superseded"
@@ -305,9 +306,10 @@ async def _after_call(ctx: RunContext, response: PartnerResponse, probe: bool) -
 async def _route_failure(ctx: RunContext, response: PartnerResponse, breaker_open: bool) -> str:
     record = ctx.record
     decision = decide(ctx.rt.config, record.requested_partner, ctx.partner.name, record.history, response,
-                      breaker_open=breaker_open)
+                      breaker_open=breaker_open, tenant=record.tenant)
     if decision.action == "dead_letter":
-        if await ctx.rt.store.finish_unsuccessful(record, ctx.token, JobStatus.DEAD_LETTERED, decision.reason):
+        if await ctx.rt.store.finish_unsuccessful(record, ctx.token, JobStatus.DEAD_LETTERED, decision.reason,
+                                                  retention_s=job_retention_s(ctx.rt.config, record)):
             _record_finished(record, "dead_lettered")
             await _notify(ctx, JobStatus.DEAD_LETTERED, error=decision.reason)
         return "dead_lettered"
@@ -349,7 +351,8 @@ async def _dead_letter_unreadable(
     record.history.append(
         Attempt(partner=partner, attempt=attempt, outcome="fatal", error=reason, started_at=now(), duration_ms=0.0)
     )
-    if await rt.store.finish_unsuccessful(record, token, JobStatus.DEAD_LETTERED, reason):
+    if await rt.store.finish_unsuccessful(record, token, JobStatus.DEAD_LETTERED, reason,
+                                          retention_s=job_retention_s(rt.config, record)):
         _record_finished(record, "dead_lettered")
     return "dead_lettered"
 

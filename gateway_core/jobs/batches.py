@@ -33,7 +33,14 @@ from gateway_core.fleet import keys, metrics
 from gateway_core.fleet.lua import script
 from gateway_core.jobs import models
 from gateway_core.jobs.models import JobStatus, JobSubmission, Usage, new_job_id, now
-from gateway_core.jobs.store import BATCH_KEY_PREFIX, JobRecord, JobStore, delayed_member
+from gateway_core.jobs.store import (
+    BATCH_KEY_PREFIX,
+    JobRecord,
+    JobStore,
+    delayed_member,
+    partners_named,
+    retention_of,
+)
 from gateway_core.tenants import spending
 
 if TYPE_CHECKING:
@@ -54,7 +61,7 @@ FINAL = ("completed", "failed", "cancelled", "expired")
 _TERMINAL_JOB = {s.value for s in JobStatus if s.terminal}
 _FILE_FIELDS = ("tenant", "filename", "purpose", "bytes", "created_at", "expires_at")
 _RESULT_FIELDS = ("status", "output", "usage", "answered_by", "error", "created_at", "custom_id", "batch_model",
-                  "payload_retained")
+                  "payload_retained", "requested_partner", "partner", "history")
 
 
 def file_key(file_id: str) -> str:
@@ -501,8 +508,9 @@ class BatchStore:
         gate = asyncio.Semaphore(concurrency)
 
         async def cancel(job_id: str) -> None:
-            async with gate:
-                await self.store.cancel(job_id)
+            async with gate:  # the payload follows the retention of the partners the job was meant for or sent to
+                retention_s = retention_of(self.producer.config, await self.store.partners_of(job_id))
+                await self.store.cancel(job_id, retention_s=retention_s)
 
         await asyncio.gather(*(cancel(j) for j in pending))
 
@@ -585,9 +593,46 @@ class BatchStore:
                 mapping["output_file_id"] = output_id
             if error_id:
                 mapping["error_file_id"] = error_id
+            await self._apply_file_retention(batch_id, rows, output_id)
             await self.redis.hset(key, mapping=mapping)
         finally:
             await self.redis.delete(lock)
+
+    # ---- retention of a finished batch's files ----------------------------------------------------------------
+
+    async def _apply_file_retention(self, batch_id: str, rows: list[list[str | None]], output_id: str | None) -> None:
+        """The files follow the jobs' retention (policy.retention_s), counted from now (the batch's end): the input
+        file holds every request's prompt, so it is kept no longer than the shortest retention among all the batch's
+        jobs (0: deleted now); the output file holds the outputs still retained, so it is kept no longer than the
+        shortest retention among the jobs whose output it carries. Files of a batch of no retention keep their TTL."""
+        every: list[int] = []
+        in_output: list[int] = []
+        for values in rows:
+            row = dict(zip(_RESULT_FIELDS, values, strict=True))
+            if row["status"] is None:
+                continue  # the job's record expired: nothing of it is left to keep or drop
+            seconds = retention_of(self.producer.config, _row_partners(row))
+            if seconds is None:
+                continue
+            every.append(seconds)
+            if row["status"] == JobStatus.SUCCEEDED.value and row["output"]:
+                in_output.append(seconds)
+        if every:
+            await self._expire_file(await self.redis.hget(batch_key(batch_id), "input_file_id"), min(every))
+        if in_output:
+            await self._expire_file(output_id, min(in_output))
+
+    async def _expire_file(self, file_id: str | None, seconds: int) -> None:
+        """Delete the file now (0), or make it expire within `seconds` (never later than it would have)."""
+        if not file_id:
+            return
+        key = file_key(file_id)
+        if seconds <= 0:
+            await self.redis.delete(key)
+            return
+        left = await self.redis.ttl(key)
+        if left == -1 or left > seconds:
+            await self.redis.expire(key, seconds)
 
     def _build_results(self, job_ids: list[str], rows: list[list[str | None]], rejected: list[dict[str, Any]]
                        ) -> tuple[bytes, bytes, int, int]:
@@ -626,6 +671,11 @@ class BatchStore:
         body_out = ("\n".join(output) + "\n").encode() if output else b""
         body_err = ("\n".join(errors) + "\n").encode() if errors else b""
         return body_out, body_err, completed, len(errors)
+
+
+def _row_partners(row: dict[str, str | None]) -> list[str]:
+    """Every partner a batch job's prompt was meant for or sent to, from its result row."""
+    return partners_named(row["requested_partner"], row["partner"], row["answered_by"], history=row["history"])
 
 
 def chat_completion(job_id: str, row: dict[str, str | None], text: str) -> dict[str, Any]:

@@ -92,6 +92,17 @@ class PartnerNotAllowed(DeadLetterError):
         self.partner = partner
 
 
+class PayloadRemoved(DeadLetterError):
+    code = "payload_removed"
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(
+            f"job {job_id!r} cannot be replayed: its partner's retention policy (policy.retention_s) deleted its "
+            "prompt; submit the request again, or purge the dead letter"
+        )
+        self.job_id = job_id
+
+
 # --- models -----------------------------------------------------------------------------------------------------
 
 
@@ -285,6 +296,8 @@ class DeadLetters:
                 raise DeadLetterNotFound(job_id)
             if word == "status":
                 raise NotDeadLettered(job_id, str(value), "replay")
+            if word == "payload_removed":
+                raise PayloadRemoved(job_id)
         raise DeadLetterError(f"job {job_id!r} kept changing while it was being replayed; try again")
 
     async def purge(self, job_id: str) -> PurgeResult:

@@ -28,9 +28,8 @@ def tried_partners(history: list[Attempt]) -> list[str]:
     return seen
 
 
-def next_fallback(config: GatewayConfig, requested: str, history: list[Attempt]) -> str | None:
-    """The next partner in the requested partner's chain (depth-first) that has not been tried yet."""
-    tried = set(tried_partners([a for a in since_last_replay(history) if a.outcome != "replayed"]))
+def fallback_chain(config: GatewayConfig, requested: str) -> list[str]:
+    """The requested partner's fallback chain, depth-first, each partner once."""
     order: list[str] = []
 
     def walk(name: str) -> None:
@@ -40,10 +39,41 @@ def next_fallback(config: GatewayConfig, requested: str, history: list[Attempt])
                 walk(nxt)
 
     walk(requested)
-    for name in order:
-        if name not in tried:
+    return order
+
+
+def allowed_partners(config: GatewayConfig, tenant: str | None) -> frozenset[str] | None:
+    """The partners `tenant` may use (its `partners:` list); None when it may use all (no list, or no tenant)."""
+    found = config.tenants.get(tenant) if tenant is not None else None
+    if found is None or found.partners is None:
+        return None
+    return frozenset(found.partners)
+
+
+def barred_fallbacks(config: GatewayConfig, requested: str, history: list[Attempt], tenant: str | None) -> list[str]:
+    """Untried partners of the chain the tenant may not use (the reason a chain can end early)."""
+    allowed = allowed_partners(config, tenant)
+    if allowed is None:
+        return []
+    tried = _tried(history)
+    return [name for name in fallback_chain(config, requested) if name not in tried and name not in allowed]
+
+
+def next_fallback(
+    config: GatewayConfig, requested: str, history: list[Attempt], tenant: str | None = None
+) -> str | None:
+    """The next partner in the requested partner's chain (depth-first) that has not been tried yet and that the job's
+    tenant may use (TenantConfig.partners; a chain goes on past a partner the tenant may not use)."""
+    tried = _tried(history)
+    allowed = allowed_partners(config, tenant)
+    for name in fallback_chain(config, requested):
+        if name not in tried and (allowed is None or name in allowed):
             return name
     return None
+
+
+def _tried(history: list[Attempt]) -> set[str]:
+    return set(tried_partners([a for a in since_last_replay(history) if a.outcome != "replayed"]))
 
 
 def decide(
@@ -55,13 +85,15 @@ def decide(
     rng: random.Random | None = None,
     *,
     breaker_open: bool = False,
+    tenant: str | None = None,
 ) -> Decision:
-    """Retry here while retryable tries remain; else (or while the breaker is open) the next fallback."""
+    """Retry here while retryable tries remain; else (or while the breaker is open) the next fallback the job's
+    `tenant` may use; with none left, dead-letter (saying so when the tenant's partners list ended the chain)."""
     history = since_last_replay(history)
     partner_config = config.partners[partner]
     policy = partner_config.retry
     tries_here = sum(1 for a in history if a.partner == partner and a.outcome not in ("redelivered", "replayed"))
-    fallback = next_fallback(config, requested, history)
+    fallback = next_fallback(config, requested, history, tenant)
     if breaker_open and fallback:
         return Decision("fallback", fallback, 0.0, f"{partner}: circuit open; falling back to {fallback}")
     if breaker_open and tries_here < policy.max_attempts:
@@ -80,4 +112,9 @@ def decide(
         why += f" (last: {response.error})"
     if fallback:
         return Decision("fallback", fallback, 0.0, f"{partner}: {why}; falling back to {fallback}")
-    return Decision("dead_letter", partner, 0.0, f"{partner}: {why}; no fallback left")
+    barred = barred_fallbacks(config, requested, history, tenant)
+    if barred:
+        why += f"; no fallback left that tenant {tenant!r} may use (not {', '.join(barred)})"
+    else:
+        why += "; no fallback left"
+    return Decision("dead_letter", partner, 0.0, f"{partner}: {why}")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 
+from gateway_core.config import GatewayConfig
 from gateway_core.crypto import PayloadCipher
 from gateway_core.fleet import keys
 from gateway_core.fleet.lua import script
@@ -90,6 +93,7 @@ class JobStore:
         self._settle_move_on = client.register_script(script("job_settle_move_on"))
         self._cancel = client.register_script(script("job_cancel"))
         self._release_claim = client.register_script(script("job_release_claim"))
+        self._drop_payload = client.register_script(script("job_drop_payload"))
 
     def encode_new(self, record: JobRecord) -> dict[str, str]:
         """The hash for a new job; prompts are encrypted before they reach Redis."""
@@ -226,25 +230,39 @@ class JobStore:
         )
         return bool(done)
 
-    async def cancel(self, job_id: str) -> str:
-        """Cancel an unfinished job; returns its status before the call ('' when there is no such job)."""
-        before = await self._cancel(keys=[keys.job(job_id), keys.DONE_CHANNEL, keys.done_channel(keys.BATCH)],
-                                    args=[repr(now()), self.ttl_s, job_id, BATCH_KEY_PREFIX])
+    async def cancel(self, job_id: str, *, retention_s: int | None = None) -> str:
+        """Cancel an unfinished job; returns its status before the call ('' when there is no such job). The payload
+        is kept `retention_s` more seconds (0: deleted now; None: for the record's life), see `job_retention_s`."""
+        retention_ms, drop_fields = _retention_args(retention_s)
+        before = await self._cancel(
+            keys=[keys.job(job_id), keys.DONE_CHANNEL, keys.done_channel(keys.BATCH), keys.RETENTION],
+            args=[repr(now()), self.ttl_s, job_id, BATCH_KEY_PREFIX, retention_ms, drop_fields],
+        )
         return str(before)
 
-    async def drop_payload(self, job_id: str) -> None:
-        """Retention: remove prompt, output and placeholder map; keep the metadata."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hdel(keys.job(job_id), *PAYLOAD_FIELDS)
-            pipe.hset(keys.job(job_id), "payload_retained", "0")
-            await pipe.execute()
+    async def partners_of(self, job_id: str) -> list[str]:
+        """Every partner the job was meant for or sent to so far (requested, current, its history); [] if gone."""
+        fields = await self.redis.hmget(keys.job(job_id), ["requested_partner", "partner", "history"])  # type: ignore[misc]
+        requested, current, history = cast(list[str | None], fields)
+        return partners_named(requested, current, history=history)
 
-    async def finish_unsuccessful(self, record: JobRecord, token: str, status: JobStatus, error: str) -> bool:
-        """End the job as `status` (dead-lettered: also listed in the dead-letter queue); False if the run lost it."""
+    async def drop_payload(self, job_id: str) -> bool:
+        """Retention: remove prompt, output and placeholder map of a finished job; keep the metadata. A record that
+        is gone stays gone (never re-created without a TTL) and an unfinished one is left alone: False then."""
+        return bool(await self._drop_payload(keys=[keys.job(job_id)], args=[" ".join(PAYLOAD_FIELDS)]))
+
+    async def finish_unsuccessful(
+        self, record: JobRecord, token: str, status: JobStatus, error: str, *, retention_s: int | None = None
+    ) -> bool:
+        """End the job as `status` (dead-lettered: also listed in the dead-letter queue); False if the run lost it.
+        The payload is kept `retention_s` more seconds (0: deleted now, so a dead letter cannot be replayed; None:
+        for the record's life), see `job_retention_s`."""
         fields = {"error": error, "finished_at": repr(now())}
+        retention_ms, drop_fields = _retention_args(retention_s)
         done = await self._settle_failure(
-            keys=[keys.job(record.id), keys.DEAD_LETTERS, keys.done_channel(record.lane)],
-            args=[token, status.value, str(self.ttl_s), record.id, BATCH_KEY_PREFIX, *self._field_args(record, fields)],
+            keys=[keys.job(record.id), keys.DEAD_LETTERS, keys.done_channel(record.lane), keys.RETENTION],
+            args=[token, status.value, str(self.ttl_s), record.id, BATCH_KEY_PREFIX, retention_ms, drop_fields,
+                  *self._field_args(record, fields)],
         )
         return bool(done)
 
@@ -263,6 +281,37 @@ class JobStore:
 
 
 PAYLOAD_FIELDS = ("messages", "output", "parsed", "placeholder_map")
+
+
+def retention_of(config: GatewayConfig, partners: Iterable[str]) -> int | None:
+    """The shortest `policy.retention_s` among `partners` (unknown names and partners without one are skipped);
+    None when none of them has a retention."""
+    found = [config.partners[name].policy.retention_s for name in set(partners) if name in config.partners]
+    kept = [seconds for seconds in found if seconds is not None]
+    return min(kept) if kept else None
+
+
+def partners_named(*names: str | None, history: str | None = None) -> list[str]:
+    """`names` and every partner in a stored history (JSON; unreadable: skipped), without blanks."""
+    found: list[object] = list(names)
+    with contextlib.suppress(ValueError, TypeError, AttributeError):
+        found += [attempt.get("partner") for attempt in json.loads(history or "[]")]
+    return [name for name in found if isinstance(name, str) and name]
+
+
+def job_retention_s(config: GatewayConfig, record: JobRecord) -> int | None:
+    """How long a finished job keeps its payload: the shortest retention among the partners its prompt was meant
+    for or sent to (the requested partner, the current one, every partner in its history), whatever the ending."""
+    return retention_of(config, [record.requested_partner, record.partner, *(a.partner for a in record.history)])
+
+
+def _retention_args(retention_s: int | None) -> tuple[str, str]:
+    """(retention_ms, drop_fields) as the settle and cancel scripts take them."""
+    if retention_s is None:
+        return "", ""
+    if retention_s <= 0:
+        return "", " ".join(PAYLOAD_FIELDS)
+    return str(retention_s * 1000), ""
 
 
 def delayed_member(job_id: str, partner: str, attempt: int) -> str:

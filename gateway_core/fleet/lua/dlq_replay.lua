@@ -17,7 +17,8 @@
 -- ARGV[7] batch_key_prefix  a batch's hash is this prefix .. the job's batch_id
 --
 -- Returns {'ok', next_attempt}, {'missing', ''} (no record; its stray entry is removed), {'status', <status>}
--- (not dead-lettered) or {'changed', ''} (its attempt changed since the caller read it).
+-- (not dead-lettered), {'changed', ''} (its attempt changed since the caller read it) or {'payload_removed', ''}
+-- (a partner's retention deleted its prompt: there is nothing to send again).
 -- include: batch_counter.lua
 local job_key = KEYS[1]
 local dead_letters = KEYS[2]
@@ -38,6 +39,7 @@ if not status then
 end
 if status ~= 'dead_lettered' then return {'status', status} end
 if redis.call('HGET', job_key, 'attempt') ~= attempt then return {'changed', ''} end
+if redis.call('HGET', job_key, 'payload_retained') == '0' then return {'payload_removed', ''} end
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local history = cjson.decode(redis.call('HGET', job_key, 'history') or '[]')
