@@ -30,7 +30,7 @@ from gateway_core.jobs.dlq import (
 from gateway_core.jobs.models import Attempt, JobStatus, Message, new_job_id, now
 from gateway_core.jobs.store import JobRecord, JobStore, delayed_member
 from tests.helpers import run_async_scenario
-from tests.unit.test_store import StoreEnv
+from tests.integration.test_store import StoreEnv
 
 T = TypeVar("T")
 TTL_S = 3600
