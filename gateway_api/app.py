@@ -34,10 +34,11 @@ from gateway_core.fleet.logs import SecretMasker, known_secrets
 from gateway_core.fleet.redis_clients import async_client
 from gateway_core.jobs.models import JobStatus, JobSubmission, JobView
 from gateway_core.jobs.store import JobRecord, JobStore, job_retention_s
+from gateway_core.jobs.submission import JobProducer
 from gateway_core.settings import Settings, get_settings
+from gateway_core.webhooks.queue import notify_finished
 from workers.celery_app import make_celery
-from workers.notify import notify_finished
-from workers.producer import JobProducer
+from workers.enqueue import CeleryEnqueuer
 
 log = logging.getLogger("fedgate.api.config")
 RELOAD_APPLIED = "config reloaded"  # `fedgate reload` looks for these in the API's log
@@ -64,7 +65,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         _use_secret_masker(_masker_for(settings, config))
         client = async_client(settings, decode_responses=True)
         store = JobStore(client, load_cipher(settings), settings.job_ttl_s)
-        producer = JobProducer(store, config, settings, make_celery(settings), ContractRegistry(client))
+        enqueuer = CeleryEnqueuer(make_celery(settings))  # the one place the API meets Celery: building messages
+        producer = JobProducer(store, config, settings, enqueuer, ContractRegistry(client))
         await producer.contracts.sync_models()
         completions = CompletionListener(client)
         await completions.start()
@@ -123,7 +125,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise RequestError(409, f"job {job_id} already {before}; nothing to cancel", "job_finished", "job_id")
         record = await svc.store.get(job_id) or record
         if before != "cancelled":
-            await notify_finished(svc.redis, svc.store.cipher, svc.config, record, svc.settings.job_ttl_s)
+            await notify_finished(svc.redis, svc.store.cipher, svc.config, record, svc.settings.job_ttl_s,
+                                  svc.producer.enqueuer)
         return record.view()
 
     @app.get("/v1/jobs/{job_id}", response_model=JobView, tags=["jobs"])
@@ -212,7 +215,7 @@ def swap_config(app: FastAPI, config: GatewayConfig) -> None:
     """Serve new requests with `config`: one assignment replaces the services that hold it (the config and the
     producer), so no request sees half of each; a request already running keeps the services it started with."""
     old: Services = app.state.services
-    producer = JobProducer(old.store, config, old.settings, old.producer.app, old.producer.contracts)
+    producer = JobProducer(old.store, config, old.settings, old.producer.enqueuer, old.producer.contracts)
     app.state.services = dataclasses.replace(old, config=config, producer=producer)
     for name in _CACHED_FROM_CONFIG:
         setattr(app.state, name, None)

@@ -276,7 +276,7 @@ def worker(
     from gateway_core.fleet import keys
     from gateway_core.settings import reset_settings_cache
     from gateway_core.webhooks import WEBHOOK_QUEUE
-    from workers.celery_app import app as celery_app
+    from workers.celery_app import get_app
 
     if concurrency:  # the HTTP pool and the call slots are sized from settings too, not only Celery's pool
         os.environ["FEDGATE_WORKER_CONCURRENCY"] = str(concurrency)
@@ -298,7 +298,7 @@ def worker(
             "--without-mingle", "--without-gossip"]
     if concurrency:
         argv += ["-c", str(concurrency)]
-    celery_app.worker_main(argv)
+    get_app().worker_main(argv)  # built now, after the settings above
 
 
 def _use_idle_cpu_only() -> None:

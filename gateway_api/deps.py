@@ -16,8 +16,8 @@ from gateway_core.config import GatewayConfig, TenantConfig
 from gateway_core.errors import RequestError
 from gateway_core.fleet import keys
 from gateway_core.jobs.store import JobRecord, JobStore
+from gateway_core.jobs.submission import JobProducer
 from gateway_core.settings import Settings
-from workers.producer import JobProducer
 
 _ERROR_TYPES = {"budget_exceeded": "insufficient_quota", "partner_failed": "api_error"}
 BATCH_RECHECK_S = 1.0

@@ -8,48 +8,17 @@ shapes. `model` names a partner, or a route from the config.
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
 
 from gateway_api.deps import Tenant, error_body, services, wait_for_job
 from gateway_core.errors import RequestError
-from gateway_core.jobs.models import JobStatus, JobSubmission, Message, chat_completion
+from gateway_core.jobs.chat_request import ChatCompletionRequest  # also what batch input lines are read as
+from gateway_core.jobs.models import JobStatus, JobSubmission, chat_completion
 
 router = APIRouter(tags=["openai-compatible"])
-
-
-class TextPart(BaseModel):
-    type: Literal["text"]
-    text: str
-
-
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart]
-
-    def as_message(self) -> Message:
-        text = self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
-        return Message(role="system" if self.role == "developer" else self.role, content=text)
-
-
-class ChatCompletionRequest(BaseModel):
-    """The fields fedgate uses; other OpenAI fields are accepted and ignored."""
-
-    model_config = ConfigDict(extra="allow")
-
-    model: str = Field(description="A partner name or a route from the config")
-    messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    n: int = Field(default=1, ge=1, le=1, description="Only 1 is supported")
-    stream: bool = False
-    metadata: dict[str, str] | None = None
 
 
 def _partner_for(model: str, request: Request) -> str:

@@ -39,9 +39,10 @@ from gateway_core.fleet import keys  # noqa: E402
 from gateway_core.fleet.embedded_redis import EmbeddedRedis  # noqa: E402
 from gateway_core.jobs.models import JobSubmission  # noqa: E402
 from gateway_core.jobs.store import JobStore  # noqa: E402
+from gateway_core.jobs.submission import JobProducer  # noqa: E402
 from gateway_core.settings import Settings  # noqa: E402
 from workers.celery_app import make_celery  # noqa: E402
-from workers.producer import JobProducer  # noqa: E402
+from workers.enqueue import CeleryEnqueuer  # noqa: E402
 
 
 def bench_config(sim: str, *, rpm: int | None = None, failover: bool = False) -> str:
@@ -183,7 +184,7 @@ class FedgateClient:
                                                         max_connections=500, timeout=60)
         self.redis = aioredis.Redis(connection_pool=pool)
         store = JobStore(self.redis, load_cipher(self.settings), 3600)
-        self.producer = JobProducer(store, self.config, self.settings, make_celery(self.settings))
+        self.producer = JobProducer(store, self.config, self.settings, CeleryEnqueuer(make_celery(self.settings)))
         self.pubsub = self.redis.pubsub()
         await self.pubsub.subscribe(keys.DONE_CHANNEL)
         self.listener = asyncio.create_task(self._listen())

@@ -14,7 +14,8 @@ the I/O loop also needs. Here:
 - batch-lane queues (`partner.<name>.batch`) come last in every BRPOP, so a worker reading both lanes takes a
   batch job only when no interactive one is waiting (round robin is kept within each lane);
 - `captured_publishes()`: a producer can have its publishes recorded as Redis commands instead of sent, and run
-  them itself in the same MULTI as the job they belong to (workers.producer: one atomic round trip per submit).
+  them itself in the same MULTI as the job they belong to (workers.enqueue, for gateway_core.jobs.submission:
+  one atomic round trip per submit).
 
 `SentinelTransport` is the same for sentinel:// URLs, on kombu's Sentinel-managed pools (transport option
 `master_name`).

@@ -1,7 +1,15 @@
-"""The Celery app: per-partner queues and the settings that keep work from being lost."""
+"""The Celery app: per-partner queues and the settings that keep work from being lost.
+
+Built on demand, never at import: `make_celery(settings)` builds one (the API builds its own from its settings),
+`get_app()` is the process's, built once from the environment's settings. The tasks are declared with
+`celery.shared_task` in the modules `include` names (workers.tasks, workers.webhooks), which the worker imports at
+start; they attach to whichever app runs them. `celery -A workers.celery_app` (and `-A workers.celery_app:app`)
+find the process's app through this module's `app` attribute, which is `get_app()`.
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
 
 from celery import Celery
@@ -66,4 +74,14 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
-app = make_celery(get_settings())
+@functools.cache
+def get_app() -> Celery:
+    """The process's Celery app (a worker's, or a producer's without an app of its own), built on first use."""
+    return make_celery(get_settings())
+
+
+def __getattr__(name: str) -> Celery:
+    """`app`: the process's app, for `celery -A workers.celery_app`; built on first access, not at import."""
+    if name == "app":
+        return get_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -5,9 +5,14 @@ reads events and asks workers over the broadcast channel, so the stock transport
 Flower needs it: its Broker page (queue lengths per partner queue and lane) picks a broker client from
 the connection URL's scheme, which a custom transport turns into `workers.broker:Transport://...` ("'redis' broker
 is not supported"). The messages and settings are otherwise the workers' own.
+
+`celery -A workers.flower_app flower` finds the app through this module's `app` attribute, built on first access
+(importing the module builds nothing).
 """
 
 from __future__ import annotations
+
+import functools
 
 from celery import Celery
 
@@ -21,4 +26,12 @@ def make_flower_celery() -> Celery:
     return app
 
 
-app = make_flower_celery()
+@functools.cache
+def get_flower_app() -> Celery:
+    return make_flower_celery()
+
+
+def __getattr__(name: str) -> Celery:
+    if name == "app":
+        return get_flower_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,4 +1,8 @@
-"""Celery tasks. Arguments are ids only: job id, partner, attempt number; never content."""
+"""The job task, and what a worker starts beside it. Arguments are ids only: job id, partner, attempt number;
+never content.
+
+Declared with `shared_task`: importing this module builds no app; the task attaches to the app the worker runs
+(workers.celery_app lists this module in `include`)."""
 
 from __future__ import annotations
 
@@ -7,22 +11,26 @@ import gc
 import logging
 from typing import Any
 
+from celery import shared_task
 from celery.exceptions import Reject
 from celery.signals import worker_init, worker_ready, worker_shutdown
 
 from gateway_core.fleet import keys, metrics
 from gateway_core.fleet.periodic import repeat_forever
 from gateway_core.fleet.redis_clients import sync_client
+from gateway_core.jobs import retention
+from gateway_core.jobs.delay_queue import job_mover
+from gateway_core.jobs.enqueuer import Enqueuer
 from gateway_core.redaction import PlaceholderMap
 from gateway_core.settings import get_settings
 from gateway_core.tenants import metering
+from gateway_core.webhooks.queue import webhook_mover
 from workers import pipeline
 from workers.bridge import await_, io_loop
 from workers.call_slots import WorkerStopping
-from workers.celery_app import RUN_JOB_TASK, app
-from workers.delay_queue import DelayQueueMover
+from workers.celery_app import RUN_JOB_TASK, get_app
+from workers.enqueue import CeleryEnqueuer
 from workers.runtime import runtime
-from workers.webhooks import run_webhook_mover
 
 log = logging.getLogger("fedgate.worker")
 
@@ -34,7 +42,7 @@ BREAKER_FLUSH_INTERVAL_S = 0.25
 INFRASTRUCTURE_ERRORS = pipeline.INFRASTRUCTURE_ERRORS
 
 
-@app.task(name=RUN_JOB_TASK, acks_late=True, ignore_result=True)
+@shared_task(name=RUN_JOB_TASK, acks_late=True, ignore_result=True)
 def run_job(job_id: str, partner: str, attempt: int) -> str:
     try:
         return await_(pipeline.run_job(job_id, partner, attempt))
@@ -55,10 +63,14 @@ def run_job(job_id: str, partner: str, attempt: int) -> str:
 
 @worker_ready.connect
 def _start_background_work(sender: Any = None, **_: object) -> None:
-    for lane in lanes_consumed(sender):
-        asyncio.run_coroutine_threadsafe(_run_mover(lane), io_loop())
+    enqueuer = CeleryEnqueuer(get_app())  # the app this worker runs (fedgate worker, celery -A workers.celery_app)
+    lanes = lanes_consumed(sender)
+    for lane in lanes:
+        asyncio.run_coroutine_threadsafe(_run_mover(lane, enqueuer), io_loop())
+    if keys.INTERACTIVE in lanes:
+        asyncio.run_coroutine_threadsafe(_sweep_retention(), io_loop())
     asyncio.run_coroutine_threadsafe(_flush_breaker_counts(), io_loop())
-    asyncio.run_coroutine_threadsafe(_run_webhook_mover(), io_loop())
+    asyncio.run_coroutine_threadsafe(_run_webhook_mover(enqueuer), io_loop())
     asyncio.run_coroutine_threadsafe(_flush_metric_events(), io_loop())
     asyncio.run_coroutine_threadsafe(_flush_usage(), io_loop())
 
@@ -108,9 +120,12 @@ def lanes_consumed(consumer: Any) -> list[str]:
     return lanes or list(keys.LANES)
 
 
-async def _run_mover(lane: str) -> None:
-    rt = runtime()
-    await DelayQueueMover(rt.redis, app, lane).run_forever(rt.store)
+async def _run_mover(lane: str, enqueuer: Enqueuer) -> None:
+    await job_mover(runtime().redis, enqueuer, lane).run_forever()
+
+
+async def _sweep_retention() -> None:
+    await retention.sweep_forever(runtime().store)
 
 
 async def _flush_metric_events() -> None:
@@ -121,8 +136,8 @@ async def _flush_usage() -> None:
     await metering.flush_usage_forever(runtime().redis)
 
 
-async def _run_webhook_mover() -> None:
-    await run_webhook_mover(runtime().redis, app)
+async def _run_webhook_mover(enqueuer: Enqueuer) -> None:
+    await webhook_mover(runtime().redis, enqueuer).run_forever()
 
 
 async def _flush_breaker_counts() -> None:

@@ -32,6 +32,7 @@ from gateway_core.errors import RequestError
 from gateway_core.fleet import keys, metrics
 from gateway_core.fleet.lua import script
 from gateway_core.jobs import models
+from gateway_core.jobs.chat_request import ChatCompletionRequest  # the exact request shape chat completions take
 from gateway_core.jobs.models import JobStatus, JobSubmission, Usage, new_job_id, now
 from gateway_core.jobs.store import (
     BATCH_KEY_PREFIX,
@@ -44,7 +45,7 @@ from gateway_core.jobs.store import (
 from gateway_core.tenants import spending
 
 if TYPE_CHECKING:
-    from workers.producer import JobProducer
+    from gateway_core.jobs.submission import JobProducer
 
 DEFAULT_MAX_FILE_BYTES = 200 * 1024 * 1024
 MAX_REQUESTS = 50_000
@@ -134,8 +135,6 @@ def parse_input(
 ) -> ParsedInput:
     """Validate every line of a batch input file. Structural errors are `errors` (the batch fails); requests the
     gateway refuses (unknown model, partner not allowed, prompt too large) are kept as rejected lines."""
-    from gateway_api.openai_compat import ChatCompletionRequest  # the exact request shape chat completions take
-
     parsed = ParsedInput()
     seen: dict[str, int] = {}
     config = producer.config

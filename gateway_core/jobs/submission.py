@@ -1,36 +1,41 @@
-"""Submitting jobs: validate, store (prompt encrypted), enqueue. All or nothing."""
+"""Submitting jobs, the domain service behind every front door: validate, store (prompt encrypted), enqueue.
+All or nothing: the job record and its first message are written in one Redis transaction.
+
+The message itself is the enqueuer's (gateway_core.jobs.enqueuer.Enqueuer; the workers implement it with Celery):
+this service asks it for the Redis commands that put the job on its partner's queue and runs them in the same
+MULTI as the record.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 
-from celery import Celery
-
 from gateway_core.config import GatewayConfig, TenantConfig
 from gateway_core.contracts import ContractNotFound, ContractRegistry
 from gateway_core.errors import RequestError
 from gateway_core.fleet import keys, metrics, tracing
+from gateway_core.jobs.enqueuer import Enqueuer, stage
 from gateway_core.jobs.models import JobStatus, JobSubmission, new_job_id, now
 from gateway_core.jobs.store import JobRecord, JobStore
 from gateway_core.settings import Settings
 from gateway_core.tenants import spending
-from gateway_core.webhooks import WebhookError, check_destination
-from workers.enqueue import attempt_commands, stage
-from workers.webhooks import allow_list
+from gateway_core.webhooks import WebhookError, allow_list, check_destination
 
 IDEMPOTENCY_TTL_S = 24 * 3600
 
 
 class JobProducer:
+    """Submits jobs for tenants under one config (a config reload builds a new one on the same enqueuer)."""
+
     def __init__(
-        self, store: JobStore, config: GatewayConfig, settings: Settings, app: Celery,
+        self, store: JobStore, config: GatewayConfig, settings: Settings, enqueuer: Enqueuer,
         contracts: ContractRegistry | None = None,
     ) -> None:
         self.store = store
         self.config = config
         self.settings = settings
-        self.app = app
+        self.enqueuer = enqueuer
         self.contracts = contracts or ContractRegistry(store.redis)
 
     def validate(self, tenant: TenantConfig, submission: JobSubmission) -> None:
@@ -126,7 +131,7 @@ class JobProducer:
         fields = self.store.encode_new(record)
         tracing.stamp_job(fields, record.id)  # every attempt's worker span joins this request's trace
         try:
-            message = attempt_commands(self.app, [(record.id, record.partner, record.attempt)])
+            message = self.enqueuer.job_messages([(record.id, record.partner, record.attempt)])
         except Exception as exc:  # the broker connection could not be opened (kombu's errors vary by failure)
             raise RequestError(
                 503,

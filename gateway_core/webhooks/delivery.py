@@ -1,21 +1,16 @@
-"""Webhook delivery: signed POSTs to a tenant's endpoint, retried through a Redis delay set, then dead-lettered.
+"""One webhook delivery attempt: vet the destination, sign, POST, and record what comes next.
 
-A delivery lives in the hash `fg:webhook:{delivery_id}` (url, tenant, message id, retry settings, the event body
-encrypted with the job store's cipher). Celery messages carry `delivery_id` and `attempt` only, on queue
-`webhooks`. Retries wait in the sorted set `fg:webhooks:delayed` (member `delivery_id:attempt`, score due ms by
-Redis TIME), which `move_due_webhooks` sends back to the queue when due: no countdown/ETA task ever waits in
-worker memory. An attempt is finalised atomically and only once, so a redelivered or duplicated message can
-repeat a POST (receivers deduplicate on `webhook-id`, as the spec expects) but never forks the retry schedule.
-Exhausted (or refused, or 410 Gone) deliveries land in the sorted set `fg:webhooks:dlq`.
+`deliver` makes attempt N of a stored delivery (gateway_core.webhooks.queue) and finalises it atomically and only
+once (gateway_core/fleet/lua/webhook_finalise.lua): delivered, a retry scheduled in the webhook delay queue, or
+dead-lettered. The destination is re-checked against the SSRF rules on every attempt (DNS can change) and the
+connection goes to the vetted address. The worker's task around it is workers/webhooks.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
-import os
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -23,172 +18,20 @@ from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
-import redis
 import redis.asyncio as aioredis
-from celery import Celery
-from celery.exceptions import Reject
 
 from gateway_core.crypto import PayloadCipher
 from gateway_core.fleet.lua import script
-from gateway_core.webhooks import (
-    DEAD_LETTER_KEY,
-    DELAYED_KEY,
-    DELIVER_TASK,
-    WEBHOOK_QUEUE,
-    WebhookDestinationRefused,
-    WebhookDestinationUnresolved,
-    WebhookEvent,
-    WebhookSecretError,
-    WebhookSettings,
-    delivery_decision,
-    delivery_key,
-    resolve_destination,
-    signed_headers,
-    tenant_secrets,
-)
-from workers.bridge import await_
-from workers.celery_app import app
+from gateway_core.webhooks.destinations import resolve_destination
+from gateway_core.webhooks.errors import WebhookDestinationRefused, WebhookDestinationUnresolved, WebhookSecretError
+from gateway_core.webhooks.keys import DEAD_LETTER_KEY, DELAYED_KEY, delivery_key
+from gateway_core.webhooks.policy import WebhookSettings, delivery_decision
+from gateway_core.webhooks.signing import signed_headers
 
 log = logging.getLogger("fedgate.webhooks")
 
 TIMEOUT_S = 10.0
 USER_AGENT = "fedgate-webhooks/1"
-DEFAULT_TTL_S = 7 * 24 * 3600
-SAFETY_NET_MS = 30_000  # the first attempt is re-sent by the mover if the producer dies before sending it
-LEASE_MS = 30_000
-BATCH = 500
-MAX_IDLE_S = 0.25
-_SEND_RETRY = {"max_retries": 3, "interval_start": 0, "interval_step": 0.2, "interval_max": 1}
-INFRASTRUCTURE_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
-# A delivery's atomic steps (enqueue, claim due retries, finalise, replay): gateway_core/fleet/lua/webhook_*.lua.
-
-
-def delivery_id_for(tenant: str, msg_id: str) -> str:
-    """Deterministic: enqueueing the same message for the same tenant twice yields one delivery."""
-    return "whd_" + hashlib.sha256(f"{tenant}\n{msg_id}".encode()).hexdigest()[:24]
-
-
-def send_delivery(celery_app: Celery, delivery_id: str, attempt: int) -> None:
-    celery_app.send_task(
-        DELIVER_TASK,
-        kwargs={"delivery_id": delivery_id, "attempt": attempt},
-        queue=WEBHOOK_QUEUE,
-        task_id=f"{delivery_id}-{attempt}",
-        argsrepr="()",
-        kwargsrepr=f"{{'delivery_id': '{delivery_id}', 'attempt': {attempt}}}",
-        retry=True,
-        retry_policy=_SEND_RETRY,
-    )
-
-
-async def enqueue_webhook(
-    redis_client: aioredis.Redis,
-    cipher: PayloadCipher,
-    *,
-    tenant: str,
-    url: str,
-    event: WebhookEvent,
-    msg_id: str,
-    secrets: Sequence[str] | None = None,
-    settings: WebhookSettings | None = None,
-    ttl_s: int = DEFAULT_TTL_S,
-    celery_app: Celery | None = None,
-) -> str:
-    """Store a delivery and send its first attempt to queue `webhooks`; returns the delivery id.
-
-    `secrets` (newest first) are stored encrypted and sign every attempt; leave them out to sign with the
-    tenant's configured secrets at delivery time (so a rotation applies to retries already scheduled).
-    `settings` gives the retry schedule (default: WebhookSettings()). Idempotent per (tenant, msg_id).
-    The Redis client must use decode_responses=True.
-    """
-    policy = settings or WebhookSettings()
-    delivery_id = delivery_id_for(tenant, msg_id)
-    fields: dict[str, str | int | float] = {
-        "state": "pending",
-        "tenant": tenant,
-        "url": url,
-        "msg_id": msg_id,
-        "type": event.type,
-        "body": cipher.encrypt(event.body().decode()).decode(),
-        "next_attempt": 1,
-        "first_attempt": 1,
-        "attempts": 0,
-        "max_attempts": policy.max_attempts,
-        "base_delay_s": policy.base_delay_s,
-        "max_delay_s": policy.max_delay_s,
-    }
-    if secrets:
-        fields["secrets"] = cipher.encrypt(json.dumps(list(secrets))).decode()
-    flat: list[str | int | float] = [item for pair in fields.items() for item in pair]
-    member = f"{delivery_id}:1"
-    created = await redis_client.eval(
-        script("webhook_enqueue"), 2, delivery_key(delivery_id), DELAYED_KEY, ttl_s * 1000, SAFETY_NET_MS, member,
-        *flat,
-    )
-    if not int(created):
-        return delivery_id  # already enqueued: its own first attempt (or safety net) is on its way
-    try:
-        send_delivery(celery_app or app, delivery_id, 1)
-    except Exception as exc:  # the safety-net entry sends it once the broker is back
-        log.warning("webhook %s: first attempt not sent now (%s); the mover will send it", delivery_id,
-                    exc.__class__.__name__)
-    else:
-        await redis_client.zrem(DELAYED_KEY, member)
-    return delivery_id
-
-
-async def move_due_webhooks(redis_client: aioredis.Redis, celery_app: Celery) -> int:
-    """Send every due retry to queue `webhooks`; returns how many were sent.
-
-    Due entries are claimed with a lease (re-scored LEASE_MS ahead) and removed after sending, so a mover that
-    dies mid-way leaves them to another; a duplicate send is harmless (see the module docstring).
-    """
-    due = await redis_client.eval(script("webhook_claim_due"), 1, DELAYED_KEY, BATCH, LEASE_MS)
-    for member in due:
-        delivery_id, _, attempt = str(member).rpartition(":")
-        send_delivery(celery_app, delivery_id, int(attempt))
-    if due:
-        await redis_client.zrem(DELAYED_KEY, *due)
-    return len(due)
-
-
-async def run_webhook_mover(redis_client: aioredis.Redis, celery_app: Celery) -> None:
-    """Run `move_due_webhooks` forever (every worker runs one, next to the job mover)."""
-    while True:
-        try:
-            if not await move_due_webhooks(redis_client, celery_app):
-                await asyncio.sleep(MAX_IDLE_S)
-        except asyncio.CancelledError:
-            raise
-        except INFRASTRUCTURE_ERRORS as exc:
-            log.warning("webhook mover: store unreachable (%s); retrying", exc.__class__.__name__)
-            await asyncio.sleep(1)
-        except Exception:  # claimed entries stay leased and are never lost
-            log.exception("webhook mover failed; retrying")
-            await asyncio.sleep(1)
-
-
-async def replay_webhook(redis_client: aioredis.Redis, delivery_id: str, ttl_s: int = DEFAULT_TTL_S) -> bool:
-    """Send a dead-lettered delivery again (same webhook-id, retries counted afresh); False if not replayable."""
-    replayed = await redis_client.eval(
-        script("webhook_replay"), 3, delivery_key(delivery_id), DELAYED_KEY, DEAD_LETTER_KEY, delivery_id,
-        ttl_s * 1000,
-    )
-    return bool(int(replayed))
-
-
-SAFE_FIELDS = (
-    "state", "tenant", "url", "msg_id", "type", "attempts", "max_attempts", "last_status", "last_error",
-    "created_at_ms", "last_attempt_at_ms", "delivered_at_ms", "dead_lettered_at_ms",
-)
-
-
-async def describe_delivery(redis_client: aioredis.Redis, delivery_id: str) -> dict[str, str] | None:
-    """A delivery's status for operators and tenants: never the body or the secrets."""
-    raw = cast(dict[str, str], await redis_client.hgetall(delivery_key(delivery_id)))
-    if not raw:
-        return None
-    return {"id": delivery_id, **{k: raw[k] for k in SAFE_FIELDS if k in raw}}
 
 
 def _pinned(url: str, address: str) -> tuple[str, dict[str, str], dict[str, Any]]:
@@ -310,12 +153,18 @@ async def deliver(
     return f"dead-lettered after attempt {attempt}: {error}"
 
 
-# --- inside a worker -----------------------------------------------------------------------------------------
+async def dead_letter(redis_client: aioredis.Redis, delivery_id: str, attempt: int, error: str) -> str:
+    """Give up on a delivery at attempt `attempt` with `error` as the reason (when the attempt itself failed)."""
+    await _finalise(redis_client, delivery_id, attempt, "give_up", 0, None, error)
+    return f"dead-lettered: {error}"
+
+
+# --- HTTP clients ----------------------------------------------------------------------------------------------
 
 _http_clients: dict[int, httpx.AsyncClient] = {}
 
 
-def _http_client(max_connections: int) -> httpx.AsyncClient:
+def http_client(max_connections: int) -> httpx.AsyncClient:
     """One client per event loop (clients may not cross loops); redirects are never followed."""
     loop_id = id(asyncio.get_running_loop())
     client = _http_clients.get(loop_id)
@@ -325,54 +174,3 @@ def _http_client(max_connections: int) -> httpx.AsyncClient:
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=100),
         )
     return client
-
-
-def webhook_settings(config: Any) -> WebhookSettings:
-    found = getattr(config, "webhooks", None)
-    return found if isinstance(found, WebhookSettings) else WebhookSettings()
-
-
-def allow_list(config: Any, settings: Any = None) -> list[str]:
-    """Config `webhooks.allow`, plus FEDGATE_WEBHOOK_ALLOW (comma-separated) for operators and tests."""
-    extra = getattr(settings, "webhook_allow", None) or os.environ.get("FEDGATE_WEBHOOK_ALLOW", "")
-    return [*webhook_settings(config).allow, *(item.strip() for item in extra.split(",") if item.strip())]
-
-
-async def deliver_in_worker(delivery_id: str, attempt: int) -> str:
-    from workers.runtime import runtime  # the worker's per-loop Redis client, cipher and config
-
-    rt = runtime()
-    home = rt.settings.home_dir()
-
-    def secrets_for(tenant: str) -> list[str]:
-        return tenant_secrets(rt.config.tenants.get(tenant), home)
-
-    return await deliver(
-        rt.redis, rt.store.cipher, delivery_id, attempt,
-        allow=allow_list(rt.config, rt.settings), secrets_for=secrets_for,
-        http=_http_client(rt.settings.worker_concurrency),
-    )
-
-
-async def _dead_letter_internal_error(delivery_id: str, attempt: int, exc: Exception) -> str:
-    from workers.runtime import runtime
-
-    error = f"internal error in the worker ({exc.__class__.__name__})"
-    await _finalise(runtime().redis, delivery_id, attempt, "give_up", 0, None, error)
-    return f"dead-lettered: {error}"
-
-
-@app.task(name=DELIVER_TASK, acks_late=True, ignore_result=True)
-def deliver_webhook(delivery_id: str, attempt: int) -> str:
-    try:
-        return await_(deliver_in_worker(delivery_id, attempt))
-    except INFRASTRUCTURE_ERRORS as exc:
-        log.warning("webhook %s attempt %s: store unreachable (%s); requeued", delivery_id, attempt,
-                    exc.__class__.__name__)
-        raise Reject(exc.__class__.__name__, requeue=True) from None
-    except Exception as exc:
-        log.exception("webhook %s attempt %s failed inside the worker; dead-lettering it", delivery_id, attempt)
-        try:
-            return await_(_dead_letter_internal_error(delivery_id, attempt, exc))
-        except INFRASTRUCTURE_ERRORS:
-            raise Reject("store unreachable while dead-lettering", requeue=True) from None

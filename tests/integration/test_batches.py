@@ -28,9 +28,10 @@ from gateway_core.jobs.batches import (
     tenant_batches_key,
 )
 from gateway_core.jobs.store import JobStore, delayed_member
+from gateway_core.jobs.submission import JobProducer
 from gateway_core.settings import Settings
 from workers.celery_app import make_celery
-from workers.producer import JobProducer
+from workers.enqueue import CeleryEnqueuer
 
 T = TypeVar("T")
 PARTNER = "unit-batch-partner"  # no worker consumes it, so nothing the tests schedule is ever called
@@ -55,7 +56,7 @@ class Env:
         )
         settings = Settings(redis_url=url, max_prompt_chars=1000)
         self.store = JobStore(self.redis, PayloadCipher([Fernet.generate_key()]), 3600)
-        self.producer = JobProducer(self.store, self.config, settings, make_celery(settings))
+        self.producer = JobProducer(self.store, self.config, settings, CeleryEnqueuer(make_celery(settings)))
         self.batches = BatchStore(self.store, self.producer, max_file_bytes=100_000)
         self.tenant = self.config.tenants["unit-tenant"]
 

@@ -106,6 +106,23 @@ def test_a_captured_publish_sends_nothing_and_yields_celerys_own_message(
                                                                  "attempt": 3}
 
 
+def test_a_captured_webhook_attempt_is_celerys_own_message_on_the_webhook_queue(
+    redis_server: EmbeddedRedis, redis_client: redis.Redis
+) -> None:
+    """What enqueue_webhook and the webhook mover run in their MULTI: the delivery task's message, queue `webhooks`."""
+    from gateway_core.settings import Settings
+    from gateway_core.webhooks.keys import DELIVER_TASK, WEBHOOK_QUEUE
+    from workers.celery_app import make_celery
+    from workers.enqueue import CeleryEnqueuer
+
+    enqueuer = CeleryEnqueuer(make_celery(Settings(redis_url=redis_server.url)))
+    [(name, key, raw)] = enqueuer.webhook_messages([("whd_captured", 2)])
+    assert (name, key) == ("lpush", WEBHOOK_QUEUE) and redis_client.llen(WEBHOOK_QUEUE) == 0  # nothing was sent
+    message = json.loads(raw)
+    assert message["headers"]["task"] == DELIVER_TASK and message["headers"]["id"] == "whd_captured-2"
+    assert json.loads(base64.b64decode(message["body"]))[1] == {"delivery_id": "whd_captured", "attempt": 2}
+
+
 def test_the_delay_queue_mover_sends_due_entries_and_removes_them_in_one_step(
     redis_server: EmbeddedRedis, redis_client: redis.Redis
 ) -> None:
@@ -114,9 +131,10 @@ def test_the_delay_queue_mover_sends_due_entries_and_removes_them_in_one_step(
     import redis.asyncio as aioredis
 
     from gateway_core.fleet import keys
+    from gateway_core.jobs.delay_queue import job_mover
     from gateway_core.settings import Settings
     from workers.celery_app import make_celery
-    from workers.delay_queue import DelayQueueMover
+    from workers.enqueue import CeleryEnqueuer
 
     app = make_celery(Settings(redis_url=redis_server.url))
     past, future = 1_000, 10**13
@@ -126,7 +144,7 @@ def test_the_delay_queue_mover_sends_due_entries_and_removes_them_in_one_step(
     async def move() -> int:
         client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
         try:
-            moved, _ = await DelayQueueMover(client, app, keys.BATCH).move_due()
+            moved, _ = await job_mover(client, CeleryEnqueuer(app), keys.BATCH).move_due()
             return moved
         finally:
             await client.aclose()

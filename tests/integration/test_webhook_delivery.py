@@ -19,7 +19,6 @@ from typing import Any
 import pytest
 import redis
 import redis.asyncio as aioredis
-from celery import Celery
 from cryptography.fernet import Fernet
 from standardwebhooks import Webhook
 
@@ -27,10 +26,13 @@ from gateway_core import webhooks as wh
 from gateway_core.crypto import PayloadCipher
 from gateway_core.fleet.embedded_redis import EmbeddedRedis
 from gateway_core.jobs.models import JobStatus, JobView, new_job_id
+from gateway_core.settings import Settings
 from gateway_core.webhooks import WebhookEvent, WebhookSettings, new_secret
+from gateway_core.webhooks.queue import enqueue_webhook, replay_webhook, webhook_mover
 from tests.conftest import TEST_CONFIG
 from tests.helpers import ROOT, Proc, free_port, wait_for
-from workers.webhooks import enqueue_webhook, move_due_webhooks, replay_webhook
+from workers.celery_app import make_celery
+from workers.enqueue import CeleryEnqueuer
 
 FAST = WebhookSettings(max_attempts=5, base_delay_s=0.05, max_delay_s=0.2)
 OUTPUT = "the job's output"
@@ -100,7 +102,7 @@ def start_receiver() -> tuple[Receiver, ThreadingHTTPServer]:
 class WebhookFleet:
     redis_url: str
     cipher: PayloadCipher
-    celery: Celery
+    enqueuer: CeleryEnqueuer
     receiver: Receiver
     worker: Proc
     sync: redis.Redis
@@ -116,7 +118,7 @@ class WebhookFleet:
             try:
                 return await enqueue_webhook(client, self.cipher, tenant=tenant, url=url, event=event,
                                              msg_id=wh.job_message_id(new_job_id(), event.type), secrets=secrets,
-                                             settings=settings, celery_app=self.celery)
+                                             settings=settings, enqueuer=self.enqueuer)
             finally:
                 await client.aclose()
 
@@ -140,11 +142,11 @@ class WebhookFleet:
 
 
 class Mover(threading.Thread):
-    """`move_due_webhooks` in a loop, as every worker will run it next to the job mover."""
+    """The webhook mover's rounds in a loop, as every worker runs it next to the job movers."""
 
-    def __init__(self, redis_url: str, celery: Celery) -> None:
+    def __init__(self, redis_url: str, enqueuer: CeleryEnqueuer) -> None:
         super().__init__(name="webhook-mover", daemon=True)
-        self.redis_url, self.celery = redis_url, celery
+        self.redis_url, self.enqueuer = redis_url, enqueuer
         self.stopping = threading.Event()
         self.error: BaseException | None = None
 
@@ -157,8 +159,10 @@ class Mover(threading.Thread):
     async def _loop(self) -> None:
         client = aioredis.Redis.from_url(self.redis_url, decode_responses=True)
         try:
+            mover = webhook_mover(client, self.enqueuer)
             while not self.stopping.is_set():
-                if not await move_due_webhooks(client, self.celery):
+                moved, _ = await mover.move_due()
+                if not moved:
                     await asyncio.sleep(0.02)  # poll interval, not synchronisation
         finally:
             await client.aclose()
@@ -187,16 +191,16 @@ def hooks(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory)
     )
     worker = Proc("worker-webhooks", process, log)
     receiver, server = start_receiver()
-    celery = Celery("fedgate-webhooks-test", broker=redis_server.url)
-    celery.conf.update(task_serializer="json", accept_content=["json"])
-    mover = Mover(redis_server.url, celery)
+    celery = make_celery(Settings(redis_url=redis_server.url))
+    enqueuer = CeleryEnqueuer(celery)
+    mover = Mover(redis_server.url, enqueuer)
     sync = redis.Redis.from_url(redis_server.url, decode_responses=True)
     try:
         wait_for(lambda: "ready." in worker.output() or process.poll() is not None, 60, what="webhook worker ready")
         assert process.poll() is None, worker.output()[-3000:]
         assert "fedgate.deliver_webhook" in worker.output(), "worker did not register the webhook task"
         mover.start()
-        yield WebhookFleet(redis_server.url, PayloadCipher([key]), celery, receiver, worker, sync)
+        yield WebhookFleet(redis_server.url, PayloadCipher([key]), enqueuer, receiver, worker, sync)
         assert mover.error is None, mover.error
     finally:
         mover.stopping.set()

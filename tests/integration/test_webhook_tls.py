@@ -29,12 +29,11 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from standardwebhooks import Webhook
 
 from gateway_core import webhooks as wh
-from gateway_core.webhooks import new_secret
+from gateway_core.webhooks import delivery, destinations, new_secret
 from tests.helpers import free_port
 from tests.integration.test_webhook_delivery import Received, Receiver
 from tests.unit import test_webhooks as unit
 from tests.unit.test_webhooks import Env
-from workers import webhooks as delivery
 
 env = unit.env  # the unit tests' fixture: real Redis, deliveries cleaned up afterwards
 
@@ -187,7 +186,7 @@ def pinned_dns(monkeypatch: pytest.MonkeyPatch) -> list[str]:
             return ["127.0.0.1"]
         raise wh.WebhookDestinationUnresolved(f"webhook host {host!r} does not resolve (test DNS)")
 
-    monkeypatch.setattr(wh, "_resolve", resolve)
+    monkeypatch.setattr(destinations, "_resolve", resolve)
     return asked
 
 
@@ -198,7 +197,7 @@ def deliver_over(env: Env, delivery_id: str, attempt: int, *, shared: bool = Fal
     async def go(client: aioredis.Redis) -> str:
         if not shared:
             return await delivery.deliver(client, env.cipher, delivery_id, attempt, allow=ALLOW)
-        http = delivery._http_client(10)
+        http = delivery.http_client(10)
         if sent is not None:
             async def record(request: httpx.Request) -> None:
                 sent.append(request)
@@ -217,7 +216,7 @@ def deliver_both_over_one_client(env: Env, first: str, second: str) -> tuple[str
     """Attempt 1 of two deliveries, one after the other, over the worker's shared client (keep-alive pool)."""
 
     async def go(client: aioredis.Redis) -> tuple[str, str]:
-        http = delivery._http_client(10)
+        http = delivery.http_client(10)
         try:
             one = await delivery.deliver(client, env.cipher, first, 1, allow=ALLOW, http=http)
             two = await delivery.deliver(client, env.cipher, second, 1, allow=ALLOW, http=http)

@@ -8,7 +8,7 @@ import json
 import random
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -32,13 +32,14 @@ from gateway_core.webhooks import (
     WebhookSettings,
     WebhookVerificationError,
     check_destination,
+    delivery,
     delivery_decision,
     new_secret,
+    queue,
     sign,
     verify,
 )
 from tests.helpers import with_redis
-from workers import webhooks as delivery
 
 T = TypeVar("T")
 BODY = b'{"type":"job.succeeded","data":{"id":"job_1","output":"caf\xc3\xa9"}}'
@@ -205,7 +206,7 @@ def fake_dns(monkeypatch: pytest.MonkeyPatch, answers: dict[str, list[str]]) -> 
             for a in answers[host]
         ]
 
-    monkeypatch.setattr(wh.socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
 
 
 def test_host_names_are_judged_by_every_address_they_resolve_to(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -318,19 +319,28 @@ def test_event_for_a_job_carries_the_output_never_the_prompt() -> None:
 # --- one attempt at a time, real Redis, mocked HTTP ----------------------------------------------------------
 
 
-class StubCelery:
-    def __init__(self) -> None:
-        self.sent: list[dict[str, Any]] = []
+class StubEnqueuer:
+    """Records the webhook attempts it is asked to send; each message is an LPUSH to a list of its own, so a test
+    sees whether the message was written."""
 
-    def send_task(self, name: str, **kwargs: Any) -> None:
-        self.sent.append({"name": name, **kwargs})
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, int]] = []
+        self.key = f"test:webhook-messages:{new_job_id()}"
+
+    def job_messages(self, attempts: Iterable[tuple[str, str, int]], lane: str = "") -> list[tuple[Any, ...]]:
+        raise AssertionError("webhooks send no job messages")
+
+    def webhook_messages(self, attempts: Iterable[tuple[str, int]]) -> list[tuple[Any, ...]]:
+        attempts = list(attempts)
+        self.sent += attempts
+        return [("lpush", self.key, f"{delivery_id}:{attempt}") for delivery_id, attempt in attempts]
 
 
 class Env:
     def __init__(self, url: str) -> None:
         self.url = url
         self.cipher = PayloadCipher([Fernet.generate_key()])
-        self.celery = StubCelery()
+        self.enqueuer = StubEnqueuer()
         self.ids: list[str] = []
 
     def run(self, work: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
@@ -340,9 +350,9 @@ class Env:
         event = WebhookEvent.for_job(job_view())
 
         async def go(client: aioredis.Redis) -> str:
-            return await delivery.enqueue_webhook(
+            return await queue.enqueue_webhook(
                 client, self.cipher, tenant="t1", url=url, event=event,
-                msg_id=wh.job_message_id(new_job_id(), event.type), secrets=secrets, celery_app=self.celery, **kw)  # type: ignore[arg-type]
+                msg_id=wh.job_message_id(new_job_id(), event.type), secrets=secrets, enqueuer=self.enqueuer, **kw)
 
         delivery_id = self.run(go)
         self.ids.append(delivery_id)
@@ -370,6 +380,7 @@ def env(redis_server: EmbeddedRedis) -> Iterator[Env]:
     yield found
 
     async def cleanup(client: aioredis.Redis) -> None:
+        await client.delete(found.enqueuer.key)
         for delivery_id in found.ids:
             await client.delete(wh.delivery_key(delivery_id))
             await client.zrem(wh.DEAD_LETTER_KEY, delivery_id)
@@ -385,16 +396,16 @@ def test_enqueue_stores_encrypted_body_sends_first_attempt_and_is_idempotent(env
     assert stored["state"] == "pending" and stored["next_attempt"] == "1"
     assert all("the answer" not in value and secret not in value for value in stored.values())
     assert json.loads(env.cipher.decrypt(stored["body"].encode()))["data"]["output"] == "the answer"
-    assert [(s["name"], s["queue"], s["kwargs"]) for s in env.celery.sent] == [
-        ("fedgate.deliver_webhook", "webhooks", {"delivery_id": delivery_id, "attempt": 1})]
-    assert env.zscore(wh.DELAYED_KEY, f"{delivery_id}:1") is None  # the safety net went once sent
+    assert env.enqueuer.sent == [(delivery_id, 1)]
+    assert env.run(lambda c: c.lrange(env.enqueuer.key, 0, -1)) == [f"{delivery_id}:1"]  # type: ignore[arg-type]
+    assert env.zscore(wh.DELAYED_KEY, f"{delivery_id}:1") is None  # the safety net went with the message sent
 
     async def again(client: aioredis.Redis) -> str:
         event = WebhookEvent.for_job(job_view())
-        return await delivery.enqueue_webhook(client, env.cipher, tenant="t1", url="http://127.0.0.1:9/x",
-                                              event=event, msg_id=stored["msg_id"], celery_app=env.celery)  # type: ignore[arg-type]
+        return await queue.enqueue_webhook(client, env.cipher, tenant="t1", url="http://127.0.0.1:9/x",
+                                           event=event, msg_id=stored["msg_id"], enqueuer=env.enqueuer)
 
-    assert env.run(again) == delivery_id and len(env.celery.sent) == 1
+    assert env.run(again) == delivery_id and len(env.enqueuer.sent) == 1
 
 
 def test_timeout_schedules_the_next_attempt_in_the_delay_set(env: Env) -> None:
@@ -464,10 +475,10 @@ def test_exhausted_then_replayed_keeps_the_webhook_id(env: Env) -> None:
     assert "retry in" in env.deliver(delivery_id, 1, fail)
     assert "dead-lettered" in env.deliver(delivery_id, 2, fail)
     assert env.zscore(wh.DEAD_LETTER_KEY, delivery_id) is not None
-    assert env.run(lambda c: delivery.replay_webhook(c, delivery_id))
+    assert env.run(lambda c: queue.replay_webhook(c, delivery_id))
     assert env.zscore(wh.DEAD_LETTER_KEY, delivery_id) is None
     assert env.zscore(wh.DELAYED_KEY, f"{delivery_id}:3") is not None
     assert "retry in" in env.deliver(delivery_id, 3, fail)  # counted afresh: attempt 1 of 2 after the replay
     assert len(set(ids)) == 1
-    view = env.run(lambda c: delivery.describe_delivery(c, delivery_id))
+    view = env.run(lambda c: queue.describe_delivery(c, delivery_id))
     assert view is not None and "body" not in view and view["attempts"] == "3"

@@ -1,7 +1,8 @@
 -- Claim the due entries of a delay queue for one mover: each is leased (re-scored lease_ms ahead) rather than
 -- removed, so a mover that dies before sending them leaves them to another; the mover removes what it sent.
 --
--- KEYS[1] delayed   the lane's delay queue: sorted set of "job_id|partner|attempt" (score: unix ms when due)
+-- KEYS[1] delayed   a delay queue: sorted set of entries (score: unix ms when due); a lane's job attempts
+--                   "job_id|partner|attempt", or webhook retries "delivery_id:attempt"
 -- ARGV[1] limit     claim at most this many entries
 -- ARGV[2] lease_ms  how long the claimed entries are the caller's
 --

@@ -1,0 +1,151 @@
+"""Webhook deliveries in Redis: storing one and sending its first attempt, the retry mover, replays, status.
+
+A delivery lives in the hash `fg:webhook:{delivery_id}` (url, tenant, message id, retry settings, the event body
+encrypted with the job store's cipher). Queue messages carry `delivery_id` and `attempt` only, on queue `webhooks`.
+Retries wait in the sorted set `fg:webhooks:delayed` (member `delivery_id:attempt`, score due ms by Redis TIME),
+which the fleet's delay-queue mover (`webhook_mover`) sends back to the queue when due: no countdown/ETA task ever
+waits in worker memory. An attempt is finalised atomically and only once (gateway_core.webhooks.delivery), so a
+redelivered or duplicated message can repeat a POST (receivers deduplicate on `webhook-id`, as the spec expects)
+but never forks the retry schedule. Exhausted (or refused, or 410 Gone) deliveries land in the sorted set
+`fg:webhooks:dlq`.
+
+A delivery's atomic steps (enqueue, finalise, replay) are gateway_core/fleet/lua/webhook_*.lua.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from typing import cast
+
+import redis.asyncio as aioredis
+
+from gateway_core.config import GatewayConfig
+from gateway_core.crypto import PayloadCipher
+from gateway_core.fleet.lua import script
+from gateway_core.jobs.delay_queue import DelayQueueMover
+from gateway_core.jobs.enqueuer import Enqueuer, RedisCommand, stage
+from gateway_core.jobs.store import JobRecord
+from gateway_core.webhooks.events import WebhookEvent, job_message_id
+from gateway_core.webhooks.keys import DEAD_LETTER_KEY, DELAYED_KEY, delivery_key
+from gateway_core.webhooks.policy import WebhookSettings
+
+log = logging.getLogger("fedgate.webhooks")
+
+DEFAULT_TTL_S = 7 * 24 * 3600
+SAFETY_NET_MS = 30_000  # the first attempt is re-sent by the mover if the producer dies before sending it
+MOVER_MAX_IDLE_S = 0.25  # nothing wakes the webhook mover early: it looks this often
+
+
+def delivery_id_for(tenant: str, msg_id: str) -> str:
+    """Deterministic: enqueueing the same message for the same tenant twice yields one delivery."""
+    return "whd_" + hashlib.sha256(f"{tenant}\n{msg_id}".encode()).hexdigest()[:24]
+
+
+async def enqueue_webhook(
+    redis_client: aioredis.Redis,
+    cipher: PayloadCipher,
+    *,
+    tenant: str,
+    url: str,
+    event: WebhookEvent,
+    msg_id: str,
+    enqueuer: Enqueuer,
+    secrets: Sequence[str] | None = None,
+    settings: WebhookSettings | None = None,
+    ttl_s: int = DEFAULT_TTL_S,
+) -> str:
+    """Store a delivery and send its first attempt to queue `webhooks`; returns the delivery id.
+
+    `secrets` (newest first) are stored encrypted and sign every attempt; leave them out to sign with the
+    tenant's configured secrets at delivery time (so a rotation applies to retries already scheduled).
+    `settings` gives the retry schedule (default: WebhookSettings()). Idempotent per (tenant, msg_id).
+    The Redis client must use decode_responses=True.
+    """
+    policy = settings or WebhookSettings()
+    delivery_id = delivery_id_for(tenant, msg_id)
+    fields: dict[str, str | int | float] = {
+        "state": "pending",
+        "tenant": tenant,
+        "url": url,
+        "msg_id": msg_id,
+        "type": event.type,
+        "body": cipher.encrypt(event.body().decode()).decode(),
+        "next_attempt": 1,
+        "first_attempt": 1,
+        "attempts": 0,
+        "max_attempts": policy.max_attempts,
+        "base_delay_s": policy.base_delay_s,
+        "max_delay_s": policy.max_delay_s,
+    }
+    if secrets:
+        fields["secrets"] = cipher.encrypt(json.dumps(list(secrets))).decode()
+    flat: list[str | int | float] = [item for pair in fields.items() for item in pair]
+    member = f"{delivery_id}:1"
+    created = await redis_client.eval(
+        script("webhook_enqueue"), 2, delivery_key(delivery_id), DELAYED_KEY, ttl_s * 1000, SAFETY_NET_MS, member,
+        *flat,
+    )
+    if not int(created):
+        return delivery_id  # already enqueued: its own first attempt (or safety net) is on its way
+    try:
+        commands = enqueuer.webhook_messages([(delivery_id, 1)])
+    except Exception as exc:  # the safety-net entry sends it once the broker is back
+        log.warning("webhook %s: first attempt not sent now (%s); the mover will send it", delivery_id,
+                    exc.__class__.__name__)
+        return delivery_id
+    # The first attempt's message and the safety net's removal together: one is always there to send it.
+    async with redis_client.pipeline(transaction=True) as pipe:
+        stage(pipe, commands)
+        pipe.zrem(DELAYED_KEY, member)
+        await pipe.execute()
+    return delivery_id
+
+
+async def notify_finished(
+    client: aioredis.Redis, cipher: PayloadCipher, config: GatewayConfig, record: JobRecord, ttl_s: int,
+    enqueuer: Enqueuer,
+) -> str | None:
+    """Queue a finished job's webhook (the job without its prompt); the delivery id, or None without a URL."""
+    if not record.webhook_url:
+        return None
+    event = WebhookEvent.for_job(record.view())
+    return await enqueue_webhook(
+        client, cipher, tenant=record.tenant, url=record.webhook_url, event=event,
+        msg_id=job_message_id(record.id, event.type), settings=config.webhooks, ttl_s=ttl_s, enqueuer=enqueuer,
+    )
+
+
+def webhook_mover(client: aioredis.Redis, enqueuer: Enqueuer) -> DelayQueueMover:
+    """The delay-queue mover for webhook retries (members `delivery_id:attempt`) to queue `webhooks`."""
+
+    def messages(due: Sequence[str]) -> list[RedisCommand]:
+        attempts = [str(member).rpartition(":") for member in due]
+        return enqueuer.webhook_messages([(delivery_id, int(attempt)) for delivery_id, _, attempt in attempts])
+
+    return DelayQueueMover(client, DELAYED_KEY, messages, name="webhook", max_idle_s=MOVER_MAX_IDLE_S)
+
+
+async def replay_webhook(redis_client: aioredis.Redis, delivery_id: str, ttl_s: int = DEFAULT_TTL_S) -> bool:
+    """Send a dead-lettered delivery again (same webhook-id, retries counted afresh); False if not replayable."""
+    replayed = await redis_client.eval(
+        script("webhook_replay"), 3, delivery_key(delivery_id), DELAYED_KEY, DEAD_LETTER_KEY, delivery_id,
+        ttl_s * 1000,
+    )
+    return bool(int(replayed))
+
+
+SAFE_FIELDS = (
+    "state", "tenant", "url", "msg_id", "type", "attempts", "max_attempts", "last_status", "last_error",
+    "created_at_ms", "last_attempt_at_ms", "delivered_at_ms", "dead_lettered_at_ms",
+)
+
+
+async def describe_delivery(redis_client: aioredis.Redis, delivery_id: str) -> dict[str, str] | None:
+    """A delivery's status for operators and tenants: never the body or the secrets."""
+    raw = cast(dict[str, str], await redis_client.hgetall(delivery_key(delivery_id)))
+    if not raw:
+        return None
+    return {"id": delivery_id, **{k: raw[k] for k in SAFE_FIELDS if k in raw}}
