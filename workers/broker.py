@@ -7,7 +7,9 @@ the I/O loop also needs. Here:
 
 - one synchronous client per channel (thread-safe, on the channel's own pool);
 - after a BRPOP, up to the free prefetch allowance more messages are taken from the same list AND recorded as
-  unacked in one Lua step, so no message is ever out of both the queue and the unacked record;
+  unacked in one Lua step, so no message is ever out of both the queue and the unacked record. That extra fetch
+  runs only once the message BRPOP answered with has its own unacked record (kombu writes it as it delivers the
+  message): a fetch that fails, or a worker that dies during it, cannot take that message with it;
 - acks are collected and removed from the unacked record together every ACK_FLUSH_INTERVAL_S by the consumer's
   event loop. An ack lost to a crash in that window only means the message is redelivered after the visibility
   timeout, which the job store's run tokens already make harmless;
@@ -193,8 +195,14 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             key, item = bytes_to_str(dest__item[0]), dest__item[1]
             queue = key.rsplit(self.sep, 1)[0]
             self._queue_cycle.rotate(queue)
-            extra = self._take_more(key)
+            # First the message BRPOP took: delivering it writes its unacked record (QoS.append) before the task
+            # sees it. Only then more from the same list, each recorded in the step that takes it.
             self.connection._deliver(loads(bytes_to_str(item)), queue)
+            try:
+                extra = self._take_more(key)
+            except RedisError as exc:  # taken and recorded in one step, or not at all: nothing is lost
+                log.warning("could not fetch more messages from %s (%s)", queue, exc.__class__.__name__)
+                return True
             for payload in extra:
                 self.connection._deliver(payload, queue)
             return True
@@ -203,10 +211,11 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             self._flush_brpop_reauth()
 
     def _take_more(self, key: str) -> list[dict[str, Any]]:
-        """More messages from the list BRPOP just answered from, within the prefetch allowance."""
+        """More messages from the list BRPOP just answered from, within the prefetch allowance left once the message
+        BRPOP took has been delivered (it counts against the allowance from then on)."""
         if self.global_keyprefix or not self.qos.prefetch_count:
             return []
-        allowance = min(self.qos.can_consume_max_estimate() - 1, MAX_EXTRA_PER_FETCH)
+        allowance = min(self.qos.can_consume_max_estimate(), MAX_EXTRA_PER_FETCH)
         if allowance <= 0:
             return []
         client = self._create_client()

@@ -40,10 +40,10 @@ def test_extra_messages_are_recorded_as_unacked_in_kombus_own_format(
     with _connection(redis_server) as conn:
         channel = _channel_with(conn, 10, 5)
         taken = channel._take_more(QUEUE)
-        assert len(taken) == 4  # the allowance minus the message BRPOP itself delivers
-        assert redis_client.llen(QUEUE) == 6
+        assert len(taken) == 5  # the whole allowance: nothing is delivered yet (BRPOP's own message is, before a fetch)
+        assert redis_client.llen(QUEUE) == 5
         unacked = redis_client.hgetall("unacked")
-        assert len(unacked) == 4 and redis_client.zcard("unacked_index") == 4
+        assert len(unacked) == 5 and redis_client.zcard("unacked_index") == 5
         for payload in taken:
             stored, exchange, routing_key = json.loads(unacked[payload["properties"]["delivery_tag"]])
             assert stored == payload and exchange == QUEUE and routing_key == QUEUE
@@ -58,6 +58,7 @@ def test_no_extra_messages_beyond_the_prefetch_allowance(
 ) -> None:
     with _connection(redis_server) as conn:
         channel = _channel_with(conn, 3, 1)
+        channel.qos._delivered["brpop-message"] = object()  # BRPOP's own message, delivered before any fetch
         assert channel._take_more(QUEUE) == []
         assert redis_client.llen(QUEUE) == 3 and redis_client.hlen("unacked") == 0
 
