@@ -121,7 +121,10 @@ def _announce(fleet: Any, key: str) -> None:
     home = fleet.settings.home_dir()
     typer.echo(f"fedgate API:    {fleet.api_url}   (OpenAPI docs at {fleet.api_url}/docs)")
     if fleet.with_flower:
-        typer.echo(f"Flower:         {fleet.flower_url}")
+        from gateway_core.fleet.credentials import flower_auth_file
+
+        login = "FEDGATE_FLOWER_BASIC_AUTH" if fleet.settings.flower_basic_auth else flower_auth_file(fleet.settings)
+        typer.echo(f"Flower:         {fleet.flower_url}   (login in {login})")
     typer.echo(f"Dev API key:    {key}   (also in {home / 'dev-api-key'})")
     typer.echo(f"Logs:           {home / 'logs'}")
 
@@ -376,15 +379,20 @@ def redact(
 
 @cli.command()
 def flower() -> None:
-    """Run Flower against the fleet's broker."""
+    """Run Flower against the fleet's broker, behind basic auth: FEDGATE_FLOWER_BASIC_AUTH, else the logins in
+    FEDGATE_FLOWER_AUTH_FILE, else a login generated into $FEDGATE_HOME/flower-auth (user operator, mode 0600)."""
+    from gateway_core.fleet.credentials import flower_auth_file, flower_basic_auth
+
     settings = get_settings()
+    flower_basic_auth(settings, create=True)  # a bad or missing login file stops here, in one line
+    if not settings.flower_basic_auth:
+        typer.echo(f"fedgate: Flower's login is in {flower_auth_file(settings)}", err=True)
     # workers.flower_app: the workers' app on kombu's stock transport, so Flower's Broker page can list the
-    # partner queues. Task args are {job_id, partner, attempt} only, so the task list may show them.
+    # partner queues. Task args are {job_id, partner, attempt} only, so the task list may show them. The Flower
+    # process reads its login itself (workers.flower_app): a password never goes on a command line.
     args = [sys.executable, "-m", "celery", "-A", "workers.flower_app", "flower",
             f"--port={settings.flower_port}", f"--address={settings.flower_host}",
             "--tasks-columns=name,uuid,state,args,kwargs,received,runtime,retries,worker"]
-    if settings.flower_basic_auth:
-        args.append(f"--basic-auth={settings.flower_basic_auth}")
     os.execv(sys.executable, args)
 
 

@@ -36,7 +36,14 @@ class Settings(BaseSettings):
     api_port: int = 8700
     flower_host: str = "127.0.0.1"
     flower_port: int = 5555
-    flower_basic_auth: str | None = None
+    flower_basic_auth: str | None = Field(
+        default=None, description="Flower's logins, user:password[,user2:password2]; read by the Flower process from "
+        "its environment, never put on its command line. Unset: FEDGATE_FLOWER_AUTH_FILE"
+    )
+    flower_auth_file: Path | None = Field(
+        default=None, description="File of Flower logins, one user:password a line; unset: $FEDGATE_HOME/flower-auth, "
+        "generated (user operator, mode 0600) on Flower's first start"
+    )
     simulator_host: str = "127.0.0.1"
     simulator_port: int = 8790
     embedded_redis_port: int = 6390

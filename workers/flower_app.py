@@ -13,14 +13,25 @@ is not supported"). The messages and settings are otherwise the workers' own.
 from __future__ import annotations
 
 import functools
+import os
 
 from celery import Celery
 
-from gateway_core.settings import get_settings
+from gateway_core.settings import Settings, get_settings
 from workers.celery_app import make_celery
 
 
+def use_basic_auth(settings: Settings) -> None:
+    """Flower's logins, read here in the Flower process (FEDGATE_FLOWER_BASIC_AUTH or the login file, see
+    gateway_core.fleet.credentials) and handed to Flower through its own FLOWER_BASIC_AUTH option, which it reads
+    from this process's environment after loading the app: never through a command line anyone can read."""
+    from gateway_core.fleet.credentials import flower_basic_auth
+
+    os.environ["FLOWER_BASIC_AUTH"] = flower_basic_auth(settings)
+
+
 def make_flower_celery() -> Celery:
+    use_basic_auth(get_settings())
     app = make_celery(get_settings())
     app.conf.broker_transport = None  # the URL's scheme (redis, rediss, sentinel) picks kombu's own transport
     return app

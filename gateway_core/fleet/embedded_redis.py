@@ -1,7 +1,11 @@
-"""The embedded default: a private redis-server with AOF on, under a data directory."""
+"""The embedded default: a private redis-server with AOF on, under a data directory, behind a password.
+
+The password (`requirepass`) is handed to redis-server on its standard input, never on its command line, and is in
+`url` for clients (`fedgate up` gives it to every process in FEDGATE_REDIS_URL, in their environment)."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -37,11 +41,13 @@ def port_in_use(host: str, port: int) -> bool:
 class EmbeddedRedis:
     data_dir: Path
     port: int
+    password: str | None = None  # requirepass; None: no password (tests' private servers)
     process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""  # fedgate's passwords are hex: nothing to escape
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self, timeout_s: float = 10.0) -> EmbeddedRedis:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -51,6 +57,7 @@ class EmbeddedRedis:
             )
         args = [
             redis_server_binary(),
+            *(["-"] if self.password else []),  # the rest of the configuration from stdin: the password
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--dir", str(self.data_dir),
@@ -60,11 +67,17 @@ class EmbeddedRedis:
             "--protected-mode", "yes",
             "--logfile", str(self.data_dir / "redis.log"),
         ]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen(args, stdin=subprocess.PIPE if self.password else subprocess.DEVNULL,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if self.password:
+            assert self.process.stdin is not None
+            with contextlib.suppress(BrokenPipeError):  # a server that exited at once is reported below
+                self.process.stdin.write(f"requirepass {self.password}\n".encode())
+                self.process.stdin.close()
         deadline = time.monotonic() + timeout_s
         import redis
 
-        client = redis.Redis(port=self.port)
+        client = redis.Redis(host="127.0.0.1", port=self.port, password=self.password)
         while True:
             try:
                 # AOF replay may still be loading; wait until the server answers normally.

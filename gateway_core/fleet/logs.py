@@ -194,8 +194,9 @@ def known_secrets(settings: Settings) -> list[str]:
         found += [k.strip() for k in settings.encryption_keys.split(",")]
     home = settings.home.expanduser()
     found += [_read(home / name) for name in ("secret.key", "dev-api-key", "dev-webhook-secret")]
-    if settings.flower_basic_auth:
-        found.append(settings.flower_basic_auth.partition(":")[2])
+    from gateway_core.fleet.credentials import credential_secrets
+
+    found += credential_secrets(settings)  # Redis passwords (embedded or in the URL) and Flower's logins
     try:
         from gateway_core.config import load_config
 

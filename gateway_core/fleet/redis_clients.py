@@ -20,6 +20,7 @@ from redis import sentinel as sync_sentinel
 from redis.asyncio import sentinel as async_sentinel
 
 from gateway_core.errors import ConfigError
+from gateway_core.fleet.credentials import embedded_redis_password
 from gateway_core.settings import Settings
 
 DEFAULT_SENTINEL_PORT = 26379
@@ -29,8 +30,13 @@ URL_FORM = "sentinel://[:password@]host:26379[;sentinel://host2:26379...]"
 
 
 def redis_url(settings: Settings) -> str:
-    """The configured URL, else the embedded server's."""
-    return settings.redis_url or f"redis://127.0.0.1:{settings.embedded_redis_port}/0"
+    """The configured URL, else the embedded server's, with its password ($FEDGATE_HOME/redis-password) once one
+    has been generated."""
+    if settings.redis_url:
+        return settings.redis_url
+    password = embedded_redis_password(settings)
+    auth = f":{password}@" if password else ""
+    return f"redis://{auth}127.0.0.1:{settings.embedded_redis_port}/0"
 
 
 def is_sentinel_url(url: str) -> bool:
