@@ -247,9 +247,11 @@ class JobStore:
         return partners_named(requested, current, history=history)
 
     async def drop_payload(self, job_id: str) -> bool:
-        """Retention: remove prompt, output and placeholder map of a finished job; keep the metadata. A record that
-        is gone stays gone (never re-created without a TTL) and an unfinished one is left alone: False then."""
-        return bool(await self._drop_payload(keys=[keys.job(job_id)], args=[" ".join(PAYLOAD_FIELDS)]))
+        """Retention: remove prompt, output and placeholder map of a finished job; keep the metadata; the job leaves
+        the retention set (where the sweep only leased it). A record that is gone stays gone (never re-created
+        without a TTL) and an unfinished one is left alone: False then."""
+        return bool(await self._drop_payload(keys=[keys.job(job_id), keys.RETENTION],
+                                             args=[job_id, " ".join(PAYLOAD_FIELDS)]))
 
     async def finish_unsuccessful(
         self, record: JobRecord, token: str, status: JobStatus, error: str, *, retention_s: int | None = None
