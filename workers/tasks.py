@@ -21,6 +21,7 @@ from gateway_core.fleet.redis_clients import sync_client
 from gateway_core.jobs import retention
 from gateway_core.jobs.delay_queue import job_mover
 from gateway_core.jobs.enqueuer import Enqueuer
+from gateway_core.jobs.sweeper import Sweeper
 from gateway_core.redaction import PlaceholderMap
 from gateway_core.settings import get_settings
 from gateway_core.tenants import metering
@@ -73,6 +74,7 @@ def _start_background_work(sender: Any = None, **_: object) -> None:
     asyncio.run_coroutine_threadsafe(_run_webhook_mover(enqueuer), io_loop())
     asyncio.run_coroutine_threadsafe(_flush_metric_events(), io_loop())
     asyncio.run_coroutine_threadsafe(_flush_usage(), io_loop())
+    asyncio.run_coroutine_threadsafe(_sweep_lost_messages(), io_loop())
 
 
 @worker_shutdown.connect
@@ -134,6 +136,12 @@ async def _flush_metric_events() -> None:
 
 async def _flush_usage() -> None:
     await metering.flush_usage_forever(runtime().redis)
+
+
+async def _sweep_lost_messages() -> None:
+    """Every worker runs a sweeper; a lock keeps one sweeping at a time (gateway_core.jobs.sweeper)."""
+    rt = runtime()
+    await Sweeper(rt.redis, visibility_timeout_s=rt.settings.visibility_timeout_s).sweep_forever()
 
 
 async def _run_webhook_mover(enqueuer: Enqueuer) -> None:

@@ -45,6 +45,8 @@ DEAD_LETTERS = f"{PREFIX}:dlq"
 DONE_CHANNEL = f"{PREFIX}:events:done"
 RETENTION = f"{PREFIX}:retention"  # job ids whose payload is deleted when their score (ms) is due
 DELAYED_WAKE = f"{PREFIX}:delayed:wake"
+UNFINISHED = f"{PREFIX}:unfinished"  # ids of jobs not yet finished (score: ms when last looked at), for the sweeper
+SWEEPER_LOCK = f"{PREFIX}:sweeper:lock"  # the process sweeping now (gateway_core.jobs.sweeper)
 
 
 def bucket(partner: str, kind: str) -> str:

@@ -391,6 +391,7 @@ class BatchStore:
                 for part in _chunks(encoded):
                     await self._write_jobs(pipe, part)
                     pipe.rpush(batch_jobs_key(batch_id), *[job_id for job_id, _, _ in part])
+                    pipe.zadd(keys.UNFINISHED, dict.fromkeys([job_id for job_id, _, _ in part], int(now() * 1000)))
                     await pipe.execute()
                 if job_ids:
                     pipe.expire(batch_jobs_key(batch_id), self.ttl_s)

@@ -286,7 +286,7 @@ class DeadLetters:
             current = int(attempt_raw or 0)
             word, value = await self._replay(
                 keys=[keys.job(job_id), keys.DEAD_LETTERS, keys.delayed(lane or keys.INTERACTIVE),
-                      keys.delayed_wake(lane or keys.INTERACTIVE)],
+                      keys.delayed_wake(lane or keys.INTERACTIVE), keys.UNFINISHED],
                 args=[job_id, target, str(current), str(current + 1), delayed_member(job_id, target, current + 1),
                       str(self.store.ttl_s), BATCH_KEY_PREFIX],
             )

@@ -31,7 +31,7 @@ TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.DEAD_LETTERED, JobStatus.CA
 
 
 # History entries that record something other than a call to a partner.
-NOT_CALLS = frozenset({"redelivered", "breaker_open", "replayed"})
+NOT_CALLS = frozenset({"redelivered", "breaker_open", "replayed", "swept"})
 
 
 def since_last_replay(history: list[Attempt]) -> list[Attempt]:
@@ -89,7 +89,8 @@ class Attempt(BaseModel):
 
     partner: str
     attempt: int
-    outcome: Literal["ok", "retryable", "fatal", "contract_violation", "redelivered", "breaker_open", "replayed"]
+    outcome: Literal["ok", "retryable", "fatal", "contract_violation", "redelivered", "breaker_open", "replayed",
+                     "swept"]
     status_code: int | None = None
     error: str | None = None
     started_at: float

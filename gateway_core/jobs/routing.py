@@ -92,7 +92,8 @@ def decide(
     history = since_last_replay(history)
     partner_config = config.partners[partner]
     policy = partner_config.retry
-    tries_here = sum(1 for a in history if a.partner == partner and a.outcome not in ("redelivered", "replayed"))
+    tries_here = sum(1 for a in history
+                     if a.partner == partner and a.outcome not in ("redelivered", "replayed", "swept"))
     fallback = next_fallback(config, requested, history, tenant)
     if breaker_open and fallback:
         return Decision("fallback", fallback, 0.0, f"{partner}: circuit open; falling back to {fallback}")

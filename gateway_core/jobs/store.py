@@ -64,7 +64,7 @@ class JobRecord:
             status=self.status,
             partner=self.requested_partner,
             answered_by=self.answered_by,
-            attempts=len([a for a in self.history if a.outcome != "redelivered"]),
+            attempts=len([a for a in self.history if a.outcome not in ("redelivered", "swept")]),
             output=self.output,
             parsed=self.parsed,
             contract=self.params.get("contract"),

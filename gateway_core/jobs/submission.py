@@ -142,6 +142,7 @@ class JobProducer:
         async with self.store.redis.pipeline(transaction=True) as pipe:
             pipe.hset(keys.job(record.id), mapping=fields)  # type: ignore[arg-type]
             pipe.expire(keys.job(record.id), self.store.ttl_s)
+            pipe.zadd(keys.UNFINISHED, {record.id: int(record.created_at * 1000)})  # for the sweeper
             stage(pipe, message)
             await pipe.execute()
         metrics.record_submitted(record.requested_partner, tenant.name)

@@ -8,6 +8,7 @@
 -- KEYS[2] dead_letters      sorted set of dead-lettered job ids
 -- KEYS[3] delayed           the job's lane's delay queue (sorted set of "job_id|partner|attempt", score: due ms)
 -- KEYS[4] wake              the lane's wake-up list (movers BLPOP it; it holds at most one entry)
+-- KEYS[5] unfinished        the sweeper's index of unfinished jobs (score: ms when last looked at): the job is back
 -- ARGV[1] job_id            the job's id (its dead-letter member)
 -- ARGV[2] partner           the partner to replay to
 -- ARGV[3] attempt           the attempt number the caller read (the replay is refused if it changed)
@@ -24,6 +25,7 @@ local job_key = KEYS[1]
 local dead_letters = KEYS[2]
 local delayed = KEYS[3]
 local wake = KEYS[4]
+local unfinished = KEYS[5]
 local job_id = ARGV[1]
 local partner = ARGV[2]
 local attempt = ARGV[3]
@@ -54,4 +56,5 @@ redis.call('ZREM', dead_letters, job_id)
 redis.call('ZADD', delayed, now_ms, member)
 redis.call('LPUSH', wake, '1')
 redis.call('LTRIM', wake, 0, 0)
+redis.call('ZADD', unfinished, now_ms, job_id)
 return {'ok', next_attempt}
