@@ -6,8 +6,10 @@ A fresh interpreter, so nothing another test built counts."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.helpers import ROOT
 
@@ -35,7 +37,7 @@ def test_importing_every_workers_module_builds_no_app_and_reads_no_settings() ->
     assert found["settings_read"] == 0, "settings were read at import"
 
 
-def test_the_celery_command_finds_the_apps_with_their_tasks() -> None:
+def test_the_celery_command_finds_the_apps_with_their_tasks(tmp_path: Path) -> None:
     """`celery -A workers.celery_app` (fedgate worker's app) and `-A workers.flower_app` (fedgate flower's)."""
     probe = (
         "import json\nfrom celery.app.utils import find_app\n"
@@ -44,7 +46,9 @@ def test_the_celery_command_finds_the_apps_with_their_tasks() -> None:
         "print(json.dumps({'tasks': sorted(t for t in app.tasks if t.startswith('fedgate.')),"
         " 'same': find_app('workers.celery_app:app') is app, 'flower_transport': flower.conf.broker_transport}))\n"
     )
-    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    env = {**os.environ, "FEDGATE_HOME": str(tmp_path), "FEDGATE_FLOWER_BASIC_AUTH": "probe:not-a-real-login"}
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=120)
     assert result.returncode == 0, result.stderr
     found = json.loads(result.stdout.strip().splitlines()[-1])
     assert found == {"tasks": ["fedgate.deliver_webhook", "fedgate.run_job"], "same": True, "flower_transport": None}
