@@ -1,8 +1,26 @@
-"""Session fixtures: a real Redis server, the partner simulator, the API and workers as real processes."""
+"""Session fixtures: a real Redis server, the partner simulator, the API and workers as real processes.
+
+The split (tests/unit/conftest.py enforces the first line):
+- tests/unit/: no Redis server, no subprocesses, no network beyond loopback servers the test itself starts
+  (in-process HTTP servers are fine). A unit test that asks for `redis_server`, `redis_url`, `redis_client` or
+  `fleet` (or `api`, `sim`, `worker`, which need it), starts a process or connects off the machine fails.
+- tests/integration/: whatever needs a real redis-server, worker or API processes, or another program.
+
+Isolation: order does not matter, and no test cleans up for another (nothing is flushed, nothing is deleted "for
+later tests").
+- A test (or a module's fixture) that uses Redis itself gets a logical database of its own, never handed out
+  before: `redis_url` / `redis_client` per test, `redis_databases.url()` for a module. The session's server is
+  started with enough databases for the whole run.
+- The shared fleet (simulator, API; workers per module) runs on a database of its own too. Tests that go through
+  it assert only on what they created: their own job ids, batches, contracts, tenants and partners, and deltas of
+  shared counters (queue depths, metrics, simulator stats) rather than absolute values. A test that needs a state
+  nobody else touches starts its own processes on its own database.
+- Redis pub/sub channels are not per database: a subscriber may hear other tests' events and must ignore ids it
+  does not know.
+"""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,62 +29,57 @@ import pytest
 import redis
 
 from gateway_core.fleet.embedded_redis import EmbeddedRedis
-from gateway_core.webhooks import load_or_create_secret
 from partner_simulator import SimulatorConfig
-from tests.helpers import FleetEnv, Proc, free_port, http_ok, wait_for
+from tests.helpers import TEST_CONFIG as TEST_CONFIG  # for the tests that import it from here
+from tests.helpers import FleetEnv, Proc, RedisDatabases, free_port, start_fleet
 
-TEST_CONFIG = Path(__file__).with_name("fleet_config.yaml")
+# Logical databases on the session's server: one per test or module that uses Redis, each used once (about 150
+# are used by a full run; an idle database costs Redis a few hundred bytes).
+REDIS_DATABASES = 4096
 
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
-    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), free_port()).start()
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), free_port(), databases=REDIS_DATABASES).start()
     yield server
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def redis_databases(redis_server: EmbeddedRedis) -> RedisDatabases:
+    return RedisDatabases(redis_server)
+
+
 @pytest.fixture()
-def redis_client(redis_server: EmbeddedRedis) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
-    client.flushall()
+def redis_url(redis_databases: RedisDatabases) -> str:
+    """A Redis database of this test's own: empty at the start, and nobody else's."""
+    return redis_databases.url()
+
+
+@pytest.fixture()
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    """A client on this test's own database (`redis_url`)."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
     yield client
     client.close()
 
 
 @pytest.fixture(scope="session")
-def fleet(tmp_path_factory: pytest.TempPathFactory, redis_server: EmbeddedRedis) -> Iterator[FleetEnv]:
-    """Simulator + API processes shared by the integration tests; tests start the workers they need."""
-    home = tmp_path_factory.mktemp("fedgate-home")
-    sim_port, api_port = free_port(), free_port()
-    (home / "dev-api-key").write_text("test-key-dev\n")
-    load_or_create_secret(home / "dev-webhook-secret")
-    sim_config = home / "simulator.json"  # the demo partners, recording what they receive (for leak tests)
-    sim_config.write_text(SimulatorConfig.demo().model_copy(update={"record_bodies": True}).model_dump_json())
-    env = dict(os.environ)
-    env.update(
-        {
-            "FEDGATE_HOME": str(home),
-            "FEDGATE_REDIS_URL": redis_server.url,
-            "FEDGATE_CONFIG": str(TEST_CONFIG),
-            "FEDGATE_SIMULATOR_URL": f"http://127.0.0.1:{sim_port}",
-            "FEDGATE_SIMULATOR_PORT": str(sim_port),
-            "FEDGATE_API_PORT": str(api_port),
-            "FEDGATE_API_URL": f"http://127.0.0.1:{api_port}",
-            "FEDGATE_API_KEY": "test-key-dev",
-            "FEDGATE_VISIBILITY_TIMEOUT_S": "10",
-            "FEDGATE_MAX_PROMPT_CHARS": "5000",
-            "FEDGATE_SIM_CONFIG": str(sim_config),
-            "FEDGATE_FLOWER_PORT": str(free_port()),
-            "FEDGATE_FLOWER_BASIC_AUTH": "operator:test-flower-password",
-        }
-    )
-    fleet_env = FleetEnv(home, env)
-    fleet_env.spawn("simulator", "simulate")
-    fleet_env.spawn("api", "api")
-    wait_for(lambda: http_ok(f"http://127.0.0.1:{sim_port}/healthz"), 30, what="simulator")
-    wait_for(lambda: http_ok(f"http://127.0.0.1:{api_port}/healthz"), 30, what="api")
+def fleet(tmp_path_factory: pytest.TempPathFactory, redis_databases: RedisDatabases) -> Iterator[FleetEnv]:
+    """Simulator + API processes shared by the integration tests, on a Redis database of their own (read it through
+    `fleet_redis` or `fleet.env["FEDGATE_REDIS_URL"]`); modules start the workers they need. A module that makes
+    partners fail (and so opens their breakers) overrides this fixture with a fleet of its own (`start_fleet`)."""
+    fleet_env = start_fleet(tmp_path_factory.mktemp("fedgate-home"), redis_databases.url())
     yield fleet_env
     fleet_env.stop_all()
+
+
+@pytest.fixture()
+def fleet_redis(fleet: FleetEnv) -> Iterator[redis.Redis]:
+    """A client on the shared fleet's database: read what this test's own jobs left there, nothing else."""
+    client = redis.Redis.from_url(fleet.env["FEDGATE_REDIS_URL"], decode_responses=True)
+    yield client
+    client.close()
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +99,12 @@ def api(fleet: FleetEnv) -> Iterator[httpx.Client]:
 
 @pytest.fixture()
 def sim(fleet: FleetEnv) -> Iterator[httpx.Client]:
+    """The fleet's simulator as this test starts it: every partner behaving as at start-up (whatever an earlier
+    test set), the simulator's settings too, and stats and recorded bodies zeroed."""
+    started = SimulatorConfig.model_validate_json(Path(fleet.env["FEDGATE_SIM_CONFIG"]).read_text())
     with httpx.Client(base_url=fleet.env["FEDGATE_SIMULATOR_URL"], timeout=10) as client:
-        client.post("/_sim/reset")
+        for name, partner in started.partners.items():
+            client.put(f"/_sim/partners/{name}", json=partner.behaviour.model_dump()).raise_for_status()
+        client.put("/_sim/settings", json={"compress": started.compress}).raise_for_status()
+        client.post("/_sim/reset").raise_for_status()
         yield client

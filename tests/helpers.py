@@ -1,7 +1,8 @@
-"""Test helpers: free ports, waiting on conditions with deadlines, fleet processes."""
+"""Test helpers: Redis databases of a test's own, free ports, waiting on conditions with deadlines, fleet processes."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -9,13 +10,38 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
+import redis
+
+if TYPE_CHECKING:
+    from gateway_core.fleet.embedded_redis import EmbeddedRedis
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
+TEST_CONFIG = Path(__file__).with_name("fleet_config.yaml")
 TERMINAL = {"succeeded", "failed", "dead_lettered", "cancelled"}
+
+
+class RedisDatabases:
+    """Hands out the session server's logical databases, each to one test or module and never twice.
+
+    Database 0 (`EmbeddedRedis.url`) is handed to nobody, so a test that reaches for it sees an empty store."""
+
+    def __init__(self, server: EmbeddedRedis) -> None:
+        self.server = server
+        self.next = 1
+
+    def url(self) -> str:
+        if self.next >= self.server.databases:
+            raise RuntimeError(f"all {self.server.databases} Redis databases are in use: raise REDIS_DATABASES "
+                               "in tests/conftest.py")
+        db, self.next = self.next, self.next + 1
+        url = f"redis://127.0.0.1:{self.server.port}/{db}"
+        with redis.Redis.from_url(url) as client:
+            assert client.dbsize() == 0, f"Redis database {db} was handed out fresh but holds keys"
+        return url
 
 
 def free_port() -> int:
@@ -93,6 +119,43 @@ class FleetEnv:
             proc.stop()
 
 
+def start_fleet(home: Path, redis_url: str) -> FleetEnv:
+    """The partner simulator (the demo partners, recording what they receive, for leak tests) and the API as
+    processes, on `redis_url`, with the test config and a development tenant; workers are started by the tests."""
+    from gateway_core.webhooks import load_or_create_secret
+    from partner_simulator import SimulatorConfig
+
+    sim_port, api_port = free_port(), free_port()
+    (home / "dev-api-key").write_text("test-key-dev\n")
+    load_or_create_secret(home / "dev-webhook-secret")
+    sim_config = home / "simulator.json"
+    sim_config.write_text(SimulatorConfig.demo().model_copy(update={"record_bodies": True}).model_dump_json())
+    env = dict(os.environ)
+    env.update(
+        {
+            "FEDGATE_HOME": str(home),
+            "FEDGATE_REDIS_URL": redis_url,
+            "FEDGATE_CONFIG": str(TEST_CONFIG),
+            "FEDGATE_SIMULATOR_URL": f"http://127.0.0.1:{sim_port}",
+            "FEDGATE_SIMULATOR_PORT": str(sim_port),
+            "FEDGATE_API_PORT": str(api_port),
+            "FEDGATE_API_URL": f"http://127.0.0.1:{api_port}",
+            "FEDGATE_API_KEY": "test-key-dev",
+            "FEDGATE_VISIBILITY_TIMEOUT_S": "10",
+            "FEDGATE_MAX_PROMPT_CHARS": "5000",
+            "FEDGATE_SIM_CONFIG": str(sim_config),
+            "FEDGATE_FLOWER_PORT": str(free_port()),
+            "FEDGATE_FLOWER_BASIC_AUTH": "operator:test-flower-password",
+        }
+    )
+    fleet_env = FleetEnv(home, env)
+    fleet_env.spawn("simulator", "simulate")
+    fleet_env.spawn("api", "api")
+    wait_for(lambda: http_ok(f"http://127.0.0.1:{sim_port}/healthz"), 30, what="simulator")
+    wait_for(lambda: http_ok(f"http://127.0.0.1:{api_port}/healthz"), 30, what="api")
+    return fleet_env
+
+
 def submit_job(api: httpx.Client, partner: str, prompt: str) -> str:
     response = api.post("/v1/jobs", json={"partner": partner, "prompt": prompt})
     assert response.status_code == 202, response.text
@@ -128,14 +191,10 @@ def with_redis(redis_url: str, work: Callable[[Any], Awaitable[T]]) -> T:
 
 
 def run_async_scenario(redis_url: str, make_env: Callable[[Any], Any], scenario: Callable[[Any], Any]) -> Any:
-    """Run `scenario(env)` with a fresh async Redis client (see `with_redis`); the env's `cleanup()` runs
-    afterwards."""
+    """Run `scenario(make_env(client))` with a fresh async Redis client (see `with_redis`). Nothing is cleaned up
+    afterwards: `redis_url` is the test's own database."""
 
     async def work(client: Any) -> Any:
-        env = make_env(client)
-        try:
-            return await scenario(env)
-        finally:
-            await env.cleanup()
+        return await scenario(make_env(client))
 
     return with_redis(redis_url, work)

@@ -43,6 +43,7 @@ class EmbeddedRedis:
     port: int
     password: str | None = None  # requirepass; None: no password (tests' private servers)
     process: subprocess.Popen[bytes] | None = None
+    databases: int = 16  # logical databases (redis-server's default); the test suite gives each test its own
 
     @property
     def url(self) -> str:
@@ -66,6 +67,7 @@ class EmbeddedRedis:
             "--save", "",
             "--protected-mode", "yes",
             "--logfile", str(self.data_dir / "redis.log"),
+            "--databases", str(self.databases),
         ]
         self.process = subprocess.Popen(args, stdin=subprocess.PIPE if self.password else subprocess.DEVNULL,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

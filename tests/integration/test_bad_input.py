@@ -82,20 +82,16 @@ def assert_nothing_new_for_the_tenant(client: redis.Redis, before: Traces) -> No
 )
 @pytest.mark.parametrize("idempotent", [False, True], ids=["plain", "idempotency-key"])
 def test_bad_submission_is_refused_and_nothing_is_enqueued(
-    api: httpx.Client, fleet: FleetEnv, redis_server, body: bytes, status: int, says: str, idempotent: bool
+    api: httpx.Client, fleet_redis: redis.Redis, body: bytes, status: int, says: str, idempotent: bool
 ) -> None:
-    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
-    try:
-        before = traces(client)
-        headers = {"content-type": "application/json"}
-        if idempotent:  # a refused request must not keep its Idempotency-Key slot either
-            headers["idempotency-key"] = f"bad-input-{uuid.uuid4()}"
-        response = api.post("/v1/jobs", content=body, headers=headers)
-        assert response.status_code == status, response.text
-        assert says in response.json()["error"]["message"]
-        assert_nothing_new_for_the_tenant(client, before)
-    finally:
-        client.close()
+    before = traces(fleet_redis)
+    headers = {"content-type": "application/json"}
+    if idempotent:  # a refused request must not keep its Idempotency-Key slot either
+        headers["idempotency-key"] = f"bad-input-{uuid.uuid4()}"
+    response = api.post("/v1/jobs", content=body, headers=headers)
+    assert response.status_code == status, response.text
+    assert says in response.json()["error"]["message"]
+    assert_nothing_new_for_the_tenant(fleet_redis, before)
 
 
 def test_wrong_api_key_is_refused(fleet: FleetEnv) -> None:

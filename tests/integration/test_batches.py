@@ -1,5 +1,4 @@
-"""Batch input validation and bulk enqueue against a real redis-server (nothing flushed: the server is shared;
-every test removes the keys it wrote)."""
+"""Batch input validation and bulk enqueue against a real redis-server, on a database of each test's own."""
 
 from __future__ import annotations
 
@@ -17,15 +16,11 @@ from gateway_core.config import GatewayConfig, PartnerConfig, TenantConfig
 from gateway_core.crypto import PayloadCipher
 from gateway_core.errors import RequestError
 from gateway_core.fleet import keys
-from gateway_core.fleet.embedded_redis import EmbeddedRedis
 from gateway_core.jobs.batches import (
     BatchStore,
     batch_jobs_key,
-    batch_key,
-    batch_rejected_key,
     file_key,
     parse_input,
-    tenant_batches_key,
 )
 from gateway_core.jobs.store import JobStore, delayed_member
 from gateway_core.jobs.submission import JobProducer
@@ -34,7 +29,7 @@ from workers.celery_app import make_celery
 from workers.enqueue import CeleryEnqueuer
 
 T = TypeVar("T")
-PARTNER = "unit-batch-partner"  # no worker consumes it, so nothing the tests schedule is ever called
+PARTNER = "unit-batch-partner"  # no worker consumes the test's database, so nothing scheduled is ever called
 
 
 def line(custom_id: str, model: str = PARTNER, content: str = "hello", **extra: Any) -> str:
@@ -63,25 +58,10 @@ class Env:
     def run(self, factory: Callable[[], Awaitable[T]]) -> T:
         return self.loop.run_until_complete(factory())
 
-    def cleanup(self, batch_ids: list[str], file_ids: list[str] = ()) -> None:  # type: ignore[assignment]
-        async def go() -> None:
-            for batch_id in batch_ids:
-                job_ids = await self.redis.lrange(batch_jobs_key(batch_id), 0, -1)
-                for start in range(0, len(job_ids), 1000):
-                    part = job_ids[start:start + 1000]
-                    await self.redis.zrem(keys.delayed(keys.BATCH), *[delayed_member(j, PARTNER, 1) for j in part])
-                    await self.redis.delete(*[keys.job(j) for j in part])
-                await self.redis.delete(batch_key(batch_id), batch_jobs_key(batch_id), batch_rejected_key(batch_id))
-                await self.redis.zrem(tenant_batches_key(self.tenant.name), batch_id)
-            for file_id in file_ids:
-                await self.redis.delete(file_key(file_id))
-
-        self.run(go)
-
 
 @pytest.fixture()
-def env(redis_server: EmbeddedRedis) -> Iterator[Env]:
-    environment = Env(redis_server.url)
+def env(redis_url: str) -> Iterator[Env]:
+    environment = Env(redis_url)
     yield environment
     environment.run(environment.redis.aclose)
     environment.loop.close()
@@ -141,31 +121,24 @@ def test_files_refuse_a_bad_purpose_or_size_and_are_encrypted(env: Env) -> None:
     assert bad_purpose.value.status_code == 400
     with pytest.raises(RequestError) as too_big:
         env.run(lambda: env.batches.create_file("unit-tenant", "in.jsonl", "batch", b"x" * 100_001))
-    assert too_big.value.status_code == 400 and too_big.value.code == "file_too_large"
+    assert too_big.value.status_code == 413 and too_big.value.code == "file_too_large"
     info = env.run(lambda: env.batches.create_file("unit-tenant", "in.jsonl", "batch", line("secret-id").encode()))
-    try:
-        stored = env.run(lambda: env.redis.hget(file_key(info.id), "content"))
-        assert stored is not None and "secret-id" not in stored and "hello" not in stored
-        assert env.run(lambda: env.batches.file_content("unit-tenant", info.id)) == line("secret-id").encode()
-        assert env.run(lambda: env.batches.file_content("someone-else", info.id)) is None
-        assert env.run(lambda: env.batches.get_file("someone-else", info.id)) is None
-    finally:
-        env.cleanup([], [info.id])
+    stored = env.run(lambda: env.redis.hget(file_key(info.id), "content"))
+    assert stored is not None and "secret-id" not in stored and "hello" not in stored
+    assert env.run(lambda: env.batches.file_content("unit-tenant", info.id)) == line("secret-id").encode()
+    assert env.run(lambda: env.batches.file_content("someone-else", info.id)) is None
+    assert env.run(lambda: env.batches.get_file("someone-else", info.id)) is None
 
 
 def test_a_bad_line_fails_the_batch_and_enqueues_nothing(env: Env) -> None:
     text = "\n".join([line("a"), line("b"), line("a")])
     info = env.run(lambda: env.batches.create_file("unit-tenant", "in.jsonl", "batch", text.encode()))
-    delayed_before = env.run(lambda: env.redis.zcard(keys.delayed(keys.BATCH)))
     batch = env.run(lambda: env.batches.create_batch(env.tenant, info.id, "/v1/chat/completions", "24h"))
-    try:
-        assert batch["status"] == "failed"
-        assert batch["errors"]["data"][0]["line"] == 3
-        assert batch["errors"]["data"][0]["code"] == "duplicate_custom_id"
-        assert env.run(lambda: env.redis.llen(batch_jobs_key(batch["id"]))) == 0
-        assert env.run(lambda: env.redis.zcard(keys.delayed(keys.BATCH))) == delayed_before
-    finally:
-        env.cleanup([batch["id"]], [info.id])
+    assert batch["status"] == "failed"
+    assert batch["errors"]["data"][0]["line"] == 3
+    assert batch["errors"]["data"][0]["code"] == "duplicate_custom_id"
+    assert env.run(lambda: env.redis.llen(batch_jobs_key(batch["id"]))) == 0
+    assert env.run(lambda: env.redis.zcard(keys.delayed(keys.BATCH))) == 0
 
 
 def test_bulk_enqueue_of_50000_lines(env: Env) -> None:
@@ -176,38 +149,35 @@ def test_bulk_enqueue_of_50000_lines(env: Env) -> None:
     parse_s = time.perf_counter() - started
     assert parsed.errors == [] and len(parsed.lines) == count
     batch_id = "batch_unit_bulk"
-    try:
-        started = time.perf_counter()
-        job_ids = env.run(lambda: env.batches.enqueue(batch_id, env.tenant.name, parsed.lines))
-        enqueue_s = time.perf_counter() - started
-        print(f"\n50,000 lines: parse+validate {parse_s:.2f}s, encode+write+schedule {enqueue_s:.2f}s")
-        assert len(job_ids) == count == len(set(job_ids))
-        assert env.run(lambda: env.redis.lrange(batch_jobs_key(batch_id), 0, -1)) == job_ids
+    started = time.perf_counter()
+    job_ids = env.run(lambda: env.batches.enqueue(batch_id, env.tenant.name, parsed.lines))
+    enqueue_s = time.perf_counter() - started
+    print(f"\n50,000 lines: parse+validate {parse_s:.2f}s, encode+write+schedule {enqueue_s:.2f}s")
+    assert len(job_ids) == count == len(set(job_ids))
+    assert env.run(lambda: env.redis.lrange(batch_jobs_key(batch_id), 0, -1)) == job_ids
 
-        async def check() -> tuple[list[Any], list[Any]]:
-            fields: list[Any] = []
-            scores: list[Any] = []
-            async with env.redis.pipeline(transaction=False) as pipe:
-                for start in range(0, count, 1000):
-                    part = job_ids[start:start + 1000]
-                    for job_id in part:
-                        pipe.hmget(keys.job(job_id), ["status", "partner", "batch_id", "custom_id", "tenant"])
-                    pipe.zmscore(keys.delayed(keys.BATCH), [delayed_member(j, PARTNER, 1) for j in part])
-                    replies = await pipe.execute()
-                    fields.extend(replies[:-1])
-                    scores.extend(replies[-1])
-            return fields, scores
+    async def check() -> tuple[list[Any], list[Any]]:
+        fields: list[Any] = []
+        scores: list[Any] = []
+        async with env.redis.pipeline(transaction=False) as pipe:
+            for start in range(0, count, 1000):
+                part = job_ids[start:start + 1000]
+                for job_id in part:
+                    pipe.hmget(keys.job(job_id), ["status", "partner", "batch_id", "custom_id", "tenant"])
+                pipe.zmscore(keys.delayed(keys.BATCH), [delayed_member(j, PARTNER, 1) for j in part])
+                replies = await pipe.execute()
+                fields.extend(replies[:-1])
+                scores.extend(replies[-1])
+        return fields, scores
 
-        fields, scores = env.run(check)
-        assert all(f[0] == "queued" and f[1] == PARTNER and f[2] == batch_id and f[4] == "unit-tenant"
-                   for f in fields)
-        assert [f[3] for f in fields] == [f"req-{i}" for i in range(count)]
-        assert len(scores) == count and all(s is not None and s <= (time.time() + 1) * 1000 for s in scores)
-        assert 0 < env.run(lambda: env.redis.ttl(keys.job(job_ids[-1]))) <= 3600
-        record = env.run(lambda: env.store.get(job_ids[7], with_payload=True))
-        assert record is not None and record.messages[0].content == "prompt 7" and record.status.value == "queued"
-    finally:
-        env.cleanup([batch_id])
+    fields, scores = env.run(check)
+    assert all(f[0] == "queued" and f[1] == PARTNER and f[2] == batch_id and f[4] == "unit-tenant"
+               for f in fields)
+    assert [f[3] for f in fields] == [f"req-{i}" for i in range(count)]
+    assert len(scores) == count and all(s is not None and s <= (time.time() + 1) * 1000 for s in scores)
+    assert 0 < env.run(lambda: env.redis.ttl(keys.job(job_ids[-1]))) <= 3600
+    record = env.run(lambda: env.store.get(job_ids[7], with_payload=True))
+    assert record is not None and record.messages[0].content == "prompt 7" and record.status.value == "queued"
 
 
 def test_progress_comes_from_counters_each_job_bumps_as_it_settles(env: Env) -> None:
@@ -220,37 +190,34 @@ def test_progress_comes_from_counters_each_job_bumps_as_it_settles(env: Env) -> 
     info = env.run(lambda: env.batches.create_file(env.tenant.name, "in.jsonl", "batch", text.encode()))
     batch = env.run(lambda: env.batches.create_batch(env.tenant, info.id, "/v1/chat/completions", "24h"))
     batch_id = batch["id"]
-    try:
-        ok, dead, cancelled, pending = env.run(lambda: env.redis.lrange(batch_jobs_key(batch_id), 0, -1))
+    ok, dead, cancelled, pending = env.run(lambda: env.redis.lrange(batch_jobs_key(batch_id), 0, -1))
 
-        async def settle(job_id: str, outcome: str) -> None:
-            claim, token, _ = await env.store.begin_run(job_id, PARTNER, 1)
-            assert claim == "ok"
-            record = await env.store.get(job_id, with_payload=True)
-            assert record is not None
-            if outcome == "succeeded":
-                assert await env.store.publish_success(record, token, "out", Usage(), PARTNER)
-            else:
-                assert await env.store.finish_unsuccessful(record, token, JobStatus.DEAD_LETTERED, "gave up")
+    async def settle(job_id: str, outcome: str) -> None:
+        claim, token, _ = await env.store.begin_run(job_id, PARTNER, 1)
+        assert claim == "ok"
+        record = await env.store.get(job_id, with_payload=True)
+        assert record is not None
+        if outcome == "succeeded":
+            assert await env.store.publish_success(record, token, "out", Usage(), PARTNER)
+        else:
+            assert await env.store.finish_unsuccessful(record, token, JobStatus.DEAD_LETTERED, "gave up")
 
-        def counts() -> dict[str, int]:
-            view = env.run(lambda: env.batches.get_batch(env.tenant.name, batch_id))
-            assert view is not None
-            return view["request_counts"]  # type: ignore[no-any-return]
+    def counts() -> dict[str, int]:
+        view = env.run(lambda: env.batches.get_batch(env.tenant.name, batch_id))
+        assert view is not None
+        return view["request_counts"]  # type: ignore[no-any-return]
 
-        env.run(lambda: settle(ok, "succeeded"))
-        env.run(lambda: settle(dead, "dead_lettered"))
-        env.run(lambda: env.store.cancel(cancelled))
-        env.run(lambda: env.store.cancel(cancelled))  # a second cancel of a finished job counts nothing
-        assert counts() == {"total": 4, "completed": 1, "failed": 2}
-        dlq = DeadLetters(env.redis, env.store, env.config)
-        env.run(lambda: dlq.replay(dead))
-        assert counts() == {"total": 4, "completed": 1, "failed": 1}
-        env.run(lambda: env.store.cancel(pending))
-        env.run(lambda: env.redis.zrem(keys.DEAD_LETTERS, dead))
-        env.run(lambda: env.store.cancel(dead))
-        final = env.run(lambda: env.batches.get_batch(env.tenant.name, batch_id))
-        assert final is not None and final["status"] == "completed"
-        assert final["request_counts"] == {"total": 4, "completed": 1, "failed": 3}
-    finally:
-        env.cleanup([batch_id], [info.id])
+    env.run(lambda: settle(ok, "succeeded"))
+    env.run(lambda: settle(dead, "dead_lettered"))
+    env.run(lambda: env.store.cancel(cancelled))
+    env.run(lambda: env.store.cancel(cancelled))  # a second cancel of a finished job counts nothing
+    assert counts() == {"total": 4, "completed": 1, "failed": 2}
+    dlq = DeadLetters(env.redis, env.store, env.config)
+    env.run(lambda: dlq.replay(dead))
+    assert counts() == {"total": 4, "completed": 1, "failed": 1}
+    env.run(lambda: env.store.cancel(pending))
+    env.run(lambda: env.redis.zrem(keys.DEAD_LETTERS, dead))
+    env.run(lambda: env.store.cancel(dead))
+    final = env.run(lambda: env.batches.get_batch(env.tenant.name, batch_id))
+    assert final is not None and final["status"] == "completed"
+    assert final["request_counts"] == {"total": 4, "completed": 1, "failed": 3}

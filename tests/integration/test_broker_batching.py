@@ -1,4 +1,5 @@
-"""workers.broker takes several messages per fetch and batches acks without weakening kombu's guarantees."""
+"""workers.broker takes several messages per fetch and batches acks without weakening kombu's guarantees (against a
+real redis-server, a database of each test's own)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,13 @@ import json
 import redis
 from kombu import Connection, Exchange, Producer, Queue
 
-from gateway_core.fleet.embedded_redis import EmbeddedRedis
 from workers.broker import Channel
 
 QUEUE = "partner.batching-test"
 
 
-def _connection(redis_server: EmbeddedRedis) -> Connection:
-    return Connection(redis_server.url, transport="workers.broker:Transport")
+def _connection(redis_url: str) -> Connection:
+    return Connection(redis_url, transport="workers.broker:Transport")
 
 
 def _publish(conn: Connection, count: int) -> None:
@@ -35,9 +35,9 @@ def _channel_with(conn: Connection, published: int, prefetch: int) -> Channel:
 
 
 def test_extra_messages_are_recorded_as_unacked_in_kombus_own_format(
-    redis_server: EmbeddedRedis, redis_client: redis.Redis
+    redis_url: str, redis_client: redis.Redis
 ) -> None:
-    with _connection(redis_server) as conn:
+    with _connection(redis_url) as conn:
         channel = _channel_with(conn, 10, 5)
         taken = channel._take_more(QUEUE)
         assert len(taken) == 5  # the whole allowance: nothing is delivered yet (BRPOP's own message is, before a fetch)
@@ -54,9 +54,9 @@ def test_extra_messages_are_recorded_as_unacked_in_kombus_own_format(
 
 
 def test_no_extra_messages_beyond_the_prefetch_allowance(
-    redis_server: EmbeddedRedis, redis_client: redis.Redis
+    redis_url: str, redis_client: redis.Redis
 ) -> None:
-    with _connection(redis_server) as conn:
+    with _connection(redis_url) as conn:
         channel = _channel_with(conn, 3, 1)
         channel.qos._delivered["brpop-message"] = object()  # BRPOP's own message, delivered before any fetch
         assert channel._take_more(QUEUE) == []
@@ -64,9 +64,9 @@ def test_no_extra_messages_beyond_the_prefetch_allowance(
 
 
 def test_batched_acks_leave_redis_together_and_plain_acks_at_once(
-    redis_server: EmbeddedRedis, redis_client: redis.Redis
+    redis_url: str, redis_client: redis.Redis
 ) -> None:
-    with _connection(redis_server) as conn:
+    with _connection(redis_url) as conn:
         channel = _channel_with(conn, 4, 10)
         tags = [p["properties"]["delivery_tag"] for p in channel._take_more(QUEUE)]
         assert len(tags) == 4
@@ -84,14 +84,14 @@ def test_batched_acks_leave_redis_together_and_plain_acks_at_once(
 
 
 def test_a_captured_publish_sends_nothing_and_yields_celerys_own_message(
-    redis_server: EmbeddedRedis, redis_client: redis.Redis
+    redis_url: str, redis_client: redis.Redis
 ) -> None:
     """What the producer runs in the job's own MULTI: the LPUSH Celery would have sent, byte for byte."""
     from gateway_core.settings import Settings
     from workers.celery_app import RUN_JOB_TASK, make_celery
     from workers.enqueue import attempt_commands, send_attempt
 
-    app = make_celery(Settings(redis_url=redis_server.url))
+    app = make_celery(Settings(redis_url=redis_url))
     commands = attempt_commands(app, [("job-captured", "sim-openai", 3)])
     assert redis_client.llen("partner.sim-openai") == 0  # nothing was sent
     [(name, key, raw)] = commands
@@ -108,7 +108,7 @@ def test_a_captured_publish_sends_nothing_and_yields_celerys_own_message(
 
 
 def test_a_captured_webhook_attempt_is_celerys_own_message_on_the_webhook_queue(
-    redis_server: EmbeddedRedis, redis_client: redis.Redis
+    redis_url: str, redis_client: redis.Redis
 ) -> None:
     """What enqueue_webhook and the webhook mover run in their MULTI: the delivery task's message, queue `webhooks`."""
     from gateway_core.settings import Settings
@@ -116,7 +116,7 @@ def test_a_captured_webhook_attempt_is_celerys_own_message_on_the_webhook_queue(
     from workers.celery_app import make_celery
     from workers.enqueue import CeleryEnqueuer
 
-    enqueuer = CeleryEnqueuer(make_celery(Settings(redis_url=redis_server.url)))
+    enqueuer = CeleryEnqueuer(make_celery(Settings(redis_url=redis_url)))
     [(name, key, raw)] = enqueuer.webhook_messages([("whd_captured", 2)])
     assert (name, key) == ("lpush", WEBHOOK_QUEUE) and redis_client.llen(WEBHOOK_QUEUE) == 0  # nothing was sent
     message = json.loads(raw)
@@ -125,7 +125,7 @@ def test_a_captured_webhook_attempt_is_celerys_own_message_on_the_webhook_queue(
 
 
 def test_the_delay_queue_mover_sends_due_entries_and_removes_them_in_one_step(
-    redis_server: EmbeddedRedis, redis_client: redis.Redis
+    redis_url: str, redis_client: redis.Redis
 ) -> None:
     import asyncio
 
@@ -137,13 +137,13 @@ def test_the_delay_queue_mover_sends_due_entries_and_removes_them_in_one_step(
     from workers.celery_app import make_celery
     from workers.enqueue import CeleryEnqueuer
 
-    app = make_celery(Settings(redis_url=redis_server.url))
+    app = make_celery(Settings(redis_url=redis_url))
     past, future = 1_000, 10**13
     redis_client.zadd(keys.delayed(keys.BATCH), {"job-a|sim-openai|2": past, "job-b|sim-anthropic|1": past,
                                                   "job-c|sim-openai|1": future})
 
     async def move() -> int:
-        client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+        client = aioredis.Redis.from_url(redis_url, decode_responses=True)
         try:
             moved, _ = await job_mover(client, CeleryEnqueuer(app), keys.BATCH).move_due()
             return moved

@@ -1,4 +1,5 @@
-"""Token buckets against a real Redis: reservations in order, admission never in debt, tenant budgets, 429 pauses."""
+"""Token buckets against a real Redis (a database of each test's own): reservations in order, admission never in
+debt, tenant budgets, 429 pauses."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from gateway_core.config import GatewayConfig
-from gateway_core.fleet.embedded_redis import EmbeddedRedis
 from gateway_core.partners.ratelimit import PartnerBudgets
 
 
@@ -28,9 +28,9 @@ def config(partner_rpm: int | None = None, tenant_rpm: int | None = None) -> Gat
     })
 
 
-def run(redis_server: EmbeddedRedis, body: Any) -> Any:
+def run(redis_url: str, body: Any) -> Any:
     async def main() -> Any:
-        client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+        client = aioredis.Redis.from_url(redis_url, decode_responses=True)
         try:
             return await body(PartnerBudgets(client))
         finally:
@@ -39,32 +39,32 @@ def run(redis_server: EmbeddedRedis, body: Any) -> Any:
     return asyncio.run(main())
 
 
-def test_reservations_are_handed_out_in_order_at_the_rate(redis_server: EmbeddedRedis) -> None:
+def test_reservations_are_handed_out_in_order_at_the_rate(redis_url: str) -> None:
     cfg = config(partner_rpm=600)  # 10/s, burst of 5
     partner = next(iter(cfg.partners.values()))
 
     async def body(budgets: PartnerBudgets) -> list[float]:
         return [await budgets.reserve(partner, 10) for _ in range(15)]
 
-    waits = run(redis_server, body)
+    waits = run(redis_url, body)
     assert waits[:5] == [0.0] * 5
     assert all(later > earlier for earlier, later in itertools.pairwise(waits[5:]))
     assert 0.9 <= waits[-1] <= 1.1  # the 15th call: 10 beyond the burst, at 10 per second
 
 
-def test_admission_never_goes_into_debt(redis_server: EmbeddedRedis) -> None:
+def test_admission_never_goes_into_debt(redis_url: str) -> None:
     cfg = config(partner_rpm=60)  # 1/s, burst 1
     partner = next(iter(cfg.partners.values()))
 
     async def body(budgets: PartnerBudgets) -> tuple[float, float, float]:
         return await budgets.admit(partner, 1), await budgets.admit(partner, 1), await budgets.admit(partner, 1)
 
-    first, second, third = run(redis_server, body)
+    first, second, third = run(redis_url, body)
     assert first == 0.0
     assert 0.9 <= second <= 1.0 and 0.9 <= third <= 1.0  # refused twice, nothing taken: same wait
 
 
-def test_a_tenant_budget_applies_across_partners(redis_server: EmbeddedRedis) -> None:
+def test_a_tenant_budget_applies_across_partners(redis_url: str) -> None:
     cfg = config(tenant_rpm=60)
     partner, tenant = next(iter(cfg.partners.values())), next(iter(cfg.tenants.values()))
 
@@ -72,12 +72,12 @@ def test_a_tenant_budget_applies_across_partners(redis_server: EmbeddedRedis) ->
         free = await budgets.reserve(partner, 1)  # no tenant given: the partner has no limit
         return free, await budgets.reserve(partner, 1, tenant), await budgets.reserve(partner, 1, tenant)
 
-    free, first, second = run(redis_server, body)
+    free, first, second = run(redis_url, body)
     assert free == 0.0 and first == 0.0
     assert 0.9 <= second <= 1.0
 
 
-def test_a_partner_429_pauses_the_budget_for_its_retry_after(redis_server: EmbeddedRedis) -> None:
+def test_a_partner_429_pauses_the_budget_for_its_retry_after(redis_url: str) -> None:
     cfg = config(partner_rpm=6000)
     partner = next(iter(cfg.partners.values()))
 
@@ -85,10 +85,10 @@ def test_a_partner_429_pauses_the_budget_for_its_retry_after(redis_server: Embed
         await budgets.block(partner, 5.0)
         return await budgets.admit(partner, 1)
 
-    assert 4.8 <= run(redis_server, body) <= 5.1
+    assert 4.8 <= run(redis_url, body) <= 5.1
 
 
-def test_tokens_are_estimated_then_reconciled_with_reported_usage(redis_server: EmbeddedRedis) -> None:
+def test_tokens_are_estimated_then_reconciled_with_reported_usage(redis_url: str) -> None:
     suffix = os.urandom(3).hex()
     cfg = GatewayConfig.model_validate({
         "partners": {f"p-{suffix}": {"name": f"p-{suffix}", "adapter": "openai", "base_url": "http://x/v1",
@@ -104,7 +104,7 @@ def test_tokens_are_estimated_then_reconciled_with_reported_usage(redis_server: 
         after = await budgets.level(partner)
         return short, after["tokens"], await budgets.reserve(partner, 200)
 
-    short, level, next_wait = run(redis_server, body)
+    short, level, next_wait = run(redis_url, body)
     assert 0.25 <= short <= 0.35
     assert level >= 40  # was about -300 before the 350 came back
     assert next_wait <= 0.2

@@ -6,17 +6,13 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import redis
 from typer.testing import CliRunner
 
 from gateway_api.cli_contracts import contracts_app
-from gateway_core.contracts.registry import INDEX, contract_key
-from gateway_core.fleet.embedded_redis import EmbeddedRedis
 from tests.helpers import FleetEnv
 
 BASE = "/v1/admin/contracts"
@@ -28,15 +24,10 @@ INVOICE = {
 
 
 @pytest.fixture()
-def names(redis_server: EmbeddedRedis) -> Iterator[list[str]]:
-    """Fresh contract names (call `new()`), removed from Redis after the test."""
-    made: list[str] = []
-    yield made
-    if made:
-        client = redis.Redis.from_url(redis_server.url, decode_responses=True)
-        client.delete(*(contract_key(n) for n in made))
-        client.zrem(INDEX, *made)
-        client.close()
+def names() -> list[str]:
+    """The test's contract names (call `new()`): fresh random names, so the test sees only contracts of its own in
+    the fleet's shared registry."""
+    return []
 
 
 def new(made: list[str]) -> str:

@@ -8,12 +8,9 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-import redis
 from typer.testing import CliRunner
 
 from gateway_api.cli_dlq import dlq_app
-from gateway_core.fleet import keys
-from gateway_core.fleet.embedded_redis import EmbeddedRedis
 from tests.helpers import FleetEnv, Proc, wait_for
 
 TERMINAL = {"succeeded", "failed", "dead_lettered", "cancelled"}
@@ -22,15 +19,10 @@ DLQ = "/v1/admin/dead-letters"
 
 
 @pytest.fixture(scope="module")
-def worker(fleet: FleetEnv, redis_server: EmbeddedRedis) -> Iterator[Proc]:
+def worker(fleet: FleetEnv) -> Iterator[Proc]:
     proc = fleet.start_worker(",".join(PARTNERS))
     yield proc
     proc.stop()
-    # The calls made here sit in the partners' shared breaker windows; later tests expect a clean window.
-    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
-    for partner in PARTNERS:
-        client.delete(keys.breaker(partner), keys.breaker(partner) + ":slots")
-    client.close()
 
 
 def finished(api: httpx.Client, job_id: str, wait: float = 20) -> dict:

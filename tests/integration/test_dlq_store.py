@@ -1,7 +1,5 @@
-"""The dead-letter queue operations against a real redis-server: list, show, replay, purge.
-
-Jobs get fresh ids and a per-test tenant name, and every test removes what it added to the shared sets; nothing
-is flushed, because other tests share the session's server."""
+"""The dead-letter queue operations against a real redis-server (a database of each test's own): list, show, replay,
+purge."""
 
 from __future__ import annotations
 
@@ -19,7 +17,6 @@ from gateway_core.config import GatewayConfig
 from gateway_core.crypto import PayloadCipher
 from gateway_core.errors import RequestError
 from gateway_core.fleet import keys
-from gateway_core.fleet.embedded_redis import EmbeddedRedis
 from gateway_core.jobs.dlq import (
     DeadLetterNotFound,
     DeadLetters,
@@ -55,7 +52,7 @@ class DlqEnv(StoreEnv):
     def __init__(self, client: aioredis.Redis, store: JobStore) -> None:
         super().__init__(client, store)
         self.dlq = DeadLetters(client, store, CONFIG)
-        self.tenant = "t-" + secrets.token_hex(4)  # only this test's dead letters carry it
+        self.tenant = "t-" + secrets.token_hex(4)  # the tenant of the test's dead letters unless it names another
 
     async def dead_letter(self, *, tenant: str | None = None, requested: str = "p1",
                           tried: tuple[str, ...] = ("p1", "p2"), score_ms: int | None = None) -> JobRecord:
@@ -65,7 +62,6 @@ class DlqEnv(StoreEnv):
             status=JobStatus.QUEUED, attempt=1, created_at=now(),
             messages=[Message(role="user", content=PROMPT)], metadata={"ref": "order-17"},
         )
-        self.job_ids.append(record.id)
         await self.store.create(record)
         attempt = 1
         for i, partner in enumerate(tried):
@@ -94,14 +90,14 @@ Runner = Callable[[Callable[[DlqEnv], Awaitable[Any]]], Any]
 
 
 @pytest.fixture()
-def run_dlq(redis_server: EmbeddedRedis) -> Callable[[Callable[[DlqEnv], Awaitable[T]]], T]:
+def run_dlq(redis_url: str) -> Callable[[Callable[[DlqEnv], Awaitable[T]]], T]:
     cipher = PayloadCipher([Fernet.generate_key()])
 
     def run(scenario: Callable[[DlqEnv], Awaitable[T]]) -> T:
         def make_env(client: aioredis.Redis) -> DlqEnv:
             return DlqEnv(client, JobStore(client, cipher, TTL_S))
 
-        return run_async_scenario(redis_server.url, make_env, scenario)  # type: ignore[no-any-return]
+        return run_async_scenario(redis_url, make_env, scenario)  # type: ignore[no-any-return]
 
     return run
 
@@ -116,7 +112,7 @@ def test_list_shows_summaries_newest_first_without_payload(run_dlq: Runner) -> N
         newer = await env.dead_letter(score_ms=base - 1000)
         page = await env.dlq.list(tenant=env.tenant)
         assert [i.id for i in page.items] == [newer.id, older.id]
-        assert page.next_offset is None and page.total >= 2
+        assert page.next_offset is None and page.total == 2
         item = page.items[1]
         assert (item.tenant, item.requested_partner, item.last_partner) == (env.tenant, "p1", "p2")
         assert item.attempts == 2 and item.last_status_code == 400
@@ -265,14 +261,12 @@ def test_replay_for_a_tenant_over_its_budget_is_refused_and_changes_nothing(run_
         before = await env.redis.hgetall(keys.job(job.id))
         spend_key = keys.usage("capped", datetime.now(UTC).strftime("%Y-%m-%d"))
         await env.redis.hset(spend_key, "p1:cost_nanousd", str(2 * 10**9))  # $2 of a $1 daily cap
-        try:
-            with pytest.raises(RequestError, match=r"tenant 'capped' has spent .* daily budget") as refused:
-                await env.dlq.replay(job.id)
-            assert (refused.value.status_code, refused.value.code) == (402, "budget_exceeded")
-            assert await env.redis.hgetall(keys.job(job.id)) == before
-            assert await env.redis.zscore(keys.DEAD_LETTERS, job.id) is not None
-        finally:
-            await env.redis.delete(spend_key)
+        with pytest.raises(RequestError, match=r"tenant 'capped' has spent .* daily budget") as refused:
+            await env.dlq.replay(job.id)
+        assert (refused.value.status_code, refused.value.code) == (402, "budget_exceeded")
+        assert await env.redis.hgetall(keys.job(job.id)) == before
+        assert await env.redis.zscore(keys.DEAD_LETTERS, job.id) is not None
+        await env.redis.delete(spend_key)  # the day's spending back under the cap
         assert (await env.dlq.replay(job.id)).status == JobStatus.QUEUED
 
     run_dlq(scenario)
@@ -296,11 +290,11 @@ def test_concurrent_replays_enqueue_exactly_once(run_dlq: Runner) -> None:
 def test_purge_one_deletes_the_record_and_the_entry(run_dlq: Runner) -> None:
     async def scenario(env: DlqEnv) -> None:
         job = await env.dead_letter()
-        count = await env.dlq.count()
+        assert await env.dlq.count() == 1
         assert (await env.dlq.purge(job.id)).purged == 1
         assert not await env.redis.exists(keys.job(job.id))
         assert await env.redis.zscore(keys.DEAD_LETTERS, job.id) is None
-        assert await env.dlq.count() == count - 1
+        assert await env.dlq.count() == 0
         with pytest.raises(DeadLetterNotFound):
             await env.dlq.purge(job.id)
 
@@ -320,7 +314,7 @@ def test_purge_leaves_a_live_job_alone(run_dlq: Runner) -> None:
 
 def test_purge_all_older_than_deletes_only_old_dead_letters(run_dlq: Runner) -> None:
     async def scenario(env: DlqEnv) -> None:
-        # Scored in January 1970, so a cutoff 10 s after the epoch reaches only these (the set is shared).
+        # Scored in January 1970: a cutoff 10 s before now reaches these and not the recent one.
         old = [await env.dead_letter(score_ms=1000 + i) for i in range(3)]
         recent = await env.dead_letter()
         live = await env.dead_letter(score_ms=2000)

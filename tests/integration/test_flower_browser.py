@@ -21,11 +21,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-import redis
 
-from gateway_core.fleet import keys
-from gateway_core.fleet.embedded_redis import EmbeddedRedis
-from tests.helpers import FleetEnv, Proc, finish_job, http_ok, submit_job, wait_for
+from tests.helpers import FleetEnv, Proc, RedisDatabases, finish_job, http_ok, start_fleet, submit_job, wait_for
 
 USER, PASSWORD = "operator", "test-flower-password"  # FEDGATE_FLOWER_BASIC_AUTH in tests/conftest.py
 MARKER = "flower-browser-marker-7d1c"
@@ -155,7 +152,16 @@ def browser(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
 
 
 @pytest.fixture(scope="module")
-def seeded(browser: Browser, fleet: FleetEnv, redis_server: EmbeddedRedis) -> Iterator[Seeded]:
+def fleet(tmp_path_factory: pytest.TempPathFactory, redis_databases: RedisDatabases) -> Iterator[FleetEnv]:
+    """A simulator and an API of this module's own, on a Redis database of its own: sim-openai fails here and
+    its breaker may open, which no other module sees."""
+    own = start_fleet(tmp_path_factory.mktemp("flower-fleet"), redis_databases.url())
+    yield own
+    own.stop_all()
+
+
+@pytest.fixture(scope="module")
+def seeded(browser: Browser, fleet: FleetEnv) -> Iterator[Seeded]:
     procs: list[Proc] = [fleet.start_worker(partner, concurrency=20) for partner in PARTNERS]
     flower = fleet.spawn("flower", "flower")
     procs.append(flower)
@@ -177,10 +183,6 @@ def seeded(browser: Browser, fleet: FleetEnv, redis_server: EmbeddedRedis) -> It
         assert retried["status"] == "succeeded" and retried["answered_by"] == "sim-anthropic", retried
         yield Seeded(url, nodes, [*jobs, retried], retried)
     finally:
-        sim.put("/_sim/partners/sim-openai", json={"error_rate": 0})  # /_sim/reset keeps the behaviour
-        client = redis.Redis.from_url(redis_server.url, decode_responses=True)
-        client.delete(keys.breaker("sim-openai"), keys.breaker("sim-openai") + ":slots")  # later tests expect it clean
-        client.close()
         api.close()
         sim.close()
         for proc in reversed(procs):

@@ -11,8 +11,7 @@ import pytest
 import redis
 import yaml
 
-from gateway_core.fleet.embedded_redis import EmbeddedRedis
-from tests.helpers import FleetEnv, Proc, finish_job, http_ok, submit_job, wait_for
+from tests.helpers import FleetEnv, Proc, RedisDatabases, finish_job, http_ok, start_fleet, submit_job, wait_for
 
 TEST_CONFIG = Path(__file__).resolve().parents[1] / "fleet_config.yaml"
 FLOWER_AUTH = ("operator", "test-flower-password")
@@ -29,6 +28,15 @@ PROMPT = (
     f"from IBAN {PII['IBAN_CODE']}, login from {PII['IP_ADDRESS']}, SSN {PII['US_SSN']}. "
     f"Reply to {PII['EMAIL_ADDRESS']}."
 )
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory, redis_databases: RedisDatabases) -> Iterator[FleetEnv]:
+    """A simulator and an API of this module's own, on a Redis database of its own: partners fail here and
+    sim-openai's breaker opens, which no other module sees; and every key in that database is this module's."""
+    own = start_fleet(tmp_path_factory.mktemp("pii-fleet"), redis_databases.url())
+    yield own
+    own.stop_all()
 
 
 @pytest.fixture(scope="module")
@@ -86,28 +94,24 @@ def configured_secrets(home: Path) -> list[str]:
     return [*found, (home / "dev-api-key").read_text().strip()]
 
 
-def run_every_path(api: httpx.Client, sim: httpx.Client, client: redis.Redis) -> dict[str, dict]:
-    """The seeded prompt through success, retry then fallback, and dead letter; the simulator is reset after."""
+def run_every_path(api: httpx.Client, sim: httpx.Client) -> dict[str, dict]:
+    """The seeded prompt through success, retry then fallback, and dead letter. Run it on a fleet of the module's
+    own: it leaves the simulator's partners failing and sim-openai's breaker open."""
     jobs: dict[str, dict] = {}
-    try:
-        jobs["success"] = finish(api, submit(api, "sim-openai"))
-        sim.put("/_sim/partners/sim-openai", json={"error_rate": 1, "error_status": 503})
-        jobs["retry_then_fallback"] = finish(api, submit(api, "sim-openai"))
-        sim.put("/_sim/partners/sim-anthropic", json={"error_rate": 1, "error_status": 400})
-        jobs["dead_letter"] = finish(api, submit(api, "sim-openai"))
-    finally:
-        sim.put("/_sim/partners/sim-openai", json={"error_rate": 0})
-        sim.put("/_sim/partners/sim-anthropic", json={"error_rate": 0})
-        client.delete("fg:breaker:sim-openai", "fg:breaker:sim-openai:slots")
+    jobs["success"] = finish(api, submit(api, "sim-openai"))
+    sim.put("/_sim/partners/sim-openai", json={"error_rate": 1, "error_status": 503})
+    jobs["retry_then_fallback"] = finish(api, submit(api, "sim-openai"))
+    sim.put("/_sim/partners/sim-anthropic", json={"error_rate": 1, "error_status": 400})
+    jobs["dead_letter"] = finish(api, submit(api, "sim-openai"))
     return jobs
 
 
 def test_pii_never_leaves_in_clear_on_any_path(api: httpx.Client, sim: httpx.Client, fleet: FleetEnv,
                                                fleet_with_flower: tuple[Proc, str],
-                                               redis_server: EmbeddedRedis) -> None:
+                                               fleet_redis: redis.Redis) -> None:
     _, flower_url = fleet_with_flower
-    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
-    jobs = run_every_path(api, sim, client)
+    client = fleet_redis
+    jobs = run_every_path(api, sim)
     success, fallback, dead = jobs["success"], jobs["retry_then_fallback"], jobs["dead_letter"]
     assert success["status"] == "succeeded" and fallback["status"] == "succeeded"
     assert fallback["answered_by"] == "sim-anthropic"

@@ -10,12 +10,11 @@ from pathlib import Path
 import httpx
 import redis
 
-from gateway_core.fleet.embedded_redis import EmbeddedRedis
 from tests.helpers import ROOT, FleetEnv
 
 
 def test_retention_zero_deletes_the_payload_at_completion_but_the_long_poller_gets_the_output(
-    api: httpx.Client, fleet: FleetEnv, redis_server: EmbeddedRedis
+    api: httpx.Client, fleet: FleetEnv, fleet_redis: redis.Redis
 ) -> None:
     forgetful = fleet.start_worker("sim-anthropic-forgetful")
     try:
@@ -27,7 +26,7 @@ def test_retention_zero_deletes_the_payload_at_completion_but_the_long_poller_ge
         forgetful.stop()
     assert job["status"] == "succeeded"
     assert job["output"] == "Simulated reply from sim-anthropic: keep nothing"  # delivered with the completion
-    stored = redis.Redis.from_url(redis_server.url, decode_responses=True).hgetall(f"fg:job:{job_id}")
+    stored = fleet_redis.hgetall(f"fg:job:{job_id}")
     assert not {"messages", "output", "placeholder_map"} & set(stored)
     later = api.get(f"/v1/jobs/{job_id}").json()
     assert later["output"] is None and later["payload_retained"] is False

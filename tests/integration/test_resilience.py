@@ -12,11 +12,20 @@ import redis
 from cryptography.fernet import Fernet
 
 from gateway_core.fleet.embedded_redis import EmbeddedRedis
-from tests.helpers import FleetEnv, Proc, free_port, http_ok, wait_for
+from tests.helpers import FleetEnv, Proc, RedisDatabases, free_port, http_ok, start_fleet, wait_for
 from workers.celery_app import make_celery
 from workers.enqueue import send_attempt
 
 TERMINAL = {"succeeded", "failed", "dead_lettered", "cancelled"}
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory, redis_databases: RedisDatabases) -> Iterator[FleetEnv]:
+    """A simulator and an API of this module's own, on a Redis database of its own: partners fail here and
+    sim-openai's breaker opens, which no other module sees."""
+    own = start_fleet(tmp_path_factory.mktemp("resilience-fleet"), redis_databases.url())
+    yield own
+    own.stop_all()
 
 
 @pytest.fixture(scope="module")
@@ -80,19 +89,13 @@ def test_partner_429_is_retried_after_its_retry_after(api: httpx.Client, sim: ht
 
 
 def test_breaker_opens_and_jobs_go_straight_to_the_fallback(api: httpx.Client, sim: httpx.Client, worker: Proc,
-                                                             redis_server: EmbeddedRedis) -> None:
-    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
-    client.delete("fg:breaker:sim-openai", "fg:breaker:sim-openai:slots")  # earlier tests' calls are history
+                                                             fleet_redis: redis.Redis) -> None:
     sim.put("/_sim/partners/sim-openai", json={"error_rate": 1, "error_status": 503})
-    try:
-        first = [finish(api, submit(api, "sim-openai", f"outage {i}")) for i in range(3)]
-        assert client.hget("fg:breaker:sim-openai", "state") == "open"
-        calls_when_open = sim.get("/_sim/stats").json()["partners"]["sim-openai"]["requests"]
-        later = [finish(api, submit(api, "sim-openai", f"outage later {i}")) for i in range(5)]
-        calls_after = sim.get("/_sim/stats").json()["partners"]["sim-openai"]["requests"]
-    finally:
-        sim.put("/_sim/partners/sim-openai", json={"error_rate": 0})
-        client.delete("fg:breaker:sim-openai", "fg:breaker:sim-openai:slots")
+    first = [finish(api, submit(api, "sim-openai", f"outage {i}")) for i in range(3)]
+    assert fleet_redis.hget("fg:breaker:sim-openai", "state") == "open"
+    calls_when_open = sim.get("/_sim/stats").json()["partners"]["sim-openai"]["requests"]
+    later = [finish(api, submit(api, "sim-openai", f"outage later {i}")) for i in range(5)]
+    calls_after = sim.get("/_sim/stats").json()["partners"]["sim-openai"]["requests"]
     assert {j["status"] for j in first + later} == {"succeeded"}
     assert {j["answered_by"] for j in first + later} == {"sim-anthropic"}
     assert [a["outcome"] for a in first[0]["history"]] == ["retryable", "retryable", "ok"]
@@ -104,8 +107,8 @@ def test_breaker_opens_and_jobs_go_straight_to_the_fallback(api: httpx.Client, s
 
 def test_a_poison_job_is_dead_lettered_without_blocking_the_queue(api: httpx.Client, fleet: FleetEnv,
                                                                   worker: Proc,
-                                                                  redis_server: EmbeddedRedis) -> None:
-    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+                                                                  fleet_redis: redis.Redis) -> None:
+    client = fleet_redis
     poison_id = "job_poison" + os.urandom(4).hex()
     client.hset(f"fg:job:{poison_id}", mapping={
         "tenant": "dev", "partner": "sim-openai", "requested_partner": "sim-openai", "status": "queued",
@@ -114,7 +117,7 @@ def test_a_poison_job_is_dead_lettered_without_blocking_the_queue(api: httpx.Cli
     })
     from gateway_core.settings import Settings
 
-    send_attempt(make_celery(Settings(redis_url=redis_server.url)), poison_id, "sim-openai", 1)
+    send_attempt(make_celery(Settings(redis_url=fleet.env["FEDGATE_REDIS_URL"])), poison_id, "sim-openai", 1)
     healthy = finish(api, submit(api, "sim-openai", "behind the poison"))
     assert healthy["status"] == "succeeded"
     poisoned = finish(api, poison_id)

@@ -1,6 +1,6 @@
 """A partner's `policy.retention_s` applies to every ending of a job (succeeded, dead-lettered, cancelled)
-and to a finished batch's files; the retention drop never re-creates a record that is gone. Against the session's
-real redis-server (nothing flushed: every test removes the keys it wrote)."""
+and to a finished batch's files; the retention drop never re-creates a record that is gone. Against a real
+redis-server, on a database of each test's own."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from cryptography.fernet import Fernet
 from gateway_core.config import GatewayConfig
 from gateway_core.crypto import PayloadCipher
 from gateway_core.fleet import keys
-from gateway_core.fleet.embedded_redis import EmbeddedRedis
 from gateway_core.jobs.batches import BatchStore, batch_jobs_key, batch_key, file_key
 from gateway_core.jobs.dlq import DeadLetters, PayloadRemoved
 from gateway_core.jobs.models import Attempt, JobStatus, Message, Usage, new_job_id, now
@@ -38,8 +37,6 @@ class Env:
     def __init__(self, client: aioredis.Redis, store: JobStore) -> None:
         self.redis = client
         self.store = store
-        self.keys: list[str] = []
-        self.job_ids: list[str] = []
 
     async def job(self, partner: str, *, batch_id: str | None = None, claim: bool = True) -> tuple[JobRecord, str]:
         record = JobRecord(
@@ -47,7 +44,6 @@ class Env:
             attempt=1, created_at=now(), messages=[Message(role="user", content="my card is 4111 1111 1111 1111")],
             lane=keys.BATCH if batch_id else keys.INTERACTIVE,
         )
-        self.job_ids.append(record.id)
         await self.store.create(record)
         if batch_id is not None:
             await self.redis.hset(keys.job(record.id), mapping={"batch_id": batch_id, "custom_id": record.id,
@@ -65,24 +61,16 @@ class Env:
     async def raw(self, job_id: str) -> dict[str, str]:
         return await self.redis.hgetall(keys.job(job_id))  # type: ignore[no-any-return]
 
-    async def cleanup(self) -> None:
-        for job_id in self.job_ids:
-            await self.redis.zrem(keys.DEAD_LETTERS, job_id)
-            await self.redis.zrem(keys.RETENTION, job_id)
-        names = [*(keys.job(j) for j in self.job_ids), *self.keys]
-        if names:
-            await self.redis.delete(*names)
-
 
 Runner = Callable[[Callable[[Env], Awaitable[Any]]], Any]
 
 
 @pytest.fixture()
-def run_env(redis_server: EmbeddedRedis) -> Runner:
+def run_env(redis_url: str) -> Runner:
     cipher = PayloadCipher([Fernet.generate_key()])
 
     def run(scenario: Callable[[Env], Awaitable[Any]]) -> Any:
-        return run_async_scenario(redis_server.url, lambda c: Env(c, JobStore(c, cipher, TTL_S)), scenario)
+        return run_async_scenario(redis_url, lambda c: Env(c, JobStore(c, cipher, TTL_S)), scenario)
 
     return run
 
@@ -182,7 +170,6 @@ def test_a_dead_letter_whose_prompt_was_deleted_is_not_replayed(run_env: Runner)
 def test_the_drop_on_a_record_that_is_gone_does_not_recreate_it(run_env: Runner) -> None:
     async def scenario(env: Env) -> None:
         job_id = new_job_id()
-        env.job_ids.append(job_id)
         assert await env.store.drop_payload(job_id) is False
         assert await env.redis.exists(keys.job(job_id)) == 0
 
@@ -229,7 +216,6 @@ async def _finished_batch(env: Env, outcomes: list[tuple[str, str]]) -> tuple[st
     batches = _batches(env)
     info = await batches.create_file("tenant-r", "in.jsonl", "batch", b'{"custom_id": "x"}\n')
     batch_id = "batch_" + new_job_id()
-    env.keys += [file_key(info.id), batch_key(batch_id), batch_jobs_key(batch_id)]
     await env.redis.hset(batch_key(batch_id), mapping={
         "tenant": "tenant-r", "status": "in_progress", "input_file_id": info.id, "endpoint": "/v1/chat/completions",
         "completion_window": "24h", "created_at": repr(now()), "expires_at": repr(now() + 86400),
@@ -245,9 +231,6 @@ async def _finished_batch(env: Env, outcomes: list[tuple[str, str]]) -> tuple[st
                                                        retention_s=retention)
     view = await batches.get_batch("tenant-r", batch_id)
     assert view is not None and view["status"] == "completed", view
-    for file_id in (view["output_file_id"], view["error_file_id"]):
-        if file_id:
-            env.keys.append(file_key(file_id))
     return info.id, view
 
 
@@ -289,7 +272,6 @@ def test_cancelling_a_batch_applies_each_jobs_retention(run_env: Runner) -> None
     async def scenario(env: Env) -> None:
         batches = _batches(env)
         batch_id = "batch_" + new_job_id()
-        env.keys += [batch_key(batch_id), batch_jobs_key(batch_id)]
         await env.redis.hset(batch_key(batch_id), mapping={"tenant": "tenant-r", "status": "in_progress",
                                                            "created_at": repr(now()), "expires_at": repr(now() + 60)})
         forgetful, _ = await env.job("forgetful", batch_id=batch_id, claim=False)

@@ -10,10 +10,8 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-import redis
 
-from gateway_core.fleet.embedded_redis import EmbeddedRedis
-from tests.helpers import FleetEnv, Proc, free_port, http_ok, wait_for
+from tests.helpers import FleetEnv, Proc, RedisDatabases, free_port, http_ok, start_fleet, wait_for
 from tests.integration.test_no_pii_leaks import configured_secrets, finish, leaks, run_every_path
 
 pytestmark = pytest.mark.fleet
@@ -28,8 +26,17 @@ class TracedFleet:
 
 
 @pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory, redis_databases: RedisDatabases) -> Iterator[FleetEnv]:
+    """A simulator and an API of this module's own, on a Redis database of its own: partners fail here and
+    sim-openai's breaker opens, which no other module sees."""
+    own = start_fleet(tmp_path_factory.mktemp("traced-home"), redis_databases.url())
+    yield own
+    own.stop_all()
+
+
+@pytest.fixture(scope="module")
 def traced(fleet: FleetEnv, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TracedFleet]:
-    """An API and a worker of their own with console spans, sharing the session's Redis, home and simulator."""
+    """An API and a worker with console spans, sharing the module fleet's Redis, home and simulator."""
     port = free_port()
     env = {**fleet.env, "FEDGATE_API_PORT": str(port), "FEDGATE_API_URL": f"http://127.0.0.1:{port}",
            "FEDGATE_OTEL_EXPORTER": "console", "OTEL_BSP_SCHEDULE_DELAY": "50"}
@@ -105,9 +112,8 @@ def test_one_trace_from_the_request_through_the_worker_to_the_partner(traced: Tr
 
 
 def test_a_retried_and_fallen_back_job_stays_in_one_trace_and_nothing_leaks(
-        traced: TracedFleet, sim: httpx.Client, fleet: FleetEnv, redis_server: EmbeddedRedis) -> None:
-    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
-    jobs = run_every_path(traced.client, sim, client)
+        traced: TracedFleet, sim: httpx.Client, fleet: FleetEnv) -> None:
+    jobs = run_every_path(traced.client, sim)
     fallback, dead = jobs["retry_then_fallback"], jobs["dead_letter"]
     assert fallback["answered_by"] == "sim-anthropic" and dead["status"] == "dead_lettered"
 

@@ -24,13 +24,11 @@ from standardwebhooks import Webhook
 
 from gateway_core import webhooks as wh
 from gateway_core.crypto import PayloadCipher
-from gateway_core.fleet.embedded_redis import EmbeddedRedis
 from gateway_core.jobs.models import JobStatus, JobView, new_job_id
 from gateway_core.settings import Settings
 from gateway_core.webhooks import WebhookEvent, WebhookSettings, new_secret
 from gateway_core.webhooks.queue import enqueue_webhook, replay_webhook, webhook_mover
-from tests.conftest import TEST_CONFIG
-from tests.helpers import ROOT, Proc, free_port, wait_for
+from tests.helpers import ROOT, TEST_CONFIG, Proc, RedisDatabases, free_port, wait_for
 from workers.celery_app import make_celery
 from workers.enqueue import CeleryEnqueuer
 
@@ -169,13 +167,15 @@ class Mover(threading.Thread):
 
 
 @pytest.fixture(scope="module")
-def hooks(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebhookFleet]:
+def hooks(redis_databases: RedisDatabases, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebhookFleet]:
+    """A webhook worker and a delay-queue mover of this module's own, on a Redis database of its own."""
+    redis_url = redis_databases.url()
     home: Path = tmp_path_factory.mktemp("webhooks-home")
     key = Fernet.generate_key()
     env = dict(os.environ)
     env.update({
         "FEDGATE_HOME": str(home),
-        "FEDGATE_REDIS_URL": redis_server.url,
+        "FEDGATE_REDIS_URL": redis_url,
         "FEDGATE_CONFIG": str(TEST_CONFIG),
         "FEDGATE_SIMULATOR_URL": "http://127.0.0.1:9",
         "FEDGATE_ENCRYPTION_KEYS": key.decode(),
@@ -191,16 +191,16 @@ def hooks(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory)
     )
     worker = Proc("worker-webhooks", process, log)
     receiver, server = start_receiver()
-    celery = make_celery(Settings(redis_url=redis_server.url))
+    celery = make_celery(Settings(redis_url=redis_url))
     enqueuer = CeleryEnqueuer(celery)
-    mover = Mover(redis_server.url, enqueuer)
-    sync = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    mover = Mover(redis_url, enqueuer)
+    sync = redis.Redis.from_url(redis_url, decode_responses=True)
     try:
         wait_for(lambda: "ready." in worker.output() or process.poll() is not None, 60, what="webhook worker ready")
         assert process.poll() is None, worker.output()[-3000:]
         assert "fedgate.deliver_webhook" in worker.output(), "worker did not register the webhook task"
         mover.start()
-        yield WebhookFleet(redis_server.url, PayloadCipher([key]), enqueuer, receiver, worker, sync)
+        yield WebhookFleet(redis_url, PayloadCipher([key]), enqueuer, receiver, worker, sync)
         assert mover.error is None, mover.error
     finally:
         mover.stopping.set()

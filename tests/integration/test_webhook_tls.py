@@ -31,11 +31,11 @@ from standardwebhooks import Webhook
 from gateway_core import webhooks as wh
 from gateway_core.webhooks import delivery, destinations, new_secret
 from tests.helpers import free_port
+from tests.integration import test_webhooks as deliveries
 from tests.integration.test_webhook_delivery import Received, Receiver
-from tests.unit import test_webhooks as unit
-from tests.unit.test_webhooks import Env
+from tests.integration.test_webhooks import Env
 
-env = unit.env  # the unit tests' fixture: real Redis, deliveries cleaned up afterwards
+env = deliveries.env  # the fixture: webhook deliveries on the test's own Redis database
 
 ALLOW = ["127.0.0.0/8"]  # the receiver is local; SSRF rules refuse loopback otherwise
 HOOK_HOST = "hooks.fedgate.test"  # resolved by the SSRF check only (see pinned_dns): the system cannot resolve it

@@ -7,6 +7,7 @@ an upgrade renames or removes one: in CI, not as `503 broker_unavailable` in pro
 
 The rest: every third-party module the shipped packages import is declared in pyproject.toml, module-level imports
 only from the base dependencies (an extra's module is imported where it is used), never a test-only dependency.
+That the otel extra is optional is checked in fresh interpreters, in tests/integration/test_dependency_contract.py.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import importlib.util
 import inspect
 import os
 import re
-import subprocess
 import sys
 import tomllib
 from collections.abc import Callable, Iterator
@@ -383,42 +383,3 @@ def test_tests_and_tooling_import_only_declared_dependencies() -> None:
         if distribution is None or distribution not in declared:
             problems.append(f"{module} ({distribution or 'not installed'}) imported by {', '.join(sorted(set(files)))}")
     assert not problems, "declared by no dependency or extra in pyproject.toml:\n" + "\n".join(problems)
-
-
-# --- the optional extras are optional ---------------------------------------------------------------------------
-
-_WITHOUT_OTEL_SDK = """
-import sys
-for name in ("opentelemetry.sdk", "opentelemetry.exporter"):
-    sys.modules[name] = None  # as if the otel extra were not installed: importing them raises ImportError
-"""
-
-
-def _run_without_otel_sdk(code: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", _WITHOUT_OTEL_SDK + code], cwd=ROOT, capture_output=True, text=True,
-                          timeout=60, env={**os.environ, **env})
-
-
-def test_tracing_off_needs_no_otel_sdk(tmp_path: Path) -> None:
-    done = _run_without_otel_sdk("""
-from gateway_core.fleet import tracing
-assert tracing.configure_tracing("api") is False
-with tracing.span("stage") as current:
-    assert not current.is_recording()
-assert tracing.traced("stage")(lambda x: x + 1)(1) == 2
-assert tracing.current_traceparent() is None and tracing.missing_exporter_packages(tracing.get_settings()) is None
-print("ok")
-""", {"FEDGATE_HOME": str(tmp_path), "FEDGATE_OTEL_EXPORTER": "none"})
-    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
-
-
-@pytest.mark.parametrize("command", [["api"], ["worker", "--partners", "sim-openai"]])
-def test_processes_asked_to_export_traces_without_the_otel_extra_refuse_to_start(tmp_path: Path,
-                                                                                 command: list[str]) -> None:
-    done = _run_without_otel_sdk(f"""
-sys.argv = ["fedgate", *{command!r}]
-from gateway_api.cli import main
-main()
-""", {"FEDGATE_HOME": str(tmp_path), "FEDGATE_OTEL_EXPORTER": "otlp"})
-    assert done.returncode == 2, done.stderr[-2000:]
-    assert "pip install 'fedgate[otel]'" in done.stderr and "Traceback" not in done.stderr, done.stderr[-2000:]

@@ -1,15 +1,10 @@
-"""Metering and budgets: cost arithmetic, counters in a real redis-server, day and month windows, budget verdicts.
-
-Counters are written under random tenant names and removed afterwards; nothing is flushed (other tests share the
-session's server)."""
+"""Metering and budgets: cost arithmetic, counters in memory, day and month windows, budget verdicts, config. The
+counters' writes to Redis and the budget check's reads are tested in tests/integration/test_metering.py."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import secrets
 import textwrap
-from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,19 +14,12 @@ import redis
 import redis.asyncio as aioredis
 
 from gateway_core.config import Budgets, GatewayConfig, PartnerConfig, Price, TenantConfig, load_config
-from gateway_core.errors import ConfigError, RequestError
-from gateway_core.fleet import keys
-from gateway_core.fleet.embedded_redis import EmbeddedRedis
+from gateway_core.errors import ConfigError
 from gateway_core.jobs.models import Usage
 from gateway_core.tenants import metering, spending
-from tests.helpers import with_redis
 
 T = TypeVar("T")
 PRICE = Price(input_per_million_usd=2.5, output_per_million_usd=10)
-
-
-def run(redis_server: EmbeddedRedis, body: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
-    return with_redis(redis_server.url, body)
 
 
 def partner(name: str = "p", model: str = "m", **prices: Price) -> PartnerConfig:
@@ -40,15 +28,6 @@ def partner(name: str = "p", model: str = "m", **prices: Price) -> PartnerConfig
 
 def tenant(name: str, **budgets: float) -> TenantConfig:
     return TenantConfig(name=name, api_key="k", budgets=Budgets(**budgets))
-
-
-@pytest.fixture()
-def tenant_name(redis_server: EmbeddedRedis) -> Any:
-    name = f"t-{secrets.token_hex(4)}"
-    yield name
-    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
-    client.delete(*client.keys(keys.usage(name, "*")) or ["-"])
-    client.close()
 
 
 @pytest.fixture(autouse=True)
@@ -94,41 +73,6 @@ def test_money_and_durations_read_well() -> None:
 
 
 # --- counters --------------------------------------------------------------------------------------------------
-
-
-def test_calls_and_jobs_are_counted_in_memory_then_written_per_day_and_month(
-    redis_server: EmbeddedRedis, tenant_name: str
-) -> None:
-    priced, free = partner("priced", **{"m": PRICE}), partner("free")
-    assert metering.meter_call(tenant_name, priced, Usage(prompt_tokens=10, completion_tokens=20),
-                               day="2025-03-31") == 225_000
-    assert metering.meter_call(tenant_name, priced, Usage(prompt_tokens=4, completion_tokens=0),
-                               day="2025-03-31") == 10_000
-    assert metering.meter_call(tenant_name, priced, Usage(), day="2025-04-01") == 0  # a failed call: no usage
-    assert metering.meter_call(tenant_name, free, Usage(prompt_tokens=7, completion_tokens=1), day="2025-04-01") is None
-    metering.note_job(tenant_name, "priced", day="2025-03-31")
-
-    def read(client: redis.Redis) -> dict[str, dict[str, str]]:
-        return {period: client.hgetall(keys.usage(tenant_name, period))
-                for period in ("2025-03-31", "2025-04-01", "2025-03", "2025-04")}
-
-    assert run(redis_server, metering.flush_usage) > 0
-    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
-    try:
-        seen = read(client)
-        assert seen["2025-03-31"] == {"priced:calls": "2", "priced:prompt_tokens": "14",
-                                      "priced:completion_tokens": "20", "priced:cost_nanousd": "235000",
-                                      "priced:jobs": "1"}
-        assert seen["2025-03"] == seen["2025-03-31"]
-        assert seen["2025-04-01"] == {"priced:calls": "1", "free:calls": "1", "free:prompt_tokens": "7",
-                                      "free:completion_tokens": "1"}
-        assert 0 < client.ttl(keys.usage(tenant_name, "2025-04")) <= metering.USAGE_TTL_S
-        assert run(redis_server, metering.flush_usage) == 0  # nothing new: no write
-        metering.meter_call(tenant_name, priced, Usage(prompt_tokens=1), day="2025-03-31")
-        assert metering.flush_usage_sync(client) == 3  # calls, prompt_tokens, cost_nanousd
-        assert client.hget(keys.usage(tenant_name, "2025-03"), "priced:prompt_tokens") == "15"
-    finally:
-        client.close()
 
 
 def test_counts_survive_a_failed_write() -> None:
@@ -188,19 +132,6 @@ def test_group_by_accepts_names_and_refuses_others() -> None:
         metering.parse_by("partner,tenant")
 
 
-def test_read_days_parses_what_flush_wrote(redis_server: EmbeddedRedis, tenant_name: str) -> None:
-    metering.meter_call(tenant_name, partner("a", **{"m": PRICE}), Usage(prompt_tokens=2), day="2025-05-02")
-    metering.note_job(tenant_name, "a", day="2025-05-02")
-
-    async def body(client: aioredis.Redis) -> dict[str, dict[str, metering.UsageCounts]]:
-        await metering.flush_usage(client)
-        return await metering.read_days(client, tenant_name, metering.day_range(3, date(2025, 5, 3)))
-
-    found = run(redis_server, body)
-    assert list(found) == ["2025-05-02"]
-    assert found["2025-05-02"]["a"] == metering.UsageCounts(jobs=1, calls=1, prompt_tokens=2, cost_nanousd=5000)
-
-
 # --- budgets ---------------------------------------------------------------------------------------------------
 
 AT = datetime(2025, 3, 14, 20, 48, tzinfo=UTC)
@@ -237,33 +168,6 @@ def test_the_refusal_says_spend_cap_reset_and_what_to_do() -> None:
         "tenant 'budgeted' has spent $25.00 of its monthly budget $20.00; resets at 2025-04-01 00:00 UTC (in 17d3h); "
         "raise budgets.monthly_usd"
     )
-
-
-def test_check_budget_refuses_with_402_naming_the_cap_that_resets_last(
-    redis_server: EmbeddedRedis, tenant_name: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    day, month = AT.strftime("%Y-%m-%d"), AT.strftime("%Y-%m")
-    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
-    client.hset(keys.usage(tenant_name, day), mapping={"a:cost_nanousd": 700_000_000, "b:cost_nanousd": 100_000_000,
-                                                       "a:calls": 99})
-    client.hset(keys.usage(tenant_name, month), mapping={"a:cost_nanousd": 5_000_000_000})
-    client.close()
-
-    def check(who: TenantConfig) -> None:
-        run(redis_server, lambda c: spending.check_budget(c, who, AT))
-
-    with caplog.at_level(logging.WARNING, logger="fedgate.budgets"):
-        check(tenant(tenant_name, daily_usd=1, monthly_usd=10))  # 80% of the daily cap: allowed, one warning
-        check(tenant(tenant_name, daily_usd=1, monthly_usd=10))
-    warnings = [r.getMessage() for r in caplog.records if tenant_name in r.getMessage()]
-    assert warnings == [f"tenant {tenant_name} has passed 80% of its daily budget: $0.80 of $1.00; resets in 3h12m"]
-
-    with pytest.raises(RequestError) as caught:
-        check(tenant(tenant_name, daily_usd=0.8, monthly_usd=10))
-    assert (caught.value.status_code, caught.value.code) == (402, "budget_exceeded")
-    assert "daily budget $0.80" in str(caught.value)
-    with pytest.raises(RequestError, match=r"monthly budget \$5\.00; resets at 2025-04-01"):
-        check(tenant(tenant_name, daily_usd=0.5, monthly_usd=5))  # both reached: waiting a day would not help
 
 
 def test_a_tenant_without_budgets_costs_no_redis_call() -> None:
