@@ -275,10 +275,9 @@ def worker(
                                                 "for batch-lane workers beside interactive ones")] = False,
     loglevel: Annotated[str, typer.Option(help="Celery log level")] = "INFO",
 ) -> None:
-    """Run a Celery worker consuming the named partners' queues."""
+    """Run a Celery worker consuming the named partners' queues (webhook deliveries are `fedgate webhook-worker`'s)."""
     from gateway_core.fleet import keys
     from gateway_core.settings import reset_settings_cache
-    from gateway_core.webhooks import WEBHOOK_QUEUE
     from workers.celery_app import get_app
 
     if concurrency:  # the HTTP pool and the call slots are sized from settings too, not only Celery's pool
@@ -294,13 +293,41 @@ def worker(
         os.nice(nice)
     if idle_cpu:
         _use_idle_cpu_only()
-    lane_queues = [keys.partner_queue(p, lane) for lane in keys.LANES if lane in chosen for p in names]
-    queues = ",".join([*lane_queues, WEBHOOK_QUEUE])
+    queues = ",".join(keys.partner_queue(p, lane) for lane in keys.LANES if lane in chosen for p in names)
     suffix = "" if set(chosen) == set(keys.LANES) else f"-{chosen[0]}"
     argv = ["worker", "-Q", queues, "-n", f"{'+'.join(names)}{suffix}@%h", "--loglevel", loglevel, "-E",
             "--without-mingle", "--without-gossip"]
     if concurrency:
         argv += ["-c", str(concurrency)]
+    get_app().worker_main(argv)  # built now, after the settings above
+
+
+@cli.command("webhook-worker")
+def webhook_worker(
+    concurrency: Annotated[int | None, typer.Option(help="Deliveries in flight in this process (default: "
+                                                         "FEDGATE_WEBHOOK_WORKER_CONCURRENCY)", min=1)] = None,
+    loglevel: Annotated[str, typer.Option(help="Celery log level")] = "INFO",
+) -> None:
+    """Run a Celery worker delivering webhooks: queue `webhooks` and the webhook delay queue, nothing else.
+
+    Each attempt has a total deadline (FEDGATE_WEBHOOK_TIMEOUT_S) and a tenant has at most
+    FEDGATE_WEBHOOK_MAX_IN_FLIGHT_PER_TENANT deliveries in flight across the fleet; the rest wait in Redis."""
+    from gateway_core.settings import reset_settings_cache
+    from gateway_core.webhooks import WEBHOOK_QUEUE
+    from gateway_core.webhooks.delivery import lease_ms
+    from workers.celery_app import get_app
+
+    settings = get_settings()
+    slots = concurrency or settings.webhook_worker_concurrency
+    os.environ["FEDGATE_WORKER_CONCURRENCY"] = str(slots)  # sizes the HTTP pool like Celery's pool
+    reset_settings_cache()
+    settings = get_settings()
+    if lease_ms(settings.webhook_timeout_s) >= settings.visibility_timeout_s * 1000:
+        fail(f"FEDGATE_WEBHOOK_TIMEOUT_S ({settings.webhook_timeout_s:g} s, plus a few seconds to sign and record) "
+             f"must stay below FEDGATE_VISIBILITY_TIMEOUT_S ({settings.visibility_timeout_s} s), or a slow delivery "
+             "would be handed to a second worker while the first still makes it", code=2)
+    argv = ["worker", "-Q", WEBHOOK_QUEUE, "-n", "webhooks@%h", "--loglevel", loglevel, "-E",
+            "--without-mingle", "--without-gossip", "-c", str(slots)]
     get_app().worker_main(argv)  # built now, after the settings above
 
 

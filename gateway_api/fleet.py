@@ -150,6 +150,8 @@ class Fleet:
         # interactive workers their CPU; it also takes interactive jobs when it is idle and they are waiting.
         commands["worker-batch"] = [py, "-m", "gateway_api.cli", "worker", "--partners", ",".join(config.partners),
                                     "--lanes", "batch", "--nice", str(BATCH_WORKER_NICE), "--idle-cpu"]
+        # Webhook deliveries have a worker of their own: a slow receiver never holds a partner worker's slot.
+        commands["worker-webhooks"] = [py, "-m", "gateway_api.cli", "webhook-worker"]
         if self.with_flower:
             commands["flower"] = [py, "-m", "gateway_api.cli", "flower"]
         self._env = self.child_env()

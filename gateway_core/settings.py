@@ -55,6 +55,18 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = Field(
         default=300, ge=10, description="Broker redelivery time for unacked jobs; above every partner timeout"
     )
+    # Webhook deliveries (gateway_core/webhooks/delivery.py), made by the webhook workers (`fedgate webhook-worker`)
+    webhook_timeout_s: float = Field(
+        default=10.0, gt=0, le=120, description="Total deadline of one webhook delivery attempt: resolving, "
+        "connecting, sending and the answer's status line and headers together; a slower receiver is cut and retried"
+    )
+    webhook_max_in_flight_per_tenant: int = Field(
+        default=20, ge=1, description="Webhook deliveries one tenant may have in flight across the fleet; more wait "
+        "in the webhook delay queue (not in a worker) until one of the tenant's deliveries ends"
+    )
+    webhook_worker_concurrency: int = Field(
+        default=200, ge=1, description="Webhook deliveries in flight per webhook worker process"
+    )
     job_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
     max_prompt_chars: int = Field(default=200_000, ge=1)
     max_wait_s: float = Field(default=60.0, ge=0, description="Longest long-poll a client may ask for")

@@ -8,6 +8,7 @@ re-redacted from the original for the next partner — / dead letter).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections import Counter
@@ -22,13 +23,13 @@ from gateway_core.contracts import ContractVersion, parse_lenient, validation_er
 from gateway_core.fleet import metrics
 from gateway_core.jobs.models import Attempt, JobStatus, Message, now
 from gateway_core.jobs.routing import decide
-from gateway_core.jobs.store import JobRecord, job_retention_s
+from gateway_core.jobs.store import JobRecord, WebhookWrite, job_retention_s
 from gateway_core.partners.adapters.base import CallRequest, Outcome, OutputSchema, PartnerResponse
 from gateway_core.partners.ratelimit import estimate_tokens
 from gateway_core.redaction import PlaceholderMap, RedactionError
 from gateway_core.tenants import metering
 from workers import call_slots, telemetry
-from workers.notify import notify_finished
+from workers.notify import send_webhook, webhook_for
 from workers.runtime import Runtime, runtime
 
 # A budget wait shorter than this is slept through in place; longer ones free the slot via the delay queue.
@@ -143,30 +144,29 @@ async def _run_claimed(ctx: RunContext) -> str:
         restore = rt.redactors[partner].restore
         output = restore(response.text, ctx.placeholders)
         parsed = _restore_inside(parsed, lambda text: restore(text, ctx.placeholders))
+        webhook = _webhook(ctx, JobStatus.SUCCEEDED, output=output, parsed=parsed, usage=response.usage,
+                           answered_by=partner)
         with telemetry.publish():
             published = await rt.store.publish_success(
                 record, ctx.token, output, response.usage, partner,
                 placeholder_map=ctx.placeholders.to_json(), retention_s=job_retention_s(rt.config, record),
-                parsed=parsed,
+                parsed=parsed, webhook=webhook,
             )
         if not published:
             return "superseded"
         _record_finished(record, "succeeded")
-        await _notify(ctx, JobStatus.SUCCEEDED, output=output, parsed=parsed, usage=response.usage,
-                      answered_by=partner)
+        await send_webhook(rt.redis, webhook)
         return "succeeded"
     return await _route_failure(ctx, response, False)
 
 
-async def _notify(ctx: RunContext, status: JobStatus, **finished: Any) -> None:
-    """The webhook carries the finished job as the tenant will see it (never the prompt)."""
+def _webhook(ctx: RunContext, status: JobStatus, **finished: Any) -> WebhookWrite | None:
+    """The job's webhook delivery, carrying the finished job as the tenant will see it (never the prompt), for the
+    settle step to store with the job's final status; None when the job has no webhook."""
     if not ctx.record.webhook_url:
-        return
-    record = ctx.record
-    record.status, record.finished_at = status, now()
-    for name, value in finished.items():
-        setattr(record, name, value)
-    await notify_finished(ctx.rt.redis, ctx.rt.store.cipher, ctx.rt.config, record, ctx.rt.settings.job_ttl_s)
+        return None
+    final = dataclasses.replace(ctx.record, status=status, finished_at=now(), **finished)
+    return webhook_for(ctx.rt.store.cipher, ctx.rt.config, final, ctx.rt.settings.job_ttl_s)
 
 
 @telemetry.contract_check
@@ -308,10 +308,12 @@ async def _route_failure(ctx: RunContext, response: PartnerResponse, breaker_ope
     decision = decide(ctx.rt.config, record.requested_partner, ctx.partner.name, record.history, response,
                       breaker_open=breaker_open, tenant=record.tenant)
     if decision.action == "dead_letter":
+        webhook = _webhook(ctx, JobStatus.DEAD_LETTERED, error=decision.reason)
         if await ctx.rt.store.finish_unsuccessful(record, ctx.token, JobStatus.DEAD_LETTERED, decision.reason,
-                                                  retention_s=job_retention_s(ctx.rt.config, record)):
+                                                  retention_s=job_retention_s(ctx.rt.config, record),
+                                                  webhook=webhook):
             _record_finished(record, "dead_lettered")
-            await _notify(ctx, JobStatus.DEAD_LETTERED, error=decision.reason)
+            await send_webhook(ctx.rt.redis, webhook)
         return "dead_lettered"
     if decision.action == "retry":
         metrics.record_retry(ctx.partner.name)

@@ -25,7 +25,6 @@ from gateway_core.jobs.sweeper import Sweeper
 from gateway_core.redaction import PlaceholderMap
 from gateway_core.settings import get_settings
 from gateway_core.tenants import metering
-from gateway_core.webhooks.queue import webhook_mover
 from workers import pipeline
 from workers.bridge import await_, io_loop
 from workers.call_slots import WorkerStopping
@@ -71,7 +70,6 @@ def _start_background_work(sender: Any = None, **_: object) -> None:
     if keys.INTERACTIVE in lanes:
         asyncio.run_coroutine_threadsafe(_sweep_retention(), io_loop())
     asyncio.run_coroutine_threadsafe(_flush_breaker_counts(), io_loop())
-    asyncio.run_coroutine_threadsafe(_run_webhook_mover(enqueuer), io_loop())
     asyncio.run_coroutine_threadsafe(_flush_metric_events(), io_loop())
     asyncio.run_coroutine_threadsafe(_flush_usage(), io_loop())
     asyncio.run_coroutine_threadsafe(_sweep_lost_messages(), io_loop())
@@ -90,11 +88,21 @@ def _flush_usage_at_exit(**_: object) -> None:
 
 
 @worker_init.connect
-def _warm_up(**_: object) -> None:
-    """Build the runtime (config, redactors, adapters) before the first job, not in its critical path."""
+def _warm_up(sender: Any = None, **_: object) -> None:
+    """Build the runtime (config, redactors, adapters) before the first job, not in its critical path; a worker
+    that reads no partner queue (a webhook worker) needs no redactor or adapter."""
     metrics.start_worker_metrics_server()
-    asyncio.run_coroutine_threadsafe(_build(), io_loop()).result(timeout=120)
+    asyncio.run_coroutine_threadsafe(_build(calls_partners=_reads_partner_queues(sender)), io_loop()).result(120)
     _tune_gc()
+
+
+def _reads_partner_queues(worker: Any) -> bool:
+    """Whether the starting worker reads any partner queue (True when it cannot tell)."""
+    try:
+        names = list(worker.app.amqp.queues.consume_from or ())
+    except AttributeError:
+        return True
+    return not names or any(keys.lane_of_queue(name) is not None for name in names)
 
 
 def _tune_gc() -> None:
@@ -105,21 +113,24 @@ def _tune_gc() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 100)
 
 
-async def _build() -> None:
+async def _build(calls_partners: bool = True) -> None:
     rt = runtime()
+    if not calls_partners:
+        return
     for partner in rt.config.partners:
         rt.redactors[partner].redact("warm-up a@b.co", PlaceholderMap())
     _ = rt.adapters
 
 
 def lanes_consumed(consumer: Any) -> list[str]:
-    """The lanes whose queues this worker reads (from its queue names; both when it cannot tell)."""
+    """The lanes whose queues this worker reads (from its queue names; both when it cannot tell; none for a worker
+    that reads no partner queue, a webhook worker: workers.webhooks runs what it needs)."""
     try:
         names = [queue.name for queue in consumer.task_consumer.queues]
     except AttributeError:
         return list(keys.LANES)
     lanes = [lane for lane in keys.LANES if any(keys.lane_of_queue(name) == lane for name in names)]
-    return lanes or list(keys.LANES)
+    return lanes if names else list(keys.LANES)
 
 
 async def _run_mover(lane: str, enqueuer: Enqueuer) -> None:
@@ -142,10 +153,6 @@ async def _sweep_lost_messages() -> None:
     """Every worker runs a sweeper; a lock keeps one sweeping at a time (gateway_core.jobs.sweeper)."""
     rt = runtime()
     await Sweeper(rt.redis, visibility_timeout_s=rt.settings.visibility_timeout_s).sweep_forever()
-
-
-async def _run_webhook_mover(enqueuer: Enqueuer) -> None:
-    await webhook_mover(runtime().redis, enqueuer).run_forever()
 
 
 async def _flush_breaker_counts() -> None:

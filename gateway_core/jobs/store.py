@@ -22,6 +22,21 @@ from gateway_core.jobs.models import Attempt, JobStatus, JobView, Message, Usage
 BATCH_KEY_PREFIX = f"{keys.PREFIX}:batch:"  # a batch's hash; job scripts count a batch job's outcome in it
 
 
+@dataclass(frozen=True)
+class WebhookWrite:
+    """A job's webhook delivery, written by the settle scripts in the same step as the job's final status, so no
+    crash can settle the job and lose its webhook. Built by gateway_core.webhooks.queue.job_webhook; opaque here."""
+
+    delivery_id: str
+    keys: tuple[str, str]  # the delivery hash, the webhook delay queue (for its safety-net entry)
+    spec: str  # JSON the settle scripts read: the delivery's fields, its TTL and its safety-net entry
+
+
+def _webhook_args(webhook: WebhookWrite | None) -> tuple[list[str], str]:
+    """(extra KEYS, the webhook ARGV) for a settle script."""
+    return ([], "") if webhook is None else (list(webhook.keys), webhook.spec)
+
+
 @dataclass
 class JobRecord:
     id: str
@@ -202,9 +217,11 @@ class JobStore:
         placeholder_map: str | None = None,
         retention_s: int | None = None,
         parsed: Any = None,
+        webhook: WebhookWrite | None = None,
     ) -> bool:
         """Publish the result. With retention 0 the payload is deleted now and the encrypted output travels only
-        in the completion message, to waiting long-pollers; with N > 0 it is deleted N seconds from now."""
+        in the completion message, to waiting long-pollers; with N > 0 it is deleted N seconds from now. `webhook`
+        (the job's delivery) is stored in the same step."""
         sealed_output = self.cipher.encrypt(output).decode()
         fields: dict[str, str] = {
             "usage": usage.model_dump_json(),
@@ -223,10 +240,11 @@ class JobStore:
                 fields["placeholder_map"] = self.cipher.encrypt(placeholder_map).decode()
             if retention_s is not None:
                 retention_ms = str(retention_s * 1000)
+        webhook_keys, webhook_spec = _webhook_args(webhook)
         done = await self._settle_success(
-            keys=[keys.job(record.id), keys.done_channel(record.lane), keys.RETENTION],
+            keys=[keys.job(record.id), keys.done_channel(record.lane), keys.RETENTION, *webhook_keys],
             args=[token, str(self.ttl_s), record.id, done_message, retention_ms, drop_fields, BATCH_KEY_PREFIX,
-                  *self._field_args(record, fields)],
+                  webhook_spec, *self._field_args(record, fields)],
         )
         return bool(done)
 
@@ -254,17 +272,20 @@ class JobStore:
                                              args=[job_id, " ".join(PAYLOAD_FIELDS)]))
 
     async def finish_unsuccessful(
-        self, record: JobRecord, token: str, status: JobStatus, error: str, *, retention_s: int | None = None
+        self, record: JobRecord, token: str, status: JobStatus, error: str, *, retention_s: int | None = None,
+        webhook: WebhookWrite | None = None,
     ) -> bool:
         """End the job as `status` (dead-lettered: also listed in the dead-letter queue); False if the run lost it.
         The payload is kept `retention_s` more seconds (0: deleted now, so a dead letter cannot be replayed; None:
-        for the record's life), see `job_retention_s`."""
+        for the record's life), see `job_retention_s`. `webhook` (the job's delivery) is stored in the same step."""
         fields = {"error": error, "finished_at": repr(now())}
         retention_ms, drop_fields = _retention_args(retention_s)
+        webhook_keys, webhook_spec = _webhook_args(webhook)
         done = await self._settle_failure(
-            keys=[keys.job(record.id), keys.DEAD_LETTERS, keys.done_channel(record.lane), keys.RETENTION],
+            keys=[keys.job(record.id), keys.DEAD_LETTERS, keys.done_channel(record.lane), keys.RETENTION,
+                  *webhook_keys],
             args=[token, status.value, str(self.ttl_s), record.id, BATCH_KEY_PREFIX, retention_ms, drop_fields,
-                  *self._field_args(record, fields)],
+                  webhook_spec, *self._field_args(record, fields)],
         )
         return bool(done)
 

@@ -1,8 +1,11 @@
-"""Issue 6 (webhooks): a job with a webhook_url is delivered, signed, to the tenant's endpoint; SSRF is refused."""
+"""Issue 6 (webhooks): a job with a webhook_url is delivered, signed, to the tenant's endpoint; SSRF is refused.
+
+Partner workers do not deliver webhooks: a webhook worker (`fedgate webhook-worker`) does."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -12,7 +15,22 @@ from tests.helpers import FleetEnv, Proc, wait_for
 from tests.integration.test_webhook_delivery import start_receiver
 
 
-def test_a_finished_job_is_posted_signed_to_its_webhook(api: httpx.Client, fleet: FleetEnv, worker: Proc) -> None:
+@pytest.fixture(scope="module")
+def webhook_worker(fleet: FleetEnv) -> Iterator[Proc]:
+    """A webhook worker on the shared fleet's database (a deadline below the fleet's 10 s visibility timeout)."""
+    own = FleetEnv(fleet.home, {**fleet.env, "FEDGATE_WEBHOOK_TIMEOUT_S": "4"})
+    proc = own.spawn("webhook-worker", "webhook-worker", "--concurrency", "20")
+    try:
+        wait_for(lambda: "ready." in proc.output() or proc.process.poll() is not None, 60, what="webhook worker ready")
+        assert proc.process.poll() is None, proc.output()[-3000:]
+        yield proc
+    finally:
+        proc.stop()
+
+
+def test_a_finished_job_is_posted_signed_to_its_webhook(
+    api: httpx.Client, fleet: FleetEnv, worker: Proc, webhook_worker: Proc
+) -> None:
     receiver, server = start_receiver()
     try:
         prompt = "Refund order 77 for mia@example.com"

@@ -1,10 +1,14 @@
 -- Publish a run's result: the job succeeds. Written only if the caller still holds the run (no zombie run
 -- publishes after a takeover). In the same step the record is set to expire, the completion is announced,
--- the payload's deletion is scheduled where the partner's retention asks, and a batch job is counted.
+-- the payload's deletion is scheduled where the partner's retention asks, a batch job is counted, and the job's
+-- webhook delivery is stored with its safety-net entry in the webhook delay queue (a crash right after this step
+-- cannot lose the webhook: the caller sends the first attempt at once, else the webhook mover does when it is due).
 --
 -- KEYS[1] job_key           the job hash
 -- KEYS[2] done_channel      where the job's lane announces finished jobs (PUBLISH)
 -- KEYS[3] retention         sorted set of job ids whose payload is deleted when due (score: unix ms)
+-- KEYS[4] webhook_delivery  the job's webhook delivery hash (given only with a webhook, ARGV[8])
+-- KEYS[5] webhook_delayed   the webhook delay queue: sorted set of "delivery_id:attempt" (with a webhook only)
 -- ARGV[1] token             the run token the caller holds
 -- ARGV[2] ttl_s             seconds the finished record is kept (EXPIRE)
 -- ARGV[3] job_id            the job's id (the retention member)
@@ -12,13 +16,17 @@
 -- ARGV[5] retention_ms      delete the payload this many ms from now; '' to keep it for the record's life
 -- ARGV[6] drop_fields       space-separated fields to delete now ('' for none): the payload, when it is not kept
 -- ARGV[7] batch_key_prefix  a batch's hash is this prefix .. the job's batch_id
--- ARGV[8..] fields          field, value, field, value, ...: the result and the record (history, usage, ...)
+-- ARGV[8] webhook           '' for a job without a webhook; else JSON {"fields": [field, value, ...], "ttl_ms": n,
+--                           "safety_net_ms": n, "member": "delivery_id:1"}: the delivery, stored unless it exists
+-- ARGV[9..] fields          field, value, field, value, ...: the result and the record (history, usage, ...)
 --
 -- Returns 1 when published, 0 when the caller no longer holds the run (nothing is written).
 -- include: batch_counter.lua
 local job_key = KEYS[1]
 local done_channel = KEYS[2]
 local retention = KEYS[3]
+local webhook_delivery = KEYS[4]
+local webhook_delayed = KEYS[5]
 local token = ARGV[1]
 local ttl_s = tonumber(ARGV[2])
 local job_id = ARGV[3]
@@ -26,7 +34,8 @@ local done_message = ARGV[4]
 local retention_ms = ARGV[5]
 local drop_fields = ARGV[6]
 local batch_key_prefix = ARGV[7]
-local FIRST_FIELD = 8
+local webhook = ARGV[8]
+local FIRST_FIELD = 9
 
 if redis.call('HGET', job_key, 'run_token') ~= token or redis.call('HGET', job_key, 'status') ~= 'running' then
   return 0
@@ -42,4 +51,12 @@ if retention_ms ~= '' then
   redis.call('ZADD', retention, now_ms + tonumber(retention_ms), job_id)
 end
 count_in_batch(job_key, batch_key_prefix, 'n_succeeded', 1)
+if webhook ~= '' and redis.call('EXISTS', webhook_delivery) == 0 then
+  local spec = cjson.decode(webhook)
+  local t = redis.call('TIME')
+  local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('HSET', webhook_delivery, 'created_at_ms', now_ms, unpack(spec.fields))
+  redis.call('PEXPIRE', webhook_delivery, spec.ttl_ms)
+  redis.call('ZADD', webhook_delayed, now_ms + spec.safety_net_ms, spec.member)
+end
 return 1
