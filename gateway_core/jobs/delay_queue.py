@@ -7,7 +7,7 @@ their messages and removes the entries in one transaction, so an entry is never 
 never lost. What differs per queue is only how an entry becomes a message (an Enqueuer builds it).
 
 Every worker runs a mover for each lane it consumes (batch jobs never cost an interactive-only worker anything,
-not even the moving) and one for webhook retries.
+not even the moving); every webhook worker runs the one for webhook retries (workers.webhooks).
 """
 
 from __future__ import annotations
