@@ -8,21 +8,25 @@ import dataclasses
 import logging
 import signal
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 import redis
 from fastapi import FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway_api.batch_routes import install as install_batch_routes
 from gateway_api.completion import CompletionListener
 from gateway_api.contract_routes import install as install_contract_routes
 from gateway_api.deps import Services, Tenant, error_body, services, wait_for_job
 from gateway_api.dlq_routes import install as install_dead_letter_routes
+from gateway_api.limits import install as install_request_guard
 from gateway_api.metrics_routes import install as install_metrics_routes
 from gateway_api.openai_compat import install as install_openai_routes
+from gateway_api.openapi import COMMON, errors
+from gateway_api.openapi import install as install_openapi_limits
 from gateway_api.telemetry import install as install_request_telemetry
 from gateway_api.usage_routes import install as install_usage_routes
 from gateway_core.config import DEMO_CONFIG, GatewayConfig, load_config
@@ -85,21 +89,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description="Federated AI partnership gateway: submit inference jobs to partners through a worker fleet.",
         lifespan=lifespan,
+        responses=errors(*COMMON),
     )
     _install_error_handlers(app)
+    install_request_guard(app, settings)  # the key, then the body's size, before any route reads the body
     install_request_telemetry(app)
+    install_openapi_limits(app, settings)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz(request: Request) -> dict[str, bool]:
         await services(request).redis.ping()
         return {"ok": True}
 
-    @app.post("/v1/jobs", status_code=202, response_model=JobAccepted, tags=["jobs"])
+    @app.post("/v1/jobs", status_code=202, response_model=JobAccepted, tags=["jobs"],
+              responses=errors(402, 403, 404, 409, 410))
     async def submit_job(
         submission: JobSubmission,
         request: Request,
         who: Tenant,
-        idempotency_key: Annotated[str | None, Header(description="Same key and body: the same job")] = None,
+        idempotency_key: Annotated[
+            str | None, Header(min_length=1, max_length=255, description="Same key and body: the same job")
+        ] = None,
     ) -> JobAccepted:
         svc = services(request)
         record: JobRecord | None
@@ -113,7 +123,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JobAccepted(id=record.id, status=record.status, partner=record.requested_partner,
                            created_at=record.created_at)
 
-    @app.post("/v1/jobs/{job_id}/cancel", response_model=JobView, tags=["jobs"])
+    @app.post("/v1/jobs/{job_id}/cancel", response_model=JobView, tags=["jobs"], responses=errors(404, 409))
     async def cancel_job(job_id: str, request: Request, who: Tenant) -> JobView:
         """Cancel a job that has not finished; a partner call in flight is not interrupted, its result is dropped."""
         svc = services(request)
@@ -129,12 +139,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                   svc.producer.enqueuer)
         return record.view()
 
-    @app.get("/v1/jobs/{job_id}", response_model=JobView, tags=["jobs"])
+    @app.get("/v1/jobs/{job_id}", response_model=JobView, tags=["jobs"], responses=errors(404))
     async def get_job(
         job_id: str,
         request: Request,
         who: Tenant,
-        wait: Annotated[float, Query(ge=0, description="Seconds to long-poll for a finished job")] = 0,
+        wait: Annotated[float, Query(ge=0, le=3600, allow_inf_nan=False,
+                                     description="Seconds to long-poll for a finished job (at most FEDGATE_MAX_WAIT_S "
+                                     "are waited)")] = 0,
     ) -> JobView:
         svc = services(request)
         record = await wait_for_job(svc, job_id, min(wait, svc.settings.max_wait_s))
@@ -145,7 +157,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_dead_letter_routes(app)
     install_openai_routes(app)
     install_contract_routes(app)
-    install_metrics_routes(app)
+    install_metrics_routes(app, settings)
     install_batch_routes(app)
     install_usage_routes(app)
     return app
@@ -244,13 +256,24 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        loc = [str(p) for p in first.get("loc", ()) if p != "body"]
-        where = ".".join(loc) or "body"
-        if first.get("type") == "json_invalid":
-            message = "request body is not valid JSON: send a JSON object"
+        message, code, param = validation_message(first)
+        return JSONResponse(error_body(message, code, param), status_code=REFUSALS.get(code, 422))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """Starlette's own refusals (no such route, method not allowed, a body it could not parse), in the same
+        error shape as every other refusal."""
+        if exc.status_code == 404:
+            message = "no such endpoint: see the API's OpenAPI schema at /docs"
+        elif exc.status_code == 405:
+            allowed = next((v for k, v in (exc.headers or {}).items() if k.lower() == "allow"), "")
+            message = f"this endpoint does not take that method: use {allowed or 'another method'}"
+        elif exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+            message = "the request body could not be read: send a JSON object encoded as UTF-8"
         else:
-            message = f"{where}: {first.get('msg')}"
-        return JSONResponse(error_body(message, "invalid_request", where), status_code=422)
+            message = str(exc.detail)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_request")
+        return JSONResponse(error_body(message, code), status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(redis.exceptions.ConnectionError)
     @app.exception_handler(redis.exceptions.BusyLoadingError)
@@ -261,3 +284,29 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(FedgateError)
     async def _fedgate(_: Request, exc: FedgateError) -> JSONResponse:
         return JSONResponse(error_body(str(exc), "error"), status_code=500)
+
+
+# Error types the request models raise on purpose (PydanticCustomError), with the status each is answered with: the
+# error's code is its type, and its message says what to do. A value OpenAI answers 400 keeps that status here.
+REFUSALS = {"unsupported": 400, "invalid_endpoint": 400, "invalid_completion_window": 400,
+            "invalid_contract_name": 422, "invalid_group_by": 422}
+
+
+def validation_message(error: Any) -> tuple[str, str, str]:
+    """(message, code, param) for the first problem pydantic found in a request: the field, what was wrong with
+    it, and for an unknown field, that it is not supported (nothing is silently dropped)."""
+    loc = [str(p) for p in error.get("loc", ()) if p not in ("body", "query", "header", "path")]
+    where = ".".join(loc) or "body"
+    kind = error.get("type")
+    if kind == "json_invalid":
+        return "request body is not valid JSON: send a JSON object", "invalid_request", "body"
+    if kind == "unsupported":  # a value the model refuses on purpose (e.g. stream=true): its message says why
+        return str(error.get("msg")), "unsupported", where
+    if kind in REFUSALS:
+        return f"{where}: {error.get('msg')}", str(kind), where
+    if kind == "extra_forbidden":
+        return f"{where}: this field is not supported here; remove it", "unsupported_field", where
+    if kind == "missing":
+        return f"{where}: this field is required", "invalid_request", where
+    message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+    return f"{where}: {message}", "invalid_request", where

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
+from pydantic_core import PydanticCustomError
 
 from gateway_api.deps import Services, error_body, require_admin
+from gateway_api.openapi import ErrorResponse, errors
 from gateway_core.contracts import (
     CompatibilityVerdict,
     ContractError,
@@ -22,17 +25,35 @@ from gateway_core.contracts import (
 )
 from gateway_core.errors import RequestError
 
+NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"  # gateway_core.contracts.NAME_RULE
 router = APIRouter(
-    prefix="/v1/admin/contracts", tags=["contracts"], dependencies=[Depends(require_admin("managing output contracts"))]
+    prefix="/v1/admin/contracts", tags=["contracts"], responses=errors(403),
+    dependencies=[Depends(require_admin("managing output contracts"))],
 )
 
 
 class ContractCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    name: str = Field(description="Contract name: lowercase letters, digits, '-', '_', '.'; 1-64 characters")
+    name: str = Field(json_schema_extra={"pattern": NAME_PATTERN},
+                      description="Contract name: lowercase letters, digits, '-', '_', '.'; 1-64 characters")
     schema_: dict[str, Any] = Field(alias="schema", description="A JSON Schema (draft 2020-12) object")
-    force: bool = Field(default=False, description="Store the version even if it breaks callers of the previous one")
+    force: StrictBool = Field(
+        default=False, description="Store the version even if it breaks callers of the previous one"
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:  # the schema's pattern, with the registry's own message
+        if not re.fullmatch(NAME_PATTERN, value):
+            raise PydanticCustomError("invalid_contract_name", "{message}",
+                                      {"message": str(InvalidContractName(value))})
+        return value
+
+
+class IncompatibleResponse(ErrorResponse):
+    problems: list[str] = Field(description="What breaks callers of the previous version")
+    previous_version: int
 
 
 class ContractCreated(BaseModel):
@@ -64,6 +85,7 @@ def registry(request: Request) -> ContractRegistry:
 
 
 Registry = Annotated[ContractRegistry, Depends(registry)]
+Name = Annotated[str, Path(pattern=NAME_PATTERN, description="Contract name")]
 
 
 def _api_error(exc: ContractError) -> RequestError:
@@ -83,11 +105,13 @@ def _api_error(exc: ContractError) -> RequestError:
     response_model=ContractCreated,
     summary="Add a contract, or a new version of one (checked for compatibility with the previous one)",
     responses={
+        **errors(409, 422),
         409: {
+            "model": IncompatibleResponse,
             "description": "The new version breaks callers of the previous one; the body lists "
-            "the problems next to the error"
+            "the problems next to the error",
         },
-        422: {"description": "Invalid name or schema; the message names the JSON path"},
+        422: {**errors(422)[422], "description": "Invalid name or schema; the message names the JSON path"},
     },
 )
 async def add_contract(body: ContractCreate, contracts: Registry) -> ContractCreated | JSONResponse:
@@ -110,11 +134,12 @@ async def list_contracts(contracts: Registry) -> ContractList:
     return ContractList(data=await contracts.list())
 
 
-@router.get("/{name}", response_model=ContractVersion, summary="One contract: its latest version, or ?version=N")
+@router.get("/{name}", response_model=ContractVersion, summary="One contract: its latest version, or ?version=N",
+            responses=errors(404))
 async def show_contract(
-    name: str,
+    name: Name,
     contracts: Registry,
-    version: Annotated[int | None, Query(ge=1, description="A version number; default: the latest")] = None,
+    version: Annotated[int | None, Query(ge=1, le=2**31, description="A version number; default: the latest")] = None,
 ) -> ContractVersion:
     try:
         return await contracts.get(name, version)
@@ -122,8 +147,9 @@ async def show_contract(
         raise _api_error(exc) from None
 
 
-@router.get("/{name}/versions", response_model=ContractVersionList, summary="Every version of a contract, oldest first")
-async def contract_versions(name: str, contracts: Registry) -> ContractVersionList:
+@router.get("/{name}/versions", response_model=ContractVersionList, summary="Every version of a contract, oldest first",
+            responses=errors(404))
+async def contract_versions(name: Name, contracts: Registry) -> ContractVersionList:
     try:
         return ContractVersionList(data=await contracts.versions(name))
     except ContractError as exc:

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway_api.deps import Services, require_admin
+from gateway_api.openapi import errors
 from gateway_core.errors import RequestError
 from gateway_core.jobs.dlq import (
     MAX_PAGE,
@@ -24,8 +25,10 @@ from gateway_core.jobs.dlq import (
 )
 
 router = APIRouter(
-    prefix="/v1/admin/dead-letters", tags=["operations"], dependencies=[Depends(require_admin("the dead-letter queue"))]
+    prefix="/v1/admin/dead-letters", tags=["operations"], responses=errors(403),
+    dependencies=[Depends(require_admin("the dead-letter queue"))],
 )
+MAX_AGE_S = 100 * 365 * 24 * 3600  # a cutoff further back than any dead letter can be: older_than_s stays in range
 
 
 class ReplayRequest(BaseModel):
@@ -55,8 +58,10 @@ def _api_error(exc: DeadLetterError, *, not_dead_lettered_status: int = 409) -> 
         return RequestError(404, str(exc), exc.code, "job_id")
     if isinstance(exc, NotDeadLettered):
         return RequestError(not_dead_lettered_status, str(exc), exc.code, "job_id")
-    if isinstance(exc, UnknownPartner | PartnerNotAllowed):
-        return RequestError(422, str(exc), exc.code, "partner")
+    if isinstance(exc, UnknownPartner):  # as POST /v1/jobs answers an unknown partner
+        return RequestError(404, str(exc), exc.code, "partner")
+    if isinstance(exc, PartnerNotAllowed):  # as POST /v1/jobs answers a partner the tenant may not use
+        return RequestError(403, str(exc), exc.code, "partner")
     return RequestError(409, str(exc), exc.code)
 
 
@@ -64,14 +69,17 @@ def _api_error(exc: DeadLetterError, *, not_dead_lettered_status: int = 409) -> 
 async def list_dead_letters(
     queue: Queue,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Entries per page")] = 50,
-    offset: Annotated[int, Query(ge=0, description="Matching entries to skip (next_offset of the last page)")] = 0,
+    offset: Annotated[
+        int, Query(ge=0, le=2**31, description="Matching entries to skip (next_offset of the last page)")
+    ] = 0,
     partner: Annotated[str | None, Query(description="Only jobs requested for, or last tried on, this partner")] = None,
     tenant_name: Annotated[str | None, Query(alias="tenant", description="Only this tenant's jobs")] = None,
 ) -> DeadLetterPage:
     return await queue.list(limit=limit, offset=offset, partner=partner, tenant=tenant_name)
 
 
-@router.get("/{job_id}", response_model=DeadLetterDetail, summary="One dead letter with its attempt history")
+@router.get("/{job_id}", response_model=DeadLetterDetail, summary="One dead letter with its attempt history",
+            responses=errors(404))
 async def show_dead_letter(job_id: str, queue: Queue) -> DeadLetterDetail:
     try:
         return await queue.show(job_id)
@@ -84,6 +92,7 @@ async def show_dead_letter(job_id: str, queue: Queue) -> DeadLetterDetail:
     response_model=ReplayResult,
     status_code=202,
     summary="Send a dead letter back to a partner, keeping its job id",
+    responses=errors(402, 404, 409),
 )
 async def replay_dead_letter(job_id: str, queue: Queue, body: ReplayRequest | None = None) -> ReplayResult:
     try:
@@ -92,7 +101,7 @@ async def replay_dead_letter(job_id: str, queue: Queue, body: ReplayRequest | No
         raise _api_error(exc) from None
 
 
-@router.delete("/{job_id}", response_model=PurgeResult, summary="Delete one dead letter")
+@router.delete("/{job_id}", response_model=PurgeResult, summary="Delete one dead letter", responses=errors(404, 409))
 async def purge_dead_letter(job_id: str, queue: Queue) -> PurgeResult:
     try:
         return await queue.purge(job_id)
@@ -104,7 +113,9 @@ async def purge_dead_letter(job_id: str, queue: Queue) -> PurgeResult:
 async def purge_dead_letters(
     queue: Queue,
     older_than_s: Annotated[
-        float | None, Query(ge=0, description="Only dead letters dead-lettered more than this many seconds ago")
+        float | None,
+        Query(ge=0, le=MAX_AGE_S, allow_inf_nan=False,
+              description="Only dead letters dead-lettered more than this many seconds ago"),
     ] = None,
 ) -> PurgeResult:
     return PurgeResult(purged=await queue.purge_all(older_than_s))

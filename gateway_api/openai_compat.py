@@ -8,12 +8,14 @@ shapes. `model` names a partner, or a route from the config.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
 
 from gateway_api.deps import Tenant, error_body, services, wait_for_job
+from gateway_api.openapi import errors
 from gateway_core.errors import RequestError
 from gateway_core.jobs.chat_request import ChatCompletionRequest  # also what batch input lines are read as
 from gateway_core.jobs.models import JobStatus, JobSubmission, chat_completion
@@ -21,29 +23,74 @@ from gateway_core.jobs.models import JobStatus, JobSubmission, chat_completion
 router = APIRouter(tags=["openai-compatible"])
 
 
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"]
+    content: str
+    refusal: str | None = None
+
+
+class Choice(BaseModel):
+    index: int
+    message: AssistantMessage
+    logprobs: None = None
+    finish_reason: str
+
+
+class CompletionUsage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ChatCompletion(BaseModel):
+    """OpenAI's `chat.completion` object."""
+
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: CompletionUsage
+    system_fingerprint: str | None = None
+
+
+class Model(BaseModel):
+    id: str
+    object: Literal["model"]
+    created: int
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"]
+    data: list[Model]
+
+
 def _partner_for(model: str, request: Request) -> str:
     config = services(request).config
     return config.routes.get(model, model)
 
 
-@router.post("/v1/chat/completions")
+@router.post("/v1/chat/completions", responses={200: {"model": ChatCompletion}, **errors(402, 403, 404, 502, 504)})
 async def chat_completions(body: ChatCompletionRequest, request: Request, who: Tenant) -> JSONResponse:
-    if body.stream:
-        raise RequestError(400, "stream=true is not supported by this gateway yet: send stream=false", "unsupported",
-                       "stream")
     svc = services(request)
     partner = _partner_for(body.model, request)
     if partner not in svc.config.partners:
         known = ", ".join(sorted([*svc.config.partners, *svc.config.routes]))
         raise RequestError(404, f"the model {body.model!r} does not exist here: use one of {known}", "model_not_found",
                        "model")
-    submission = JobSubmission(
-        partner=partner,
-        messages=[m.as_message() for m in body.messages],
-        max_tokens=body.max_completion_tokens or body.max_tokens,
-        temperature=body.temperature,
-        metadata=dict(body.metadata or {}),
-    )
+    try:
+        submission = JobSubmission(
+            partner=partner,
+            messages=[m.as_message() for m in body.messages],
+            max_tokens=body.max_completion_tokens or body.max_tokens,
+            temperature=body.temperature,
+            metadata=dict(body.metadata or {}),
+        )
+    except ValidationError as exc:  # the two request models disagree: say so rather than answer a 500
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "body"
+        raise RequestError(422, f"{where}: {first.get('msg')}", "invalid_request", where) from None
     accepted = await svc.producer.submit(who, submission)
     record = await wait_for_job(svc, accepted.id, svc.settings.chat_timeout_s)
     headers = {"x-fedgate-job-id": accepted.id}
@@ -63,7 +110,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, who: T
     return JSONResponse(completion, headers=headers)
 
 
-@router.get("/v1/models")
+@router.get("/v1/models", response_model=ModelList)
 async def list_models(request: Request, who: Tenant) -> dict[str, Any]:
     config = services(request).config
     allowed = who.partners

@@ -6,19 +6,24 @@ the report also shows where the tenant stands against its budgets (`gateway_core
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from pydantic import BaseModel
 
 from gateway_api.deps import Tenant, require_admin, services
+from gateway_api.openapi import errors
 from gateway_core.config import TenantConfig
 from gateway_core.errors import RequestError
 from gateway_core.tenants import metering, spending
 
 router = APIRouter(tags=["usage"])
 
-By = Annotated[str, Query(description="Group rows by any of partner, day, month (comma-separated; empty: one row)")]
+_WORD = "|".join("".join(f"[{c}{c.upper()}]" for c in name) for name in metering.DIMENSIONS)
+BY_PATTERN = rf"^ *({_WORD})? *(, *({_WORD})? *)*$"
+By = Annotated[str, Query(max_length=200, json_schema_extra={"pattern": BY_PATTERN},
+                          description="Group rows by any of partner, day, month (comma-separated; empty: one row)")]
 Days = Annotated[int, Query(ge=1, le=metering.MAX_DAYS, description="The last N UTC days, today included")]
 
 
@@ -36,6 +41,8 @@ async def build_report(request: Request, tenant: TenantConfig, by: str, days: in
     svc = services(request)
     try:
         dimensions = metering.parse_by(by)
+        if not re.fullmatch(BY_PATTERN, by):  # what the schema says: names, commas and spaces only
+            raise ValueError(f"cannot group by {by!r}: use any of {', '.join(metering.DIMENSIONS)}, comma-separated")
     except ValueError as exc:
         raise RequestError(422, str(exc), "invalid_request", "by") from None
     at = metering.utc_now()
@@ -54,7 +61,8 @@ async def own_usage(request: Request, who: Tenant, by: By = "partner", days: Day
 
 
 @router.get("/v1/admin/usage", response_model=UsageReport, summary="One tenant's usage, cost and budgets",
-            tags=["operations"], dependencies=[Depends(require_admin("usage of other tenants"))])
+            tags=["operations"], dependencies=[Depends(require_admin("usage of other tenants"))],
+            responses=errors(403, 404))
 async def tenant_usage(
     request: Request,
     tenant: Annotated[str, Query(min_length=1, description="Tenant name from the config")],

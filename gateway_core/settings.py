@@ -72,6 +72,42 @@ class Settings(BaseSettings):
     max_wait_s: float = Field(default=60.0, ge=0, description="Longest long-poll a client may ask for")
     chat_timeout_s: float = Field(default=120.0, gt=0, description="How long /v1/chat/completions waits for its job")
 
+    # Request limits and quotas (gateway_api/limits.py, gateway_core/jobs/batches.py)
+    max_json_body_bytes: int | None = Field(
+        default=None, ge=1024, description="Largest JSON request body, refused with 413 before it is read; unset: "
+        "8 bytes per FEDGATE_MAX_PROMPT_CHARS (JSON escapes included) plus 1 MiB for the rest of the request"
+    )
+    max_batch_file_bytes: int = Field(
+        default=200 * 1024 * 1024, ge=1024, description="Largest uploaded file (POST /v1/files), counted as it streams"
+    )
+    max_files_per_tenant: int = Field(
+        default=100, ge=1, description="Uploaded files a tenant may keep at once (until deleted or expired)"
+    )
+    max_file_bytes_per_tenant: int = Field(
+        default=1024 * 1024 * 1024, ge=1024, description="Bytes of uploaded files a tenant may keep at once"
+    )
+    max_batch_output_bytes: int = Field(
+        default=1024 * 1024 * 1024, ge=1024, description="Largest batch output file; results past it go to the "
+        "error file naming the job that still holds them"
+    )
+    metrics_token: str | None = Field(
+        default=None, description="Bearer token Prometheus must send to GET /metrics on the API port"
+    )
+    metrics_token_file: Path | None = Field(
+        default=None, description="File holding the /metrics bearer token; unset (and no FEDGATE_METRICS_TOKEN): "
+        "$FEDGATE_HOME/metrics-token, created on first start"
+    )
+    metrics_cache_s: float = Field(
+        default=1.0, ge=0, le=60, description="How long a scrape's fleet state read from Redis is reused by the next "
+        "scrapes (one read per period, however often /metrics is scraped)"
+    )
+
+    def json_body_limit(self) -> int:
+        """Bytes a JSON request body may have (FEDGATE_MAX_JSON_BODY_BYTES, or derived from max_prompt_chars)."""
+        if self.max_json_body_bytes is not None:
+            return self.max_json_body_bytes
+        return 8 * self.max_prompt_chars + 1024 * 1024
+
     # Logs and traces (gateway_core/fleet/logs.py, gateway_core/fleet/tracing.py)
     log_format: Literal["json", "text"] = Field(default="json", description="json lines, or text for humans")
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL")

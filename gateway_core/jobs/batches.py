@@ -2,7 +2,12 @@
 # (redis-py types every reply as bytes | str; these clients use decode_responses=True, so replies are str.)
 """Batches in the OpenAI Batch API shape: uploaded files, batch records, bulk enqueue, lazy finalisation.
 
-- Files: `fg:file:{id}` hash with metadata and the content encrypted with the store cipher (it holds prompts).
+- Files: `fg:file:{id}` hash with metadata and the content encrypted with the store cipher (it holds prompts), in
+  pieces of at most FILE_CHUNK_CHARS characters (`content`, then `content:1`, `content:2`, ...; `parts` says how
+  many), so no Redis value grows with the file. Uploads count against the tenant's quota (files and bytes kept at
+  once): `fg:files:{tenant}` a zset of file ids by expiry, `fg:files:{tenant}:bytes` their sizes
+  (lua/file_quota_take.lua). A batch's output file stops at `max_output_bytes`; the results past it go to the
+  error file, each naming the job that still holds it.
 - Batches: `fg:batch:{id}` hash; `fg:batch:{id}:jobs` the job ids (a Redis list, in input order);
   `fg:batch:{id}:rejected` per-request errors found at creation (unknown model, partner not allowed, ...), which
   go to the error file without failing the batch; `fg:batches:{tenant}` a zset (score created_at) for listing.
@@ -48,6 +53,10 @@ if TYPE_CHECKING:
     from gateway_core.jobs.submission import JobProducer
 
 DEFAULT_MAX_FILE_BYTES = 200 * 1024 * 1024
+DEFAULT_MAX_TENANT_FILES = 100
+DEFAULT_MAX_TENANT_FILE_BYTES = 1024 * 1024 * 1024
+DEFAULT_MAX_OUTPUT_BYTES = 1024 * 1024 * 1024
+FILE_CHUNK_CHARS = 256 * 1024  # at most 1 MiB of UTF-8 per stored piece
 MAX_REQUESTS = 50_000
 CHUNK = 1000
 MAX_REPORTED_ERRORS = 1000
@@ -67,6 +76,18 @@ _RESULT_FIELDS = ("status", "output", "usage", "answered_by", "error", "created_
 
 def file_key(file_id: str) -> str:
     return f"{keys.PREFIX}:file:{file_id}"
+
+
+def tenant_files_key(tenant: str) -> str:
+    return f"{keys.PREFIX}:files:{tenant}"
+
+
+def tenant_file_bytes_key(tenant: str) -> str:
+    return f"{keys.PREFIX}:files:{tenant}:bytes"
+
+
+def _content_field(part: int) -> str:
+    return "content" if part == 0 else f"content:{part}"
 
 
 def batch_key(batch_id: str) -> str:
@@ -244,15 +265,21 @@ class FileInfo:
 
 class BatchStore:
     def __init__(self, store: JobStore, producer: JobProducer, *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
-                 ttl_s: int | None = None) -> None:
+                 ttl_s: int | None = None, max_tenant_files: int = DEFAULT_MAX_TENANT_FILES,
+                 max_tenant_bytes: int = DEFAULT_MAX_TENANT_FILE_BYTES,
+                 max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES) -> None:
         self.store = store
         self.redis = store.redis
         self.cipher = store.cipher
         self.producer = producer
         self.max_file_bytes = max_file_bytes
+        self.max_tenant_files = max_tenant_files
+        self.max_tenant_bytes = max_tenant_bytes
+        self.max_output_bytes = max_output_bytes
         self.ttl_s = ttl_s or store.ttl_s
         self.last_enqueue_s = 0.0  # how long the last bulk enqueue took (measurement)
         self._bulk_create = self.redis.register_script(script("jobs_bulk_create"))
+        self._quota_take = self.redis.register_script(script("file_quota_take"))
 
     # ---- files ----------------------------------------------------------------------------------------------
 
@@ -262,24 +289,78 @@ class BatchStore:
             raise RequestError(400, f"purpose {purpose!r} is not supported here: upload batch input with "
                                     f"purpose=\"batch\"", "invalid_purpose", "purpose")
         if not internal_purpose and len(content) > self.max_file_bytes:
-            raise RequestError(400, f"the file is {len(content)} bytes; the limit is {self.max_file_bytes}: split it",
-                               "file_too_large", "file")
+            raise RequestError(413, f"the file is {len(content)} bytes; the limit is {self.max_file_bytes} "
+                                    "(FEDGATE_MAX_BATCH_FILE_BYTES): split it", "file_too_large", "file")
         try:
             text = content.decode("utf-8")
         except UnicodeDecodeError:
             raise RequestError(400, "the file is not UTF-8 text: batch input must be UTF-8 JSONL", "invalid_file",
                                "file") from None
-        sealed = await asyncio.to_thread(self.cipher.encrypt, text)
+        pieces = [text[at:at + FILE_CHUNK_CHARS] for at in range(0, len(text), FILE_CHUNK_CHARS)] or [""]
+        sealed = await asyncio.to_thread(lambda: [self.cipher.encrypt(piece).decode() for piece in pieces])
         info = FileInfo("file-" + secrets.token_hex(12), tenant, filename or "upload.jsonl", purpose, len(content),
                         now(), now() + self.ttl_s)
+        mapping = {
+            "tenant": tenant, "filename": info.filename, "purpose": purpose, "bytes": str(info.bytes),
+            "created_at": repr(info.created_at), "expires_at": repr(info.expires_at), "parts": str(len(sealed)),
+        }
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(file_key(info.id), mapping={
-                "tenant": tenant, "filename": info.filename, "purpose": purpose, "bytes": str(info.bytes),
-                "created_at": repr(info.created_at), "expires_at": repr(info.expires_at), "content": sealed.decode(),
-            })
+            pipe.hset(file_key(info.id), mapping=mapping)
+            for part, piece in enumerate(sealed):  # one piece per command: no request grows with the file
+                pipe.hset(file_key(info.id), _content_field(part), piece)
             pipe.expire(file_key(info.id), self.ttl_s)
             await pipe.execute()
+        if not internal_purpose:
+            try:
+                await self._take_quota(info)
+            except BaseException:
+                await self.redis.delete(file_key(info.id))  # refused (or failed): nothing is left behind
+                raise
         return info
+
+    async def file_usage(self, tenant: str) -> tuple[int, int]:
+        """(files, bytes) of uploads the tenant keeps now (expired and deleted files no longer count)."""
+        _, files, used = await self._quota_take(
+            keys=[tenant_files_key(tenant), tenant_file_bytes_key(tenant)],
+            args=[repr(now()), file_key(""), "", 0, 0, self.max_tenant_files, self.max_tenant_bytes, self.ttl_s])
+        return int(files), int(used)
+
+    def quota_refusal(self, tenant: str, files: int, used: int, size: int | None) -> RequestError | None:
+        """The 403 for an upload of `size` bytes (None: not known yet) that the tenant's quota has no room for."""
+        if files >= self.max_tenant_files:
+            return RequestError(
+                403, f"tenant {tenant!r} keeps {files} uploaded files, its quota (FEDGATE_MAX_FILES_PER_TENANT is "
+                f"{self.max_tenant_files}): delete files it no longer needs (DELETE /v1/files/{{file_id}}) or wait "
+                "until they expire", "file_quota_exceeded", "file")
+        if used + (size or 0) > self.max_tenant_bytes or (size is None and used >= self.max_tenant_bytes):
+            room = max(self.max_tenant_bytes - used, 0)
+            return RequestError(
+                403, f"tenant {tenant!r} keeps {used} bytes of uploaded files; its quota (FEDGATE_MAX_FILE_BYTES_PER_"
+                f"TENANT) is {self.max_tenant_bytes}, so {room} bytes are left: delete files it no longer needs "
+                "(DELETE /v1/files/{file_id}) or upload a smaller file", "file_quota_exceeded", "file")
+        return None
+
+    async def _take_quota(self, info: FileInfo) -> None:
+        assert info.expires_at is not None
+        verdict, files, used = await self._quota_take(
+            keys=[tenant_files_key(info.tenant), tenant_file_bytes_key(info.tenant)],
+            args=[repr(now()), file_key(""), info.id, info.bytes, repr(info.expires_at), self.max_tenant_files,
+                  self.max_tenant_bytes, self.ttl_s])
+        if int(verdict) != 1:
+            refusal = self.quota_refusal(info.tenant, int(files), int(used), info.bytes)
+            assert refusal is not None
+            raise refusal
+
+    async def delete_file(self, tenant: str, file_id: str) -> bool:
+        """Delete one of the tenant's files (its quota is freed); False when it has no such file."""
+        if await self.redis.hget(file_key(file_id), "tenant") != tenant:
+            return False
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(file_key(file_id))
+            pipe.zrem(tenant_files_key(tenant), file_id)
+            pipe.hdel(tenant_file_bytes_key(tenant), file_id)
+            await pipe.execute()
+        return True
 
     async def get_file(self, tenant: str, file_id: str) -> FileInfo | None:
         values = await self.redis.hmget(file_key(file_id), list(_FILE_FIELDS))
@@ -290,10 +371,16 @@ class BatchStore:
                         float(row["created_at"] or 0), float(row["expires_at"]) if row["expires_at"] else None)
 
     async def file_content(self, tenant: str, file_id: str) -> bytes | None:
-        owner, sealed = await self.redis.hmget(file_key(file_id), ["tenant", "content"])
-        if owner != tenant or sealed is None:
+        owner, parts = await self.redis.hmget(file_key(file_id), ["tenant", "parts"])
+        if owner != tenant:
             return None
-        text = await asyncio.to_thread(self.cipher.decrypt, sealed.encode())
+        fields = [_content_field(part) for part in range(int(parts or 1))]
+        sealed: list[str | None] = []
+        for start in range(0, len(fields), 16):  # a few pieces per reply
+            sealed.extend(await self.redis.hmget(file_key(file_id), fields[start:start + 16]))
+        if any(piece is None for piece in sealed):
+            return None  # expired or deleted while it was read
+        text = await asyncio.to_thread(lambda: "".join(self.cipher.decrypt(p.encode()) for p in sealed if p))
         return text.encode()
 
     # ---- batches --------------------------------------------------------------------------------------------
@@ -638,6 +725,7 @@ class BatchStore:
                        ) -> tuple[bytes, bytes, int, int]:
         output: list[str] = []
         errors: list[str] = []
+        output_bytes = 0
         for entry in rejected:
             error = {"message": entry["message"], "type": "invalid_request_error", "param": None,
                      "code": entry["code"]}
@@ -651,11 +739,20 @@ class BatchStore:
             request_id = "batch_req_" + job_id.removeprefix("job_")
             if row["status"] == JobStatus.SUCCEEDED.value and row["output"]:
                 text = self.cipher.decrypt(row["output"].encode())
-                output.append(json.dumps({
+                result = json.dumps({
                     "id": request_id, "custom_id": row["custom_id"],
                     "response": {"status_code": 200, "request_id": job_id, "body": chat_completion(job_id, row, text)},
                     "error": None,
-                }))
+                })
+                if output_bytes + len(result.encode()) + 1 <= self.max_output_bytes:
+                    output.append(result)
+                    output_bytes += len(result.encode()) + 1
+                    continue
+                errors.append(json.dumps({"id": request_id, "custom_id": row["custom_id"], "response": None, "error": {
+                    "code": "output_too_large",
+                    "message": f"the batch's output file reached its limit of {self.max_output_bytes} bytes "
+                               f"(FEDGATE_MAX_BATCH_OUTPUT_BYTES); this request's result is at GET /v1/jobs/{job_id} "
+                               "until the job expires"}}))
                 continue
             if row["status"] is None:
                 code, message = "expired", f"job {job_id} expired before the batch was read"

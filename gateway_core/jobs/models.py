@@ -5,9 +5,10 @@ from __future__ import annotations
 import secrets
 import time
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
+from pydantic_core import PydanticCustomError
 
 
 class JobStatus(StrEnum):
@@ -46,7 +47,49 @@ def new_job_id() -> str:
     return "job_" + secrets.token_hex(12)
 
 
+# Input limits the request models state (and so the OpenAPI schema): what the API enforces, nothing more. The prompt's
+# size is a setting (FEDGATE_MAX_PROMPT_CHARS): the API adds it to the published schema (gateway_api/openapi.py).
+MAX_MESSAGES = 1000
+MAX_TOKENS = 100_000
+MAX_METADATA_KEYS = 16
+MAX_METADATA_KEY_CHARS = 64
+MAX_METADATA_VALUE_CHARS = 512
+CONTRACT_REFERENCE = r"^[a-z0-9][a-z0-9._-]{0,63}(@(0*[1-9][0-9]{0,8}|latest))?$"
+
+
+
+def json_type(expected: str) -> Any:
+    """A before-validator keeping a field to its JSON type: a number is not taken from a string or a boolean (pydantic
+    would coerce "5" and true), while 2.0 stays an integer as JSON Schema says it is."""
+
+    def check(value: Any) -> Any:
+        wrong = not isinstance(value, bool) if expected == "false" else isinstance(value, str | bool)
+        if wrong:
+            raise PydanticCustomError("type_error", "Input should be {expected}, not {given}",
+                                      {"expected": expected, "given": repr(value)})
+        return value
+
+    return BeforeValidator(check)
+
+
+# The constraints sit on the inner type, so the published schema shows them as JSON Schema's minimum and maximum.
+MaxTokens = Annotated[int, Field(ge=1, le=MAX_TOKENS), json_type("an integer")]
+Temperature = Annotated[float, Field(ge=0, le=2), json_type("a number")]
+JsonFalse = Annotated[Literal[False], json_type("false")]  # Literal[False] alone would take 0
+
+Metadata = Annotated[
+    dict[
+        Annotated[str, StringConstraints(min_length=1, max_length=MAX_METADATA_KEY_CHARS)],
+        Annotated[str, StringConstraints(max_length=MAX_METADATA_VALUE_CHARS)],
+    ],
+    Field(max_length=MAX_METADATA_KEYS, description=f"Up to {MAX_METADATA_KEYS} keys of 1-{MAX_METADATA_KEY_CHARS} "
+          f"characters, values of up to {MAX_METADATA_VALUE_CHARS}; stored with the job, shown to its tenant"),
+]
+
+
 class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     role: Literal["system", "user", "assistant"]
     content: str
 
@@ -54,20 +97,40 @@ class Message(BaseModel):
 class JobSubmission(BaseModel):
     """What a producer sends: one inference request for one partner."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        # Exactly one of prompt and messages (a null counts as absent): stated in the schema, checked below.
+        json_schema_extra={"oneOf": [
+            {"required": ["prompt"], "properties": {"prompt": {"type": "string"}}},
+            {"required": ["messages"], "properties": {"messages": {"type": "array"}}},
+        ]},
+    )
 
-    partner: str = Field(min_length=1, description="Partner name from the config")
-    prompt: str | None = Field(default=None, description="A single user message; or give messages")
-    messages: list[Message] | None = None
-    max_tokens: int | None = Field(default=None, ge=1, le=100_000)
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    metadata: dict[str, str] = Field(default_factory=dict, max_length=16)
+    partner: str = Field(min_length=1, max_length=256, description="Partner name from the config")
+    prompt: str | None = Field(default=None, min_length=1, description="A single user message; or give messages")
+    messages: list[Message] | None = Field(
+        default=None, min_length=1, max_length=MAX_MESSAGES, description="The conversation; or give prompt"
+    )
+    max_tokens: MaxTokens | None = None
+    temperature: Temperature | None = None
+    metadata: Metadata = Field(default_factory=dict)
     contract: str | None = Field(
-        default=None, description="Registered output contract the result must conform to: 'name' or 'name@version'"
+        default=None, max_length=80, pattern=CONTRACT_REFERENCE,
+        description="Registered output contract the result must conform to: 'name' or 'name@version'",
     )
     webhook_url: str | None = Field(
-        default=None, max_length=2048, description="Where to POST the finished job, signed (Standard Webhooks)"
+        default=None, max_length=2048, pattern=r"^[hH][tT][tT][pP][sS]?://",
+        description="Where to POST the finished job, signed (Standard Webhooks): an http(s) URL on a public "
+        "address, or one the config's webhooks.allow lists",
     )
+
+    @model_validator(mode="after")
+    def _prompt_or_messages(self) -> JobSubmission:
+        if (self.prompt is None) == (self.messages is None):
+            given = "both" if self.prompt is not None else "neither"
+            raise ValueError(f"give exactly one of 'prompt' (a single user message) and 'messages' (a conversation), "
+                             f"not {given}")
+        return self
 
     def conversation(self) -> list[Message]:
         if self.messages:

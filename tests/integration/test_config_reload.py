@@ -148,7 +148,8 @@ def test_keys_rotate_without_a_cutover_and_a_bad_config_is_refused(private_api: 
     assert NEW_KEY not in log and OLD_KEY not in log
     assert "Traceback" not in log
 
-    metrics = httpx.get(f"{api.url}/metrics", timeout=10).text
+    token = (Path(api.env["FEDGATE_HOME"]) / "metrics-token").read_text().strip()
+    metrics = httpx.get(f"{api.url}/metrics", headers={"authorization": f"Bearer {token}"}, timeout=10).text
     assert 'fedgate_config_reloads_total{result="applied"} 2.0' in metrics
     assert 'fedgate_config_reloads_total{result="refused"} 2.0' in metrics
 

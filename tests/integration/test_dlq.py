@@ -126,7 +126,7 @@ def test_replay_refusals_say_what_was_wrong(api: httpx.Client, sim: httpx.Client
 
     job_id = dead_letter(api, sim, secret_prompt())["id"]
     unknown = api.post(f"{DLQ}/{job_id}/replay", json={"partner": "nobody"})
-    assert unknown.status_code == 422
+    assert unknown.status_code == 404  # as POST /v1/jobs answers an unknown partner
     says = unknown.json()["error"]["message"]
     assert "unknown partner 'nobody': replay to one of " in says and "sim-anthropic" in says and "sim-openai" in says
     extra = api.post(f"{DLQ}/{job_id}/replay", json={"partner": "sim-openai", "priority": 1})

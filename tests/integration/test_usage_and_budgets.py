@@ -11,6 +11,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -153,6 +154,12 @@ def test_a_tenant_over_its_hard_budget_gets_402_everywhere_and_nothing_is_create
         assert daily["spent_usd"] == pytest.approx(first["cost_usd"])
         assert usage["budgets"][1]["period"] == "monthly" and usage["budgets"][1]["state"] == "ok"
 
-    scrape = httpx.get(fleet.env["FEDGATE_API_URL"] + "/metrics", timeout=10).text
-    assert 'fedgate_tenant_budget_exhausted{period="daily",tenant="budgeted"} 1.0' in scrape
+    token = (Path(fleet.env["FEDGATE_HOME"]) / "metrics-token").read_text().strip()
+
+    def scraped() -> str | None:  # scrapes share one Redis read per FEDGATE_METRICS_CACHE_S: wait for a fresh one
+        text = httpx.get(fleet.env["FEDGATE_API_URL"] + "/metrics", headers={"authorization": f"Bearer {token}"},
+                         timeout=10).text
+        return text if 'fedgate_tenant_budget_exhausted{period="daily",tenant="budgeted"} 1.0' in text else None
+
+    scrape = wait_for(scraped, 10, what="the scrape to show the exhausted daily budget")
     assert 'fedgate_tenant_budget_exhausted{period="monthly",tenant="budgeted"} 0.0' in scrape
