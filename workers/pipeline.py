@@ -12,9 +12,9 @@ import dataclasses
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import redis.exceptions
 
@@ -68,6 +68,27 @@ class RunContext:
 # goes back to the queue, and is never acknowledged as done. Anything else unexpected is the worker's own failure.
 INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (redis.exceptions.RedisError, OSError)
 
+# The store briefly unreachable (a Redis restart, a failover): claiming a job and settling a run wait for it, with
+# backoff, for at most a quarter of the visibility timeout (10 s at most), instead of giving the job back at once.
+# Given back before the partner call, the job would wait a visibility timeout; after it, the partner would be called
+# twice. Each step retried so is guarded by the run token, so repeating one whose answer was lost is harmless.
+STORE_RIDE_OUT_S = 10.0
+T = TypeVar("T")
+
+
+async def ride_out_store_outage(rt: Runtime, step: Callable[[], Awaitable[T]]) -> T:
+    """`await step()`, again on a lost connection (backoff 50 ms doubling to 1 s) until the ride-out time is up."""
+    deadline = time.monotonic() + min(STORE_RIDE_OUT_S, rt.settings.visibility_timeout_s / 4)
+    delay = 0.05
+    while True:
+        try:
+            return await step()
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            if time.monotonic() + delay > deadline:
+                raise
+            await asyncio.sleep(delay)
+            delay = min(1.0, delay * 2)
+
 
 class ClaimLost(Exception):
     """Another run took the job over (or it was cancelled) while this one waited: it must not call the partner."""
@@ -77,7 +98,7 @@ class ClaimLost(Exception):
 async def run_job(job_id: str, partner: str, attempt: int) -> str:
     """Returns a one-word result for the Celery log and Flower (never content)."""
     rt = runtime()
-    claim, token, raw = await rt.store.begin_run(job_id, partner, attempt)
+    claim, token, raw = await ride_out_store_outage(rt, lambda: rt.store.begin_run(job_id, partner, attempt))
     if claim not in ("ok", "redelivered"):
         return claim  # missing, already done, or a stale duplicate: nothing to do
     telemetry.job_claimed(raw)
@@ -147,11 +168,11 @@ async def _run_claimed(ctx: RunContext) -> str:
         webhook = _webhook(ctx, JobStatus.SUCCEEDED, output=output, parsed=parsed, usage=response.usage,
                            answered_by=partner)
         with telemetry.publish():
-            published = await rt.store.publish_success(
+            published = await ride_out_store_outage(rt, lambda: rt.store.publish_success(
                 record, ctx.token, output, response.usage, partner,
                 placeholder_map=ctx.placeholders.to_json(), retention_s=job_retention_s(rt.config, record),
                 parsed=parsed, webhook=webhook,
-            )
+            ))
         if not published:
             return "superseded"
         _record_finished(record, "succeeded")
@@ -250,10 +271,10 @@ async def _admit(ctx: RunContext) -> float:
 async def _wait_for_budget(ctx: RunContext, wait_s: float) -> str:
     """Hold the reservation, give the worker slot back, and come back when the budget covers it."""
     next_attempt = ctx.attempt + 1
-    await ctx.rt.store.move_on(
+    await ride_out_store_outage(ctx.rt, lambda: ctx.rt.store.move_on(
         ctx.record, ctx.token, status=JobStatus.WAITING, partner=ctx.partner.name, attempt=next_attempt,
         delay_s=wait_s, reservation=f"{ctx.partner.name}:{next_attempt}",
-    )
+    ))
     metrics.record_budget_wait(ctx.partner.name)
     return "waiting"
 
@@ -309,9 +330,9 @@ async def _route_failure(ctx: RunContext, response: PartnerResponse, breaker_ope
                       breaker_open=breaker_open, tenant=record.tenant)
     if decision.action == "dead_letter":
         webhook = _webhook(ctx, JobStatus.DEAD_LETTERED, error=decision.reason)
-        if await ctx.rt.store.finish_unsuccessful(record, ctx.token, JobStatus.DEAD_LETTERED, decision.reason,
-                                                  retention_s=job_retention_s(ctx.rt.config, record),
-                                                  webhook=webhook):
+        if await ride_out_store_outage(ctx.rt, lambda: ctx.rt.store.finish_unsuccessful(
+                record, ctx.token, JobStatus.DEAD_LETTERED, decision.reason,
+                retention_s=job_retention_s(ctx.rt.config, record), webhook=webhook)):
             _record_finished(record, "dead_lettered")
             await send_webhook(ctx.rt.redis, webhook)
         return "dead_lettered"
@@ -320,10 +341,10 @@ async def _route_failure(ctx: RunContext, response: PartnerResponse, breaker_ope
     else:
         metrics.record_fallback(ctx.partner.name, decision.partner)
     status = JobStatus.RETRYING if decision.action == "retry" else JobStatus.QUEUED
-    await ctx.rt.store.move_on(
+    await ride_out_store_outage(ctx.rt, lambda: ctx.rt.store.move_on(
         record, ctx.token, status=status, partner=decision.partner, attempt=ctx.attempt + 1,
         delay_s=decision.delay_s,
-    )
+    ))
     return decision.action
 
 
