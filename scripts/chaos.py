@@ -442,7 +442,7 @@ async def submit_all(fleet: Fleet, jobs: list[Seeded], started: float, rng: rand
 def read_jobs(client: redis.Redis, job_ids: Iterable[str]) -> dict[str, dict[str, str] | None]:
     ids = list(job_ids)
     out: dict[str, dict[str, str] | None] = {}
-    fields = ["status", "history", "output", "partner", "answered_by", "attempt"]
+    fields = ["status", "history", "output", "partner", "answered_by", "attempt", "finished_at"]
     for start in range(0, len(ids), 500):
         part = ids[start:start + 500]
         pipe = client.pipeline(transaction=False)
@@ -535,7 +535,7 @@ def history_calls(history: list[dict[str, Any]]) -> int:
 
 
 def measure(fleet: Fleet, jobs: list[Seeded], subs: Submissions, faults: list[Fault], final_deadline: float,
-            deadline_s: float) -> dict[str, Any]:
+            deadline_s: float, started_wall: float) -> dict[str, Any]:
     options = fleet.options
     accepted = list(subs.accepted)
     read = wait_final(fleet, accepted, final_deadline)
@@ -547,6 +547,8 @@ def measure(fleet: Fleet, jobs: list[Seeded], subs: Submissions, faults: list[Fa
         later = wait_final(fleet, stuck_ids, time.monotonic() + 2 * options.visibility_timeout_s)
         late = {j: (later.get(j) or {}).get("status") for j in stuck_ids}
     statuses = Counter(state["status"] for state in states.values())
+    finished = [float(state["finished_at"]) for state in states.values() if state.get("finished_at")]
+    last_final_s = max(finished) - started_wall if finished else None
 
     # calls: what the partner received per job, against what the job's history records
     bodies = sim_bodies(fleet)
@@ -616,6 +618,7 @@ def measure(fleet: Fleet, jobs: list[Seeded], subs: Submissions, faults: list[Fa
         "lost": len(lost_ids),
         "stuck": len(stuck_ids),
         "stuck_deadline_s": round(deadline_s, 1),
+        "last_final_s": None if last_final_s is None else round(last_final_s, 1),
         "stuck_jobs": [{"id": j, "status": states[j]["status"], "later": late.get(j),
                         "history": [e.get("outcome") for e in json.loads(states[j]["history"] or "[]")]}
                        for j in stuck_ids[:20]],
@@ -645,23 +648,23 @@ def measure(fleet: Fleet, jobs: list[Seeded], subs: Submissions, faults: list[Fa
 # --- the run -------------------------------------------------------------------------------------------------------
 
 
-async def drive(fleet: Fleet, jobs: list[Seeded]) -> tuple[Submissions, list[Fault], float]:
+async def drive(fleet: Fleet, jobs: list[Seeded]) -> tuple[Submissions, list[Fault], float, float]:
     window_s = len(jobs) / fleet.options.rate
-    started = time.monotonic()
+    started, started_wall = time.monotonic(), time.time()
     faults = Faults(fleet, window_s, started)
     subs, _ = await asyncio.gather(submit_all(fleet, jobs, started, random.Random(fleet.options.seed + 1)),
                                    faults.run())
-    return subs, sorted(faults.done, key=lambda f: f.at_s), started
+    return subs, sorted(faults.done, key=lambda f: f.at_s), started, started_wall
 
 
 def run(options: Options) -> dict[str, Any]:
     jobs = seeded_jobs(options.jobs, options.seed)
     fleet = Fleet.start(options)
     try:
-        subs, faults, started = asyncio.run(drive(fleet, jobs))
+        subs, faults, started, started_wall = asyncio.run(drive(fleet, jobs))
         last_fault_end = max([f.ended_at_s for f in faults], default=0.0)
         deadline_s = last_fault_end + options.visibility_timeout_s
-        report = measure(fleet, jobs, subs, faults, started + deadline_s, deadline_s)
+        report = measure(fleet, jobs, subs, faults, started + deadline_s, deadline_s, started_wall)
         report["submission_window_s"] = round(len(jobs) / options.rate, 1)
         report["last_fault_ended_s"] = round(last_fault_end, 1)
         return report
@@ -694,7 +697,8 @@ def table(report: dict[str, Any]) -> str:
         f"dead-lettered          {report['dead_lettered']:>6}",
         f"lost                   {report['lost']:>6}   target 0          {mark('lost')}",
         f"stuck                  {report['stuck']:>6}   target 0          {mark('stuck')}   (not final at "
-        f"{report['stuck_deadline_s']} s: last fault over + one visibility timeout)",
+        f"{report['stuck_deadline_s']} s: last fault over at {report['last_fault_ended_s']} s + one visibility "
+        f"timeout; the last job was final at {report['last_final_s']} s)",
         f"duplicated calls       {report['duplicated_calls']:>6}   {report['duplicated_calls_pct']:.2f} % of jobs, "
         f"target <= 1 %   {mark('duplicated_calls_pct')}",
         f"PII hits               {report['pii_hits']:>6}   target 0          {mark('pii_hits')}   "

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import httpx
 import pytest
@@ -58,7 +59,7 @@ class Env:
     def sweeper(self, **timings: float) -> Sweeper:
         """A sweeper that looks at every job at once (a negative grace period) and re-sends on the second sighting,
         unless told otherwise."""
-        options: dict[str, float] = {"grace_s": -1, "confirm_s": 0, "running_confirm_s": 0, **timings}
+        options: dict[str, Any] = {"grace_s": -1, "confirm_s": 0, "running_confirm_s": 0, **timings}
         return Sweeper(self.redis, visibility_timeout_s=30, **options)
 
     def submit(self, prompt: str = "sweep me") -> str:
@@ -76,7 +77,7 @@ class Env:
         return json.loads(self.job(job_id)["history"])  # type: ignore[no-any-return]
 
     def queued_message(self, job_id: str, attempt: int = 1) -> str:
-        messages: list[str] = self.run(lambda: self.redis.lrange(QUEUE, 0, -1))  # type: ignore[arg-type]
+        messages = cast(list[str], self.run(lambda: self.redis.lrange(QUEUE, 0, -1)))  # type: ignore[arg-type,return-value]
         return next(m for m in messages if json.loads(m)["headers"]["id"] == celery_task_id(job_id, attempt))
 
     def take_message(self, job_id: str) -> None:
@@ -106,7 +107,8 @@ class Env:
         return token
 
     def index(self) -> dict[str, float]:
-        return dict(self.run(lambda: self.redis.zrange(keys.UNFINISHED, 0, -1, withscores=True)))
+        entries = self.run(lambda: self.redis.zrange(keys.UNFINISHED, 0, -1, withscores=True))  # type: ignore[arg-type,return-value]
+        return dict(cast(list[tuple[str, float]], entries))
 
 
 @pytest.fixture()
@@ -289,12 +291,13 @@ def test_a_fleet_job_whose_queued_message_is_deleted_is_swept_and_finishes(
     sweeper sends the lost job again; the other job is served as usual."""
     queue = keys.partner_queue("sim-gemini")
     lost, kept = submit_job(api, "sim-gemini", "swept: lost"), submit_job(api, "sim-gemini", "swept: kept")
-    message = next(m for m in fleet_client.lrange(queue, 0, -1)
+    message = next(str(m) for m in fleet_client.lrange(queue, 0, -1)
                    if json.loads(m)["headers"]["id"] == celery_task_id(lost, 1))
     assert fleet_client.lrem(queue, 1, message) == 1
     worker = fleet.start_worker("sim-gemini", concurrency=20)
     try:
         lost_job, kept_job = finish_job(api, lost, timeout=60), finish_job(api, kept, timeout=60)
+        swept_metric = _worker_metric(worker, 'fedgate_swept_jobs_total{partner="sim-gemini",status="queued"}')
     finally:
         worker.stop()
     assert lost_job["status"] == "succeeded" and lost_job["output"].endswith("swept: lost")
@@ -303,6 +306,17 @@ def test_a_fleet_job_whose_queued_message_is_deleted_is_swept_and_finishes(
     assert kept_job["status"] == "succeeded"
     assert [a["outcome"] for a in kept_job["history"]] == ["ok"]
     assert "its message was lost; re-sent as attempt 2" in worker.output()
+    assert swept_metric == 1
+
+
+def _worker_metric(worker: Proc, series: str) -> float | None:
+    """A series from the worker's own /metrics (its address is in its log)."""
+    found = re.search(r"worker metrics on (http://\S+/metrics)", worker.output())
+    assert found, worker.output()[-2000:]
+    for line in httpx.get(found.group(1), timeout=10).text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return None
 
 
 def test_a_fleet_job_running_on_a_dead_worker_is_swept_only_when_its_delivery_is_gone(
