@@ -8,6 +8,7 @@ Redis gets a generated password (`gateway_core.fleet.credentials`), which the ch
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
@@ -26,7 +27,7 @@ from gateway_core.config import load_config
 from gateway_core.crypto import load_cipher
 from gateway_core.errors import ConfigError
 from gateway_core.fleet.credentials import embedded_redis_password, flower_basic_auth
-from gateway_core.fleet.embedded_redis import EmbeddedRedis, port_in_use
+from gateway_core.fleet.embedded_redis import EmbeddedRedis, die_with_parent, port_in_use
 from gateway_core.settings import Settings
 from gateway_core.webhooks import load_or_create_secret
 from workers.celery_app import broker_url
@@ -133,7 +134,8 @@ class Fleet:
             flower_basic_auth(self.settings, create=True)  # Flower's login, generated on first start if none is set
         if not self.settings.redis_url:
             self.redis = EmbeddedRedis(self.settings.home_dir() / "redis", self.settings.embedded_redis_port,
-                                       password=embedded_redis_password(self.settings, create=True)).start()
+                                       password=embedded_redis_password(self.settings, create=True),
+                                       supervised=True).start()
             assert self.redis.process is not None
             self.redis_child = Child(REDIS, [], self.redis.process, time.monotonic(), starts=1)
         config = load_config(self.settings.config, home=self.settings.home_dir())
@@ -155,10 +157,14 @@ class Fleet:
         if self.with_flower:
             commands["flower"] = [py, "-m", "gateway_api.cli", "flower"]
         self._env = self.child_env()
-        for name, cmd in commands.items():
-            self.supervised[name] = Child(name, cmd)
-            self._spawn(self.supervised[name])
-        self._write_fleet_file()
+        try:
+            for name, cmd in commands.items():
+                self.supervised[name] = Child(name, cmd)
+                self._spawn(self.supervised[name])
+            self._write_fleet_file()
+        except BaseException:  # Ctrl-C included: the children have sessions of their own and would outlive us
+            self.stop()
+            raise
 
     def _spawn(self, child: Child) -> None:
         log: IO[bytes] = (self.settings.home_dir() / "logs" / f"{child.name}.log").open("ab")
@@ -166,12 +172,20 @@ class Fleet:
             # A session of its own: Ctrl-C or a closed terminal reaches the supervisor, which stops the children in
             # order (a child that got the signal itself would look like a crash and be restarted).
             child.process = subprocess.Popen(child.command, env=self._env, stdout=log, stderr=subprocess.STDOUT,
-                                             start_new_session=True)
+                                             start_new_session=True,
+                                             preexec_fn=functools.partial(die_with_parent, os.getpid()))
         child.started_at, child.restart_at = time.monotonic(), None
         child.starts += 1
         self.children[child.name] = child.process
 
     def wait_healthy(self, timeout_s: float = 60.0) -> None:
+        try:
+            self._wait_healthy(timeout_s)
+        except KeyboardInterrupt:
+            self.stop()
+            raise
+
+    def _wait_healthy(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         checks = {"api": f"{self.api_url}/healthz"}
         if self.with_simulator:

@@ -31,7 +31,6 @@ def use_basic_auth(settings: Settings) -> None:
 
 
 def make_flower_celery() -> Celery:
-    use_basic_auth(get_settings())
     app = make_celery(get_settings())
     app.conf.broker_transport = None  # the URL's scheme (redis, rediss, sentinel) picks kombu's own transport
     return app
@@ -39,6 +38,8 @@ def make_flower_celery() -> Celery:
 
 @functools.cache
 def get_flower_app() -> Celery:
+    """The app `celery -A workers.flower_app` finds: Flower's, so its login is set up first (no login: no app)."""
+    use_basic_auth(get_settings())
     return make_flower_celery()
 
 

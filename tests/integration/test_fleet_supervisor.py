@@ -148,3 +148,24 @@ def test_no_password_is_on_a_command_line_or_in_a_log(up: Up) -> None:
     for log in logs:
         text = log.read_text(errors="replace")
         assert not [s for s in secrets if s in text], f"a password is in {log}"
+
+
+def test_a_supervisor_killed_outright_takes_its_fleet_with_it(tmp_path: Path) -> None:
+    """Even a SIGKILL, which the supervisor cannot handle: on Linux the kernel ends its children (Redis included),
+    so no orphaned fleet holds the ports and the data directory."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FEDGATE_") and k != "REDIS_URL"}
+    env.update({"FEDGATE_HOME": str(tmp_path / "home"), "FEDGATE_API_PORT": str(free_port()),
+                "FEDGATE_EMBEDDED_REDIS_PORT": str(free_port())})
+    env["FEDGATE_API_URL"] = f"http://127.0.0.1:{env['FEDGATE_API_PORT']}"
+    started = fedgate(env, "up", "--detach", "--no-flower", "--no-simulator")
+    fleet = Up(tmp_path / "home", env, started.stdout)
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        pids = fleet.pids()
+        assert {"api", "redis", "worker-batch", "supervisor"} <= set(pids)
+        os.kill(pids.pop("supervisor"), signal.SIGKILL)
+        wait_for(lambda: not any(alive(pid) for pid in pids.values()), 30, what="every child to end with it")
+    finally:
+        for pid in (fleet.pids().values() if (fleet.home / "fleet.json").exists() else []):
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)

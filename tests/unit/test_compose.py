@@ -260,9 +260,15 @@ def flower_exec_args(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def test_flower_gets_the_basic_auth_and_port_from_the_compose_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from workers.flower_app import use_basic_auth
+
     args = flower_exec_args(monkeypatch)
-    assert f"--basic-auth={environment(SERVICES['flower'])['FEDGATE_FLOWER_BASIC_AUTH']}" in args
+    login = environment(SERVICES["flower"])["FEDGATE_FLOWER_BASIC_AUTH"]
+    assert not [a for a in args if "basic-auth" in a or login in a], "the login is never on Flower's command line"
     assert "--port=5555" in args
+    monkeypatch.setenv("FLOWER_BASIC_AUTH", "")  # restored after the test
+    use_basic_auth(Settings())  # what the Flower process does as it loads the app: Flower's own option, from here
+    assert os.environ["FLOWER_BASIC_AUTH"] == login
 
 
 def test_flower_is_reachable_through_its_published_port(monkeypatch: pytest.MonkeyPatch) -> None:
