@@ -156,6 +156,13 @@ def start_fleet(home: Path, redis_url: str) -> FleetEnv:
     return fleet_env
 
 
+def calls_with(sim: httpx.Client, partner: str, text: str) -> int:
+    """How many requests the simulated `partner` received with `text` in their body (the test simulator records
+    bodies): the calls a test's own jobs made, whatever else a shared simulator serves meanwhile."""
+    bodies: list[str] = sim.get(f"/_sim/requests/{partner}").json()["bodies"]
+    return sum(text in body for body in bodies)
+
+
 def submit_job(api: httpx.Client, partner: str, prompt: str) -> str:
     response = api.post("/v1/jobs", json={"partner": partner, "prompt": prompt})
     assert response.status_code == 202, response.text
