@@ -1,8 +1,9 @@
 """The layout's dependency rules (DESIGN.md, "Principles"), checked by import-linter against pyproject.toml's
 [tool.importlinter] contracts: gateway_api -> workers -> gateway_core, the simulator apart, devtools unshipped.
 
-Run in this process through import-linter's own entry point (`importlinter.cli.lint_imports`, what the `lint-imports`
-command calls), since unit tests start no processes; `lint-imports` from the repository root gives the same answer.
+Run in this process, since unit tests start no processes: import-linter's use case, the one the `lint-imports`
+command runs (without the command's logging set-up, whose dictConfig would disable every logger already made);
+`lint-imports` from the repository root gives the same answer.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from importlinter.cli import lint_imports
+from importlinter import configuration
+from importlinter.application import use_cases
 
 from tests.helpers import ROOT
 
@@ -19,9 +21,12 @@ EXPECTED_CONTRACTS = {"layers", "simulator-apart", "domain-without-simulator", "
 
 
 def run_lint_imports(root: Path, monkeypatch: pytest.MonkeyPatch, config: Path) -> int:
+    """0 when every contract is kept, 1 otherwise, as `lint-imports` exits; the report goes to stdout."""
     monkeypatch.chdir(root)
-    monkeypatch.syspath_prepend(str(root))  # sys.path is restored afterwards (lint_imports adds the cwd to it)
-    return lint_imports(config_filename=str(config), no_cache=True, no_logo=True)
+    monkeypatch.syspath_prepend(str(root))  # the packages are found from the root, as the command finds them
+    configuration.configure()
+    kept = use_cases.lint_imports(config_filename=str(config), cache_dir=None, no_logo=True)
+    return 0 if kept else 1
 
 
 def test_the_contracts_are_configured() -> None:
