@@ -43,6 +43,7 @@ import logging
 import os
 import secrets
 import socket
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,7 +71,6 @@ UNFINISHED_STATUSES = frozenset({"queued", "running", "waiting", "retrying"})
 FIELDS = ("status", "partner", "attempt", "run_token", "lane")
 CHUNK = 500  # messages read per Lua call (about a millisecond of Redis time), jobs read per pipeline
 PAGE = 5000  # jobs looked at together (their messages looked for in one pass)
-MAX_PAGES = 20  # per round; the rest wait for the next round
 REASON = "message lost (no queue entry, no unacknowledged delivery, no delay-queue entry); re-sent by the sweeper"
 
 
@@ -150,13 +150,16 @@ class Sweeper:
         """One round over the jobs due a look; does not take the lock (`sweep_forever` does)."""
         result = SweepResult()
         now_ms = await self._now_ms()
-        for _ in range(MAX_PAGES):
+        # Page after page while jobs are due, for at most one interval (the rest wait for the next round): finished
+        # jobs cost a page little, so the index keeps up with far more jobs a second than a fleet finishes.
+        give_up_at = time.monotonic() + max(self.interval_s, 1.0)
+        while True:
             # Exclusive bound: a job looked at in this round (scored now_ms) is not due again in it.
             due = [_text(j) for j in await self.redis.zrangebyscore(
                 keys.UNFINISHED, "-inf", f"({now_ms - int(self.grace_s * 1000)}", start=0, num=PAGE)]
             if due:
                 await self._look_at(due, now_ms, result)
-            if len(due) < PAGE:
+            if len(due) < PAGE or time.monotonic() > give_up_at:
                 break
         self._forget_old_suspicions(now_ms)
         return result

@@ -257,6 +257,14 @@ def test_finished_and_expired_jobs_leave_the_index_and_recent_ones_wait_for_the_
     assert list(env.index()) == [recent]
 
 
+def test_one_round_clears_more_finished_jobs_than_a_page_holds(env: Env) -> None:
+    gone = {f"job_gone_{i:05d}": 1 for i in range(12_000)}  # records expired long ago
+    env.run(lambda: env.redis.zadd(keys.UNFINISHED, gone))  # type: ignore[arg-type]
+    result = env.run(env.sweeper(grace_s=3600).sweep)
+    assert (result.looked_at, result.finished) == (12_000, 12_000)
+    assert env.index() == {}
+
+
 def test_a_swept_entry_is_not_a_try_on_the_partner() -> None:
     partner = PartnerConfig.model_validate({"name": PARTNER, "adapter": "openai", "base_url": "http://127.0.0.1:9/v1",
                                             "model": "m", "retry": {"max_attempts": 2}})
