@@ -70,7 +70,7 @@ SWEPT = Counter(
 UNFINISHED_STATUSES = frozenset({"queued", "running", "waiting", "retrying"})
 FIELDS = ("status", "partner", "attempt", "run_token", "lane")
 CHUNK = 500  # messages read per Lua call (about a millisecond of Redis time), jobs read per pipeline
-PAGE = 5000  # jobs looked at together (their messages looked for in one pass)
+PAGE = 20_000  # jobs looked at together (their messages looked for in one pass over each place)
 REASON = "message lost (no queue entry, no unacknowledged delivery, no delay-queue entry); re-sent by the sweeper"
 
 

@@ -28,7 +28,7 @@ from gateway_core.jobs.models import Attempt, JobStatus, JobSubmission
 from gateway_core.jobs.routing import decide
 from gateway_core.jobs.store import JobStore, delayed_member
 from gateway_core.jobs.submission import JobProducer
-from gateway_core.jobs.sweeper import SWEPT, Sweeper, default_timings, message_id
+from gateway_core.jobs.sweeper import PAGE, SWEPT, Sweeper, default_timings, message_id
 from gateway_core.partners.adapters.base import Outcome, PartnerResponse
 from gateway_core.settings import Settings
 from tests.helpers import FleetEnv, Proc, finish_job, submit_job, wait_for
@@ -258,10 +258,11 @@ def test_finished_and_expired_jobs_leave_the_index_and_recent_ones_wait_for_the_
 
 
 def test_one_round_clears_more_finished_jobs_than_a_page_holds(env: Env) -> None:
-    gone = {f"job_gone_{i:05d}": 1 for i in range(12_000)}  # records expired long ago
+    count = 2 * PAGE + 100
+    gone = {f"job_gone_{i:06d}": 1 for i in range(count)}  # records expired long ago
     env.run(lambda: env.redis.zadd(keys.UNFINISHED, gone))  # type: ignore[arg-type]
     result = env.run(env.sweeper(grace_s=3600).sweep)
-    assert (result.looked_at, result.finished) == (12_000, 12_000)
+    assert (result.looked_at, result.finished) == (count, count)
     assert env.index() == {}
 
 
