@@ -79,7 +79,7 @@ async def _post(
             error = "" if 200 <= status < 300 else f"HTTP {status}"
             return status, response.headers.get("retry-after"), error
     except httpx.TimeoutException:
-        return None, None, f"no answer within {timeout_s:g}s"
+        return None, None, f"no answer within the {timeout_s:g}s deadline"
     except httpx.HTTPError as exc:
         return None, None, f"connection failed ({exc.__class__.__name__})"
 
