@@ -254,10 +254,10 @@ def _install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(error_body(exc.message, exc.code, exc.param), status_code=exc.status_code)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
         message, code, param = validation_message(first)
-        return JSONResponse(error_body(message, code, param), status_code=REFUSALS.get(code, 422))
+        return JSONResponse(error_body(message, code, param), status_code=refusal_status(code, request.url.path))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -290,6 +290,20 @@ def _install_error_handlers(app: FastAPI) -> None:
 # error's code is its type, and its message says what to do. A value OpenAI answers 400 keeps that status here.
 REFUSALS = {"unsupported": 400, "invalid_endpoint": 400, "invalid_completion_window": 400,
             "invalid_contract_name": 422, "invalid_group_by": 422}
+
+
+# The OpenAI-compatible endpoints answer an invalid body as OpenAI does (400); fedgate's own endpoints say 422.
+OPENAI_COMPATIBLE_PATHS = ("/v1/chat/completions", "/v1/files", "/v1/batches", "/v1/embeddings", "/v1/models")
+
+
+def refusal_status(code: str, path: str) -> int:
+    """A field we do not honour is a 400 that names it, everywhere; other invalid bodies 400 on the OpenAI-compatible
+    endpoints and 422 on the rest."""
+    if code in REFUSALS:
+        return REFUSALS[code]
+    if code == "unsupported_field" or path.startswith(OPENAI_COMPATIBLE_PATHS):
+        return 400
+    return 422
 
 
 def validation_message(error: Any) -> tuple[str, str, str]:

@@ -90,7 +90,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, who: T
     except ValidationError as exc:  # the two request models disagree: say so rather than answer a 500
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ())) or "body"
-        raise RequestError(422, f"{where}: {first.get('msg')}", "invalid_request", where) from None
+        raise RequestError(400, f"{where}: {first.get('msg')}", "invalid_request", where) from None
     accepted = await svc.producer.submit(who, submission)
     record = await wait_for_job(svc, accepted.id, svc.settings.chat_timeout_s)
     headers = {"x-fedgate-job-id": accepted.id}

@@ -48,8 +48,11 @@ def test_errors_reach_the_sdk_as_its_own_exceptions(sdk: openai.OpenAI, fleet: F
     bad_key = openai.OpenAI(base_url=fleet.env["FEDGATE_API_URL"] + "/v1", api_key="wrong", max_retries=0)
     with pytest.raises(openai.AuthenticationError, match="invalid API key"):
         bad_key.chat.completions.create(model="sim-openai", messages=[{"role": "user", "content": "hi"}])
-    with pytest.raises(openai.UnprocessableEntityError, match="messages"):
+    with pytest.raises(openai.BadRequestError, match="messages"):  # OpenAI answers an invalid body with 400
         sdk.chat.completions.create(model="sim-openai", messages=[])
+    with pytest.raises(openai.BadRequestError, match="logit_bias: this field is not supported"):
+        sdk.chat.completions.create(model="sim-openai", messages=[{"role": "user", "content": "hi"}],
+                                    logit_bias={"50256": -100})
     with pytest.raises(openai.BadRequestError, match="stream"):
         sdk.chat.completions.create(model="sim-openai", messages=[{"role": "user", "content": "hi"}], stream=True)
 
