@@ -130,7 +130,7 @@ def test_replay_refusals_say_what_was_wrong(api: httpx.Client, sim: httpx.Client
     says = unknown.json()["error"]["message"]
     assert "unknown partner 'nobody': replay to one of " in says and "sim-anthropic" in says and "sim-openai" in says
     extra = api.post(f"{DLQ}/{job_id}/replay", json={"partner": "sim-openai", "priority": 1})
-    assert extra.status_code == 422 and "priority" in extra.json()["error"]["message"]
+    assert extra.status_code == 400 and "priority" in extra.json()["error"]["message"]
     missing = api.post(f"{DLQ}/job_{'0' * 24}/replay")
     assert missing.status_code == 404 and "no job" in missing.json()["error"]["message"]
     assert job_id in listed_ids(api)  # none of that touched the dead letter
