@@ -12,9 +12,12 @@ later tests").
   before: `redis_url` / `redis_client` per test, `redis_databases.url()` for a module. The session's server is
   started with enough databases for the whole run.
 - The shared fleet (simulator, API; workers per module) runs on a database of its own too. Tests that go through
-  it assert only on what they created: their own job ids, batches, contracts, tenants and partners, and deltas of
-  shared counters (queue depths, metrics, simulator stats) rather than absolute values. A test that needs a state
-  nobody else touches starts its own processes on its own database.
+  it assert only on what they created: their own job ids, batches, contracts, tenants and partners, deltas of
+  shared counters (queue depths, metrics) rather than absolute values, and the partner calls their own prompts
+  made (`calls_with`: the simulator records every body). A module that makes partners fail, or needs a state
+  nobody else touches, starts a fleet of its own (`start_fleet`) on its own database.
+- The `sim` fixture gives each test the simulator as it started (behaviour, settings, stats): a test that changes
+  a partner's behaviour need not restore it for the next one.
 - Redis pub/sub channels are not per database: a subscriber may hear other tests' events and must ignore ids it
   does not know.
 """
@@ -90,10 +93,15 @@ def worker(fleet: FleetEnv) -> Iterator[Proc]:
     proc.stop()
 
 
+# uvicorn closes a connection idle for 5 s; a client that reuses one as it closes gets "Server disconnected". Ours
+# let theirs go sooner (a test that waits for a worker to start easily sits idle that long).
+KEEPALIVE = httpx.Limits(keepalive_expiry=2.0)
+
+
 @pytest.fixture()
 def api(fleet: FleetEnv) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=fleet.env["FEDGATE_API_URL"], headers={"authorization": "Bearer test-key-dev"},
-                      timeout=60) as client:
+                      timeout=60, limits=KEEPALIVE) as client:
         yield client
 
 
@@ -102,7 +110,7 @@ def sim(fleet: FleetEnv) -> Iterator[httpx.Client]:
     """The fleet's simulator as this test starts it: every partner behaving as at start-up (whatever an earlier
     test set), the simulator's settings too, and stats and recorded bodies zeroed."""
     started = SimulatorConfig.model_validate_json(Path(fleet.env["FEDGATE_SIM_CONFIG"]).read_text())
-    with httpx.Client(base_url=fleet.env["FEDGATE_SIMULATOR_URL"], timeout=10) as client:
+    with httpx.Client(base_url=fleet.env["FEDGATE_SIMULATOR_URL"], timeout=10, limits=KEEPALIVE) as client:
         for name, partner in started.partners.items():
             client.put(f"/_sim/partners/{name}", json=partner.behaviour.model_dump()).raise_for_status()
         client.put("/_sim/settings", json={"compress": started.compress}).raise_for_status()

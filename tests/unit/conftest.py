@@ -24,6 +24,7 @@ INTEGRATION_FIXTURES = ("redis_server", "redis_databases", "redis_url", "redis_c
 platform.uname().processor  # noqa: B018
 
 
+@pytest.hookimpl(tryfirst=True)  # before any fixture is set up: no Redis is started for a test that may not have it
 def pytest_runtest_setup(item: pytest.Item) -> None:
     asked = [name for name in INTEGRATION_FIXTURES if name in getattr(item, "fixturenames", ())]
     if asked:
