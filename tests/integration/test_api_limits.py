@@ -27,6 +27,7 @@ FILE_LIMIT = 64 * 1024
 TENANT_FILES = 4
 TENANT_BYTES = 150 * 1024
 METRICS_TOKEN = "metrics-" + os.urandom(12).hex()
+OTHER = "test-key-other"  # the `other` tenant's key (tests/fleet_config.yaml)
 
 
 @pytest.fixture(scope="module")
@@ -161,9 +162,9 @@ def multipart(content: bytes, purpose: str = "batch") -> tuple[bytes, str]:
     return body, f"multipart/form-data; boundary={boundary}"
 
 
-def upload(api: OwnApi, content: bytes) -> httpx.Response:
+def upload(api: OwnApi, content: bytes, key: str = KEY) -> httpx.Response:
     body, content_type = multipart(content)
-    with api.client() as client:
+    with api.client(key) as client:
         return client.post("/v1/files", content=body, headers={"content-type": content_type})
 
 
@@ -180,32 +181,34 @@ def test_an_upload_over_the_file_limit_is_cut_while_it_streams(small: OwnApi) ->
 
 
 def test_uploads_count_against_the_tenants_quota_until_deleted(small: OwnApi) -> None:
+    """As the `other` tenant (tests/fleet_config.yaml): the quota this test fills is not the one the module's other
+    uploads (the dev tenant's) count against."""
     line = b'{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": {}}\n'
     kept = []
     for _ in range(TENANT_FILES):
-        response = upload(small, line)
+        response = upload(small, line, OTHER)
         assert response.status_code == 200, response.text
         kept.append(response.json()["id"])
-    refused = upload(small, line)
+    refused = upload(small, line, OTHER)
     assert refused.status_code == 403
     message = assert_openai_error(refused.json(), "file_quota_exceeded")
     assert f"keeps {TENANT_FILES} uploaded files" in message and "DELETE /v1/files/" in message
 
-    with small.client() as client:
+    with small.client(OTHER) as client:
         deleted = client.delete(f"/v1/files/{kept.pop()}")
         assert deleted.status_code == 200 and deleted.json()["deleted"] is True
         assert client.get(f"/v1/files/{deleted.json()['id']}").status_code == 404
-    again = upload(small, line)  # the deleted file's place is free again
+    again = upload(small, line, OTHER)  # the deleted file's place is free again
     assert again.status_code == 200
     kept.append(again.json()["id"])
 
-    with small.client() as client:  # now the bytes: 2 x 63 KiB fit in 150 KiB, a third does not
+    with small.client(OTHER) as client:  # now the bytes: 2 x 63 KiB fit in 150 KiB, a third does not
         for file_id in kept:
             assert client.delete(f"/v1/files/{file_id}").status_code == 200
     near_limit = b"y" * (FILE_LIMIT - 1024)
-    assert upload(small, near_limit).status_code == 200
-    assert upload(small, near_limit).status_code == 200
-    third = upload(small, near_limit)
+    assert upload(small, near_limit, OTHER).status_code == 200
+    assert upload(small, near_limit, OTHER).status_code == 200
+    third = upload(small, near_limit, OTHER)
     assert third.status_code == 403
     message = assert_openai_error(third.json(), "file_quota_exceeded")
     assert f"keeps {2 * len(near_limit)} bytes of uploaded files" in message
