@@ -66,7 +66,7 @@ def covering(entries: list[Entry], kind: str, index: int) -> Entry | None:
 
 def test_the_scripts_are_found() -> None:
     assert "job_settle_success" in SCRIPTS and "job_settle_failure" in SCRIPTS and "job_settle_move_on" in SCRIPTS
-    assert INCLUDED == ["batch_counter"]
+    assert INCLUDED == ["batch_counter", "webhook_delivery_store"]
     assert len(SCRIPTS) >= 20
 
 
@@ -126,7 +126,10 @@ def test_an_include_is_replaced_by_the_file_and_nothing_is_left_to_fill_in() -> 
             assert (Path(lua.__file__).parent / included).read_text().rstrip("\n") in text
     counting = [name for name in SCRIPTS if "count_in_batch(" in lua.script(name)]
     assert sorted(counting) == ["dlq_replay", "job_cancel", "job_settle_failure", "job_settle_success"]
-    assert all(lua.includes(name) == ["batch_counter.lua"] for name in counting)
+    assert all("batch_counter.lua" in lua.includes(name) for name in counting)
+    storing = [name for name in SCRIPTS if "store_webhook_delivery(" in lua.script(name)]
+    assert sorted(storing) == ["job_settle_failure", "job_settle_success"]
+    assert all("webhook_delivery_store.lua" in lua.includes(name) for name in storing)
 
 
 def test_scripts_are_read_once_per_process() -> None:

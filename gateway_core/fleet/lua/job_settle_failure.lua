@@ -24,6 +24,7 @@
 --
 -- Returns 1 when settled, 0 when the caller no longer holds the run (nothing is written).
 -- include: batch_counter.lua
+-- include: webhook_delivery_store.lua
 local job_key = KEYS[1]
 local dead_letters = KEYS[2]
 local done_channel = KEYS[3]
@@ -60,10 +61,5 @@ end
 redis.call('EXPIRE', job_key, ttl_s)
 redis.call('PUBLISH', done_channel, job_id)
 count_in_batch(job_key, batch_key_prefix, 'n_unsuccessful', 1)
-if webhook ~= '' and redis.call('EXISTS', webhook_delivery) == 0 then
-  local spec = cjson.decode(webhook)
-  redis.call('HSET', webhook_delivery, 'created_at_ms', now_ms, unpack(spec.fields))
-  redis.call('PEXPIRE', webhook_delivery, spec.ttl_ms)
-  redis.call('ZADD', webhook_delayed, now_ms + spec.safety_net_ms, spec.member)
-end
+store_webhook_delivery(webhook_delivery, webhook_delayed, webhook, now_ms)
 return 1

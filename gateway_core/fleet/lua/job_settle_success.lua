@@ -22,6 +22,7 @@
 --
 -- Returns 1 when published, 0 when the caller no longer holds the run (nothing is written).
 -- include: batch_counter.lua
+-- include: webhook_delivery_store.lua
 local job_key = KEYS[1]
 local done_channel = KEYS[2]
 local retention = KEYS[3]
@@ -51,12 +52,9 @@ if retention_ms ~= '' then
   redis.call('ZADD', retention, now_ms + tonumber(retention_ms), job_id)
 end
 count_in_batch(job_key, batch_key_prefix, 'n_succeeded', 1)
-if webhook ~= '' and redis.call('EXISTS', webhook_delivery) == 0 then
-  local spec = cjson.decode(webhook)
+if webhook ~= '' then
   local t = redis.call('TIME')
-  local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  redis.call('HSET', webhook_delivery, 'created_at_ms', now_ms, unpack(spec.fields))
-  redis.call('PEXPIRE', webhook_delivery, spec.ttl_ms)
-  redis.call('ZADD', webhook_delayed, now_ms + spec.safety_net_ms, spec.member)
+  store_webhook_delivery(webhook_delivery, webhook_delayed, webhook,
+                         tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
 end
 return 1
