@@ -172,7 +172,8 @@ def test_show_has_the_full_history_and_no_payload(run_dlq: Runner) -> None:
         assert (detail.requested_partner, detail.last_partner, detail.attempt, detail.attempts) == ("p1", "p2", 2, 2)
         assert detail.metadata == {"ref": "order-17"} and detail.dead_lettered_at is not None
         dumped = detail.model_dump_json()
-        assert "Jane" not in dumped and "4111 1111" not in dumped and "gAAAA" not in dumped  # no plaintext, no ciphertext
+        # no plaintext, no ciphertext
+        assert "Jane" not in dumped and "4111 1111" not in dumped and "gAAAA" not in dumped
 
     run_dlq(scenario)
 
