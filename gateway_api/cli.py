@@ -25,32 +25,73 @@ cli = typer.Typer(help="fedgate: a federated AI partnership gateway run as a Cel
                   no_args_is_help=True, pretty_exceptions_enable=False)
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        from importlib.metadata import version
+
+        typer.echo(f"fedgate {version('fedgate')}")
+        raise typer.Exit()
+
+
+@cli.callback()
+def _options(
+    show_version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True, help="Print fedgate's version and exit")] = False,
+) -> None:
+    """fedgate: a federated AI partnership gateway run as a Celery worker fleet."""
+
+
+FINAL_STATUSES = ("succeeded", "dead_lettered", "cancelled")
+
+
 @cli.command()
 def submit(
     partner: Annotated[str, typer.Option(help="Partner name from the config")],
     prompt: Annotated[str, typer.Option(help="The prompt text")],
-    wait: Annotated[bool, typer.Option(help="Wait for the job to finish and print it")] = False,
+    wait: Annotated[bool, typer.Option(help="Wait for the job to finish and print its output")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait")] = 120.0,
     max_tokens: Annotated[int | None, typer.Option(help="Output token limit")] = None,
+    contract: Annotated[str | None, typer.Option(
+        help="Output contract the answer must conform to: NAME or NAME@VERSION (see `fedgate contracts list`)")] = None,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print JSON: the accepted job, or with --wait the finished job with its history")] = False,
 ) -> None:
-    """Submit one job; print its id, or with --wait the finished job as JSON."""
+    """Submit one job; print its id, or with --wait its output (the validated JSON when it has a contract).
+
+    Exit code 1 when the job did not succeed (its error goes to stderr) or --wait ran out of time."""
     payload: dict[str, Any] = {"partner": partner, "prompt": prompt}
     if max_tokens:
         payload["max_tokens"] = max_tokens
+    if contract:
+        payload["contract"] = contract
     accepted = request("POST", "/v1/jobs", json=payload)
     if not wait:
-        typer.echo(accepted["id"])
+        if as_json:
+            print_json(accepted)
+        else:
+            typer.echo(accepted["id"])
         return
+    job = _wait_for(accepted["id"], timeout)
+    if as_json:
+        print_json(job)
+    elif job["status"] == "succeeded":
+        typer.echo(json.dumps(job["parsed"], indent=2) if job.get("contract") else job["output"])
+    if job["status"] != "succeeded":
+        if not as_json:
+            reason = job.get("error") or "no final status yet"
+            typer.echo(f"fedgate: job {job['id']} {job['status']}: {reason}", err=True)
+        raise typer.Exit(1)
+
+
+def _wait_for(job_id: str, timeout: float) -> dict[str, Any]:
+    """The job once it reached a final status, or as it is when `timeout` seconds have passed."""
     deadline = time.monotonic() + timeout
     while True:
         remaining = deadline - time.monotonic()
-        job = request("GET", f"/v1/jobs/{accepted['id']}", params={"wait": max(0, min(30, remaining))},
+        job = request("GET", f"/v1/jobs/{job_id}", params={"wait": max(0, min(30, remaining))},
                       timeout=max(5, min(30, remaining) + 5))
-        if job["status"] in ("succeeded", "failed", "dead_lettered", "cancelled") or remaining <= 0:
-            print_json(job)
-            if job["status"] != "succeeded":
-                raise typer.Exit(1)
-            return
+        if job["status"] in FINAL_STATUSES or remaining <= 0:
+            return job
 
 
 @cli.command()
@@ -145,7 +186,7 @@ def _demo(fleet: Any, key: str) -> None:
         typer.echo(f"demo job {job['id']} via {partner}: {job['status']} in {job['timings_ms'].get('total_ms')} ms"
                    f" -> {job.get('output')!r}")
     typer.echo(f"Try: FEDGATE_HOME={fleet.settings.home_dir()} fedgate submit --partner sim-openai "
-               "--prompt 'Hello' --wait")
+               "--prompt 'Hello' --wait")  # add --json for the whole job
 
 
 def _supervisor_alive(settings: Any) -> bool:

@@ -42,7 +42,7 @@ def test_up_detach_submit_wait_and_down_on_the_embedded_default(tmp_path: Path) 
         assert (tmp_path / "home" / "dev-webhook-secret").read_text().startswith("whsec_")
         assert (tmp_path / "home" / "redis" / "appendonlydir").exists() or any(
             p.name.startswith("appendonly") for p in (tmp_path / "home" / "redis").iterdir())
-        done = fedgate(env, "submit", "--partner", "sim-openai", "--prompt", "hello fleet", "--wait")
+        done = fedgate(env, "submit", "--partner", "sim-openai", "--prompt", "hello fleet", "--wait", "--json")
         assert done.returncode == 0, done.stdout + done.stderr
         job = json.loads(done.stdout)
         assert job["status"] == "succeeded"

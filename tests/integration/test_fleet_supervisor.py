@@ -100,7 +100,7 @@ def test_a_killed_worker_is_restarted_and_the_fleet_keeps_working(up: Up) -> Non
     assert all(alive(pid) for pid in after.values()) and after["worker-sim-openai"] == successor
     assert f"worker-sim-openai (pid {victim}) exited with code -9; restarting it in" in (
         up.home / "fleet.log").read_text()
-    done = fedgate(up.env, "submit", "--partner", "sim-openai", "--prompt", "after the restart", "--wait")
+    done = fedgate(up.env, "submit", "--partner", "sim-openai", "--prompt", "after the restart", "--wait", "--json")
     assert done.returncode == 0, done.stdout + done.stderr
     assert json.loads(done.stdout)["status"] == "succeeded"
 
