@@ -27,6 +27,7 @@ from gateway_api.metrics_routes import install as install_metrics_routes
 from gateway_api.openai_compat import install as install_openai_routes
 from gateway_api.openapi import COMMON, errors
 from gateway_api.openapi import install as install_openapi_limits
+from gateway_api.request_id import install as install_request_id
 from gateway_api.telemetry import install as install_request_telemetry
 from gateway_api.usage_routes import install as install_usage_routes
 from gateway_core.config import DEMO_CONFIG, GatewayConfig, load_config
@@ -95,6 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_request_guard(app, settings)  # the key, then the body's size, before any route reads the body
     install_request_telemetry(app)
     install_openapi_limits(app, settings)
+    install_request_id(app)  # outermost: every answer carries x-request-id, guard refusals and crashes too
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz(request: Request) -> dict[str, bool]:
@@ -251,7 +253,8 @@ def _use_secret_masker(masker: SecretMasker) -> None:
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestError)
     async def _api_error(_: Request, exc: RequestError) -> JSONResponse:
-        return JSONResponse(error_body(exc.message, exc.code, exc.param), status_code=exc.status_code)
+        return JSONResponse(error_body(exc.message, exc.code, exc.param, status=exc.status_code),
+                            status_code=exc.status_code)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -273,17 +276,19 @@ def _install_error_handlers(app: FastAPI) -> None:
         else:
             message = str(exc.detail)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_request")
-        return JSONResponse(error_body(message, code), status_code=exc.status_code, headers=exc.headers)
+        return JSONResponse(error_body(message, code, status=exc.status_code), status_code=exc.status_code,
+                            headers=exc.headers)
 
     @app.exception_handler(redis.exceptions.ConnectionError)
     @app.exception_handler(redis.exceptions.BusyLoadingError)
     async def _store_down(_: Request, exc: Exception) -> JSONResponse:
         message = "the job store is unreachable for a moment; retry shortly (nothing was changed)"
-        return JSONResponse(error_body(message, "store_unavailable"), status_code=503, headers={"retry-after": "1"})
+        return JSONResponse(error_body(message, "store_unavailable", status=503), status_code=503,
+                            headers={"retry-after": "1"})
 
     @app.exception_handler(FedgateError)
     async def _fedgate(_: Request, exc: FedgateError) -> JSONResponse:
-        return JSONResponse(error_body(str(exc), "error"), status_code=500)
+        return JSONResponse(error_body(str(exc), "error", status=500), status_code=500)
 
 
 # Error types the request models raise on purpose (PydanticCustomError), with the status each is answered with: the

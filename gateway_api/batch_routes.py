@@ -96,6 +96,14 @@ class FileObject(BaseModel):
     expires_at: int | None = None
 
 
+class FileList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[FileObject]
+    first_id: str | None = None
+    last_id: str | None = None
+    has_more: bool
+
+
 class FileDeleted(BaseModel):
     id: str
     object: Literal["file"] = "file"
@@ -231,6 +239,24 @@ def _over(batches: BatchStore, tenant: str, room: int, files: int, used: int) ->
             return refusal
     return RequestError(413, f"the file is over the {batches.max_file_bytes} byte limit "
                              "(FEDGATE_MAX_BATCH_FILE_BYTES): split it", "file_too_large", "file")
+
+
+@router.get("/v1/files", response_model=FileList, summary="List the tenant's files (uploads and batch outputs)")
+async def list_files(
+    request: Request,
+    who: Tenant,
+    purpose: Annotated[str | None, Query(max_length=64, description="Only files with this purpose "
+                                         "(batch, batch_output)")] = None,
+    after: Annotated[str | None, Query(max_length=64, description="A file id: list the files after it")] = None,
+    limit: Annotated[int, Query(ge=1, le=10000)] = 10000,
+    order: Annotated[Literal["asc", "desc"], Query(description="By creation time")] = "desc",
+) -> FileList:
+    """Only the calling tenant's own files; expired and deleted ones are gone from the list."""
+    found, has_more = await batch_store(request).list_files(who.name, purpose=purpose, after=after, limit=limit,
+                                                             newest_first=order == "desc")
+    data = [FileObject(**info.as_openai()) for info in found]
+    return FileList(data=data, first_id=data[0].id if data else None, last_id=data[-1].id if data else None,
+                    has_more=has_more)
 
 
 @router.get("/v1/files/{file_id}", response_model=FileObject, responses=errors(404))

@@ -23,9 +23,9 @@ _ERROR_TYPES = {"budget_exceeded": "insufficient_quota", "partner_failed": "api_
 BATCH_RECHECK_S = 1.0
 
 
-def error_body(message: str, code: str, param: str | None = None) -> dict[str, Any]:
-    """OpenAI-style error shape, so SDK clients show the message."""
-    kind = _ERROR_TYPES.get(code, "invalid_request_error")
+def error_body(message: str, code: str, param: str | None = None, *, status: int | None = None) -> dict[str, Any]:
+    """OpenAI-style error shape, so SDK clients show the message; a 5xx is OpenAI's `server_error` type."""
+    kind = "server_error" if status is not None and status >= 500 else _ERROR_TYPES.get(code, "invalid_request_error")
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 

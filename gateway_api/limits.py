@@ -128,7 +128,7 @@ class RequestGuard:
 
 
 async def _answer(send: Send, error: RequestError, headers: dict[str, str] | None = None) -> None:
-    body = json.dumps(error_body(error.message, error.code, error.param)).encode()
+    body = json.dumps(error_body(error.message, error.code, error.param, status=error.status_code)).encode()
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     raw += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": error.status_code, "headers": raw})

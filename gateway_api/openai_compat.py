@@ -97,12 +97,13 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, who: T
     if record is None or not record.status.terminal:
         return JSONResponse(
             error_body(f"the job {accepted.id} is still running after {svc.settings.chat_timeout_s:g}s; "
-                       f"poll GET /v1/jobs/{accepted.id}", "timeout"),
+                       f"poll GET /v1/jobs/{accepted.id}", "timeout", status=504),
             status_code=504, headers=headers,
         )
     if record.status is not JobStatus.SUCCEEDED or record.output is None:
         return JSONResponse(
-            error_body(f"job {record.id} {record.status.value}: {record.error or 'no output'}", "partner_failed"),
+            error_body(f"job {record.id} {record.status.value}: {record.error or 'no output'}", "partner_failed",
+                       status=502),
             status_code=502, headers=headers,
         )
     completion = chat_completion(record.id, model=body.model, text=record.output, usage=record.usage,

@@ -86,6 +86,11 @@ def tenant_file_bytes_key(tenant: str) -> str:
     return f"{keys.PREFIX}:files:{tenant}:bytes"
 
 
+def tenant_file_list_key(tenant: str) -> str:
+    """Every file the tenant has (uploads and batch outputs) scored by creation time: what GET /v1/files lists."""
+    return f"{keys.PREFIX}:files:{tenant}:listed"
+
+
 def _content_field(part: int) -> str:
     return "content" if part == 0 else f"content:{part}"
 
@@ -309,12 +314,17 @@ class BatchStore:
             for part, piece in enumerate(sealed):  # one piece per command: no request grows with the file
                 pipe.hset(file_key(info.id), _content_field(part), piece)
             pipe.expire(file_key(info.id), self.ttl_s)
+            pipe.zadd(tenant_file_list_key(tenant), {info.id: info.created_at})
+            pipe.expire(tenant_file_list_key(tenant), self.ttl_s)
             await pipe.execute()
         if not internal_purpose:
             try:
                 await self._take_quota(info)
-            except BaseException:
-                await self.redis.delete(file_key(info.id))  # refused (or failed): nothing is left behind
+            except BaseException:  # refused (or failed): nothing is left behind
+                async with self.redis.pipeline(transaction=True) as pipe:
+                    pipe.delete(file_key(info.id))
+                    pipe.zrem(tenant_file_list_key(tenant), info.id)
+                    await pipe.execute()
                 raise
         return info
 
@@ -359,8 +369,37 @@ class BatchStore:
             pipe.delete(file_key(file_id))
             pipe.zrem(tenant_files_key(tenant), file_id)
             pipe.hdel(tenant_file_bytes_key(tenant), file_id)
+            pipe.zrem(tenant_file_list_key(tenant), file_id)
             await pipe.execute()
         return True
+
+    async def list_files(self, tenant: str, *, purpose: str | None = None, after: str | None = None,
+                         limit: int = 10000, newest_first: bool = True) -> tuple[list[FileInfo], bool]:
+        """The tenant's files in creation order (OpenAI's default: newest first), from the one after `after`; a
+        file that expired (retention, its TTL) is dropped from the index as it is met. (files, has_more)."""
+        index = tenant_file_list_key(tenant)
+        start = 0
+        if after is not None:
+            rank = await (self.redis.zrevrank(index, after) if newest_first else self.redis.zrank(index, after))
+            if rank is None:
+                return [], False
+            start = rank + 1
+        found: list[FileInfo] = []
+        page = 100
+        while len(found) <= limit:
+            ids = await (self.redis.zrevrange(index, start, start + page - 1) if newest_first
+                         else self.redis.zrange(index, start, start + page - 1))
+            if not ids:
+                break
+            start += len(ids)
+            for file_id in ids:
+                info = await self.get_file(tenant, file_id)
+                if info is None:
+                    await self.redis.zrem(index, file_id)
+                    start -= 1
+                elif purpose is None or info.purpose == purpose:
+                    found.append(info)
+        return found[:limit], len(found) > limit
 
     async def get_file(self, tenant: str, file_id: str) -> FileInfo | None:
         values = await self.redis.hmget(file_key(file_id), list(_FILE_FIELDS))
