@@ -248,13 +248,15 @@ class JobStore:
         )
         return bool(done)
 
-    async def cancel(self, job_id: str, *, retention_s: int | None = None) -> str:
+    async def cancel(self, job_id: str, *, retention_s: int | None = None, webhook: WebhookWrite | None = None) -> str:
         """Cancel an unfinished job; returns its status before the call ('' when there is no such job). The payload
-        is kept `retention_s` more seconds (0: deleted now; None: for the record's life), see `job_retention_s`."""
+        is kept `retention_s` more seconds (0: deleted now; None: for the record's life), see `job_retention_s`.
+        `webhook` (the job's `job.cancelled` delivery) is stored in the same step, only when this call cancels."""
         retention_ms, drop_fields = _retention_args(retention_s)
+        webhook_keys, webhook_spec = _webhook_args(webhook)
         before = await self._cancel(
-            keys=[keys.job(job_id), keys.DONE_CHANNEL, keys.done_channel(keys.BATCH), keys.RETENTION],
-            args=[repr(now()), self.ttl_s, job_id, BATCH_KEY_PREFIX, retention_ms, drop_fields],
+            keys=[keys.job(job_id), keys.DONE_CHANNEL, keys.done_channel(keys.BATCH), keys.RETENTION, *webhook_keys],
+            args=[repr(now()), self.ttl_s, job_id, BATCH_KEY_PREFIX, retention_ms, drop_fields, webhook_spec],
         )
         return str(before)
 

@@ -5,8 +5,8 @@
 - `policy`: the config's `webhooks:` section and the retry decision after an attempt (`delivery_decision`);
 - `events`: the JSON body of a delivery (`WebhookEvent`), never the prompt;
 - `keys`: Redis keys, the queue and the task name;
-- `queue`: storing a delivery and sending its first attempt (`enqueue_webhook`, `notify_finished`), replays,
-  and the retry mover on the fleet's delay-queue mover;
+- `queue`: storing a delivery and sending its first attempt (`enqueue_webhook`; `job_webhook`, a job's delivery that
+  the settle and cancel steps store with its final status), replays, and the retry mover on the delay-queue mover;
 - `delivery`: one delivery attempt (`deliver`): vet the destination, sign, POST, record what comes next.
 
 This package's root names the light parts (no Redis, no HTTP client): the Python client imports `verify` from here.

@@ -156,23 +156,6 @@ def job_webhook(
     return WebhookWrite(delivery_id, (delivery_key(delivery_id), DELAYED_KEY), json.dumps(spec))
 
 
-async def notify_finished(
-    client: aioredis.Redis, cipher: PayloadCipher, config: GatewayConfig, record: JobRecord, ttl_s: int,
-    enqueuer: Enqueuer,
-) -> str | None:
-    """Queue a finished job's webhook (the job without its prompt); the delivery id, or None without a URL.
-
-    For a job settled elsewhere than a settle script (the API's cancel); the workers store a job's webhook in the
-    step that settles the job (`job_webhook`)."""
-    if not record.webhook_url:
-        return None
-    event = WebhookEvent.for_job(record.view())
-    return await enqueue_webhook(
-        client, cipher, tenant=record.tenant, url=record.webhook_url, event=event,
-        msg_id=job_message_id(record.id, event.type), settings=config.webhooks, ttl_s=ttl_s, enqueuer=enqueuer,
-    )
-
-
 def webhook_mover(client: aioredis.Redis, enqueuer: Enqueuer) -> DelayQueueMover:
     """The delay-queue mover for webhook retries (members `delivery_id:attempt`) to queue `webhooks`."""
 

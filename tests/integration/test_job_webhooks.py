@@ -48,6 +48,25 @@ def test_a_finished_job_is_posted_signed_to_its_webhook(
     assert "messages" not in event["data"] and "prompt" not in event["data"]
 
 
+
+def test_a_cancelled_job_is_posted_once_to_its_webhook(
+    api: httpx.Client, sim: httpx.Client, fleet: FleetEnv, worker: Proc, webhook_worker: Proc
+) -> None:
+    receiver, server = start_receiver()
+    assert sim.put("/_sim/partners/sim-openai", json={"latency_ms": 3000}).status_code == 200
+    try:
+        job_id = api.post("/v1/jobs", json={"partner": "sim-openai", "prompt": "slow one",
+                                            "webhook_url": receiver.url("/hooks/cancelled")}).json()["id"]
+        assert api.post(f"/v1/jobs/{job_id}/cancel").json()["status"] == "cancelled"
+        assert api.post(f"/v1/jobs/{job_id}/cancel").json()["status"] == "cancelled"  # again: no second webhook
+        (delivery,) = wait_for(lambda: receiver.seen("/hooks/cancelled"), 60, what="the cancelled webhook")
+    finally:
+        sim.put("/_sim/partners/sim-openai", json={"latency_ms": 0})
+        server.shutdown()
+    event = json.loads(delivery.body)
+    assert (event["type"], event["data"]["id"], event["data"]["status"]) == ("job.cancelled", job_id, "cancelled")
+    assert len(receiver.seen("/hooks/cancelled")) == 1
+
 @pytest.mark.parametrize("url", ["http://10.1.2.3/hook", "http://169.254.169.254/latest/meta-data", "ftp://x/y"])
 def test_private_and_non_http_destinations_are_refused_at_submit(api: httpx.Client, url: str) -> None:
     response = api.post("/v1/jobs", json={"partner": "sim-openai", "prompt": "x", "webhook_url": url})

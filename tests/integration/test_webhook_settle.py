@@ -187,3 +187,23 @@ def test_sending_the_first_attempt_replaces_the_safety_net_in_one_step(run_env: 
         assert await env.redis.zscore(wh.DELAYED_KEY, f"{webhook.delivery_id}:1") is None
 
     run_env(scenario)
+
+
+def test_a_cancel_writes_the_cancelled_webhook_in_its_own_step(run_env: Runner) -> None:
+    async def scenario(env: Env) -> None:
+        record, _ = await env.claimed()
+        webhook = env.webhook(record, JobStatus.CANCELLED, error="cancelled by the client")
+        assert webhook is not None
+        assert await env.store.cancel(record.id, webhook=webhook) == "running"
+        assert await env.redis.hget(keys.job(record.id), "status") == "cancelled"
+        stored = await env.delivery(webhook.delivery_id)
+        assert stored["state"] == "pending" and stored["type"] == "job.cancelled"
+        event = json.loads(env.store.cipher.decrypt(stored["body"].encode()))
+        assert event["data"]["status"] == "cancelled" and PROMPT not in json.dumps(event)
+        assert await env.redis.zscore(wh.DELAYED_KEY, f"{webhook.delivery_id}:1") is not None
+        # Cancelling again changes nothing and stores no second delivery.
+        await env.redis.delete(wh.delivery_key(webhook.delivery_id))
+        assert await env.store.cancel(record.id, webhook=webhook) == "cancelled"
+        assert not await env.redis.exists(wh.delivery_key(webhook.delivery_id))
+
+    run_env(scenario)

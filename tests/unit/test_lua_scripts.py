@@ -128,7 +128,7 @@ def test_an_include_is_replaced_by_the_file_and_nothing_is_left_to_fill_in() -> 
     assert sorted(counting) == ["dlq_replay", "job_cancel", "job_settle_failure", "job_settle_success"]
     assert all("batch_counter.lua" in lua.includes(name) for name in counting)
     storing = [name for name in SCRIPTS if "store_webhook_delivery(" in lua.script(name)]
-    assert sorted(storing) == ["job_settle_failure", "job_settle_success"]
+    assert sorted(storing) == ["job_cancel", "job_settle_failure", "job_settle_success"]
     assert all("webhook_delivery_store.lua" in lua.includes(name) for name in storing)
 
 
