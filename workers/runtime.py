@@ -12,6 +12,7 @@ from gateway_core.config import GatewayConfig, load_config
 from gateway_core.contracts import ContractRegistry, ContractVersion
 from gateway_core.crypto import load_cipher
 from gateway_core.fleet.redis_clients import async_client
+from gateway_core.jobs import run_owners
 from gateway_core.jobs.store import JobStore
 from gateway_core.partners.adapters import PartnerAdapter, adapter_for
 from gateway_core.partners.adapters.base import HttpPool
@@ -75,7 +76,7 @@ def build_runtime(settings: Settings | None = None) -> Runtime:
     # Commands take well under a millisecond, so a few dozen connections serve thousands of calls in flight;
     # a connection per call would cost seconds of connects when a worker starts with a full prefetch.
     client = async_client(settings, decode_responses=True, max_connections=REDIS_CONNECTIONS, pool_timeout_s=30)
-    store = JobStore(client, load_cipher(settings), settings.job_ttl_s)
+    store = JobStore(client, load_cipher(settings), settings.job_ttl_s, run_owner=run_owners.new_owner())
     http = HttpPool(settings.worker_concurrency, settings.max_partner_response_bytes)
     return Runtime(settings, config, client, store, http)
 

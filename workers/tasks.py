@@ -18,7 +18,7 @@ from celery.signals import worker_init, worker_ready, worker_shutdown
 from gateway_core.fleet import keys, metrics
 from gateway_core.fleet.periodic import repeat_forever
 from gateway_core.fleet.redis_clients import sync_client
-from gateway_core.jobs import retention
+from gateway_core.jobs import retention, run_owners
 from gateway_core.jobs.delay_queue import job_mover
 from gateway_core.jobs.enqueuer import Enqueuer
 from gateway_core.jobs.sweeper import Sweeper
@@ -73,6 +73,7 @@ def _start_background_work(sender: Any = None, **_: object) -> None:
     asyncio.run_coroutine_threadsafe(_flush_metric_events(), io_loop())
     asyncio.run_coroutine_threadsafe(_flush_usage(), io_loop())
     asyncio.run_coroutine_threadsafe(_sweep_lost_messages(), io_loop())
+    asyncio.run_coroutine_threadsafe(_keep_alive(), io_loop())
 
 
 @worker_shutdown.connect
@@ -147,6 +148,13 @@ async def _flush_metric_events() -> None:
 
 async def _flush_usage() -> None:
     await metering.flush_usage_forever(runtime().redis)
+
+
+async def _keep_alive() -> None:
+    """This worker's heartbeat: while it beats, the sweeper leaves the jobs it runs alone (run_owners)."""
+    rt = runtime()
+    assert rt.store.run_owner is not None
+    await run_owners.heartbeat_forever(rt.redis, rt.store.run_owner)
 
 
 async def _sweep_lost_messages() -> None:

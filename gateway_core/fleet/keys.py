@@ -49,6 +49,11 @@ UNFINISHED = f"{PREFIX}:unfinished"  # ids of jobs not yet finished (score: ms w
 SWEEPER_LOCK = f"{PREFIX}:sweeper:lock"  # the process sweeping now (gateway_core.jobs.sweeper)
 
 
+def run_owner_alive(owner: str) -> str:
+    """Present while the worker process `owner` runs (a heartbeat with a short TTL; gateway_core.jobs.run_owners)."""
+    return f"{PREFIX}:alive:{owner}"
+
+
 def bucket(partner: str, kind: str) -> str:
     return f"{PREFIX}:bucket:{partner}:{kind}"
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -15,6 +14,7 @@ from gateway_core.config import GatewayConfig
 from gateway_core.crypto import PayloadCipher
 from gateway_core.fleet import keys
 from gateway_core.fleet.lua import script
+from gateway_core.jobs import run_owners
 from gateway_core.jobs.models import Attempt, JobStatus, JobView, Message, Usage, now
 
 # The job's state changes that must be atomic are Lua scripts in gateway_core/lua (job_*.lua): claim a run, give
@@ -98,10 +98,13 @@ class JobRecord:
 
 
 class JobStore:
-    def __init__(self, client: aioredis.Redis, cipher: PayloadCipher, ttl_s: int) -> None:
+    def __init__(self, client: aioredis.Redis, cipher: PayloadCipher, ttl_s: int, *, run_owner: str | None = None
+                 ) -> None:
+        """`run_owner`: the process's id in its runs' tokens, for a worker that keeps it alive (run_owners)."""
         self.redis = client
         self.cipher = cipher
         self.ttl_s = ttl_s
+        self.run_owner = run_owner
         self._begin_run = client.register_script(script("job_begin_run"))
         self._settle_success = client.register_script(script("job_settle_success"))
         self._settle_failure = client.register_script(script("job_settle_failure"))
@@ -182,7 +185,7 @@ class JobStore:
 
     async def begin_run(self, job_id: str, partner: str, attempt: int) -> tuple[str, str, dict[str, str]]:
         """Claim the job for this attempt: (word, run token, raw fields when claimed)."""
-        token = secrets.token_hex(8)
+        token = run_owners.run_token(self.run_owner)
         reply = await self._begin_run(keys=[keys.job(job_id)], args=[partner, str(attempt), token, repr(now())])
         if not isinstance(reply, list):
             return str(reply), token, {}

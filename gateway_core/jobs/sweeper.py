@@ -26,6 +26,10 @@ When it re-sends:
   `retrying`: their message is written in the same step as their status) or at least the visibility timeout later
   (`running`: a live run always finishes within it, so its claim is dead by then), and unchanged in between
   (same status, partner, attempt and run token).
+- A `running` job whose worker process is gone (its run token names an owner whose heartbeat key expired,
+  gateway_core.jobs.run_owners) counts as missing even while its delivery waits in kombu's unacked hash, and is
+  re-sent when found so twice `confirm_s` apart: within seconds of a SIGKILL, not after the visibility timeout.
+  The delivery, restored later, carries the old attempt and is dropped as stale.
 - The re-send is one Lua step (gateway_core/fleet/lua/job_sweep_resend.lua) guarded on everything the sweeper saw:
   the job goes to its lane's delay queue as a new attempt on the same partner, due now, and the delay-queue mover
   sends it through the normal enqueue path. A 'swept' entry in its history says so. Two sweepers (or a sweeper and a
@@ -56,6 +60,7 @@ from gateway_core.fleet import keys
 from gateway_core.fleet.fleet_state import UNACKED, lane_queues
 from gateway_core.fleet.lua import script
 from gateway_core.fleet.metrics import label
+from gateway_core.jobs import run_owners
 from gateway_core.jobs.store import delayed_member
 
 log = logging.getLogger("fedgate.sweeper")
@@ -72,6 +77,7 @@ FIELDS = ("status", "partner", "attempt", "run_token", "lane")
 CHUNK = 500  # messages read per Lua call (about a millisecond of Redis time), jobs read per pipeline
 PAGE = 20_000  # jobs looked at together (their messages looked for in one pass over each place)
 REASON = "message lost (no queue entry, no unacknowledged delivery, no delay-queue entry); re-sent by the sweeper"
+ABANDONED = "the worker running it stopped (no heartbeat); re-sent by the sweeper"
 
 
 def message_id(job_id: str, attempt: int) -> str:
@@ -100,6 +106,11 @@ class Seen:
     @property
     def running(self) -> bool:
         return self.status == "running"
+
+    @property
+    def owner(self) -> str | None:
+        """The worker process running it, when its run token says (gateway_core.jobs.run_owners)."""
+        return run_owners.owner_of(self.run_token) if self.running else None
 
 
 @dataclass
@@ -175,9 +186,11 @@ class Sweeper:
         result.finished += len(gone)
         unfinished = {job_id: found for job_id, found in seen.items() if found is not None}
         present = await self.with_message(unfinished)
+        dead = await run_owners.dead_owners(self.redis, [o for f in unfinished.values() if (o := f.owner)])
+        abandoned = {job_id for job_id, found in unfinished.items() if found.owner in dead}
         looked_again: list[str] = []
         for job_id, found in unfinished.items():
-            if job_id in present:
+            if job_id in present and job_id not in abandoned:
                 self.suspects.pop(job_id, None)
                 looked_again.append(job_id)
                 result.present += 1
@@ -188,12 +201,12 @@ class Sweeper:
                 looked_again.append(job_id)
                 result.suspected += 1
                 continue
-            confirm_s = self.running_confirm_s if found.running else self.confirm_s
+            confirm_s = self.running_confirm_s if found.running and job_id not in abandoned else self.confirm_s
             if now_ms - suspicion.since_ms < confirm_s * 1000:
                 looked_again.append(job_id)
                 result.suspected += 1
                 continue
-            if await self.resend(job_id, found):
+            if await self.resend(job_id, found, ABANDONED if job_id in abandoned else REASON):
                 result.resent.append(job_id)
             else:
                 looked_again.append(job_id)
@@ -201,13 +214,13 @@ class Sweeper:
             # XX: a job that left the index meanwhile is not put back.
             await self.redis.zadd(keys.UNFINISHED, dict.fromkeys(looked_again[start:start + CHUNK], now_ms), xx=True)
 
-    async def resend(self, job_id: str, seen: Seen) -> bool:
+    async def resend(self, job_id: str, seen: Seen, reason: str = REASON) -> bool:
         """Send the job again as a new attempt, if it is still as `seen`; True when this call did it."""
         next_attempt = seen.attempt + 1
         word = _text(await self._resend(
             keys=[keys.job(job_id), keys.delayed(seen.lane), keys.delayed_wake(seen.lane), keys.UNFINISHED],
             args=[job_id, seen.status, seen.partner, str(seen.attempt), seen.run_token, str(next_attempt),
-                  delayed_member(job_id, seen.partner, next_attempt), REASON],
+                  delayed_member(job_id, seen.partner, next_attempt), reason],
         ))
         self.suspects.pop(job_id, None)
         if word == "missing":
@@ -215,8 +228,9 @@ class Sweeper:
         if word != "resent":
             return False
         SWEPT.labels(label(seen.partner), label(seen.status)).inc()
-        log.warning("job %s (%s on %s, attempt %d): its message was lost; re-sent as attempt %d", job_id,
-                    seen.status, label(seen.partner), seen.attempt, next_attempt)
+        log.warning("job %s (%s on %s, attempt %d): %s; re-sent as attempt %d", job_id, seen.status,
+                    label(seen.partner), seen.attempt, "its worker stopped" if reason == ABANDONED else
+                    "its message was lost", next_attempt)
         return True
 
     async def _read(self, job_ids: Sequence[str]) -> dict[str, Seen | None]:

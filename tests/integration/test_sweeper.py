@@ -1,5 +1,6 @@
 """The sweeper (gateway_core.jobs.sweeper): a job whose message is gone is found and sent again, exactly once; a job
-whose message is anywhere (its queue, an unacknowledged delivery, the delay queue) is never touched.
+whose message is anywhere (its queue, an unacknowledged delivery, the delay queue) is never touched, unless it runs
+on a worker whose heartbeat is gone.
 
 The first tests drive a Sweeper by hand on a database of their own, with jobs submitted through the real producer
 (Celery's own messages on the real queues) and messages taken away as a fault would (LREM from the queue, HDEL from
@@ -9,6 +10,7 @@ and finishes; one whose delivery merely waits for the visibility timeout is rede
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 from collections.abc import Awaitable, Callable, Iterator
@@ -28,7 +30,8 @@ from gateway_core.jobs.models import Attempt, JobStatus, JobSubmission
 from gateway_core.jobs.routing import decide
 from gateway_core.jobs.store import JobStore, delayed_member
 from gateway_core.jobs.submission import JobProducer
-from gateway_core.jobs.sweeper import PAGE, SWEPT, Sweeper, default_timings, message_id
+from gateway_core.jobs import run_owners
+from gateway_core.jobs.sweeper import ABANDONED, PAGE, SWEPT, Sweeper, default_timings, message_id
 from gateway_core.partners.adapters.base import Outcome, PartnerResponse
 from gateway_core.settings import Settings
 from tests.helpers import FleetEnv, Proc, finish_job, submit_job, wait_for
@@ -207,6 +210,49 @@ def test_a_running_job_whose_delivery_was_removed_is_swept_only_after_its_claim_
     assert not env.run(lambda: env.store.finish_unsuccessful(record, token, JobStatus.DEAD_LETTERED, "late"))
 
 
+def test_a_running_job_whose_worker_has_no_heartbeat_is_swept_though_its_delivery_waits(env: Env) -> None:
+    """A SIGKILLed worker's delivery stays in kombu's unacked hash until the visibility timeout; its heartbeat is gone
+    within seconds, and that is what the sweeper goes by."""
+    alive_job, dead_job = env.submit("alive"), env.submit("dead")
+    for job_id in (alive_job, dead_job):
+        env.deliver(job_id)
+    env.store.run_owner = "host:1:alive"
+    env.run(lambda: run_owners.beat(env.redis, "host:1:alive"))
+    alive_token = env.claim(alive_job)
+    env.store.run_owner = "host:2:dead"  # never beats
+    dead_token = env.claim(dead_job)
+    assert run_owners.owner_of(dead_token) == "host:2:dead" and run_owners.owner_of(alive_token) == "host:1:alive"
+
+    sweeper = env.sweeper(running_confirm_s=3600)  # what a delivery alone would need: the visibility timeout
+    first = env.run(sweeper.sweep)
+    assert first.resent == [] and first.present == 1 and first.suspected == 1
+    env.run(lambda: run_owners.beat(env.redis, "host:1:alive"))
+    assert env.run(sweeper.sweep).resent == [dead_job]
+    dead, alive = env.job(dead_job), env.job(alive_job)
+    assert (dead["status"], dead["attempt"], "run_token" in dead) == ("queued", "2", False)
+    assert env.history(dead_job)[-1]["error"] == ABANDONED
+    assert (alive["status"], alive["run_token"]) == ("running", alive_token)
+    # The old delivery, restored by kombu later, carries attempt 1: it cannot claim the job again.
+    assert env.run(lambda: env.store.begin_run(dead_job, PARTNER, 1))[0] == "stale"
+
+
+def test_a_heartbeat_ends_when_its_worker_stops(env: Env) -> None:
+    async def go() -> tuple[bool, bool]:
+        task = asyncio.create_task(run_owners.heartbeat_forever(env.redis, "host:3:stopping"))
+        for _ in range(200):
+            if await env.redis.exists(keys.run_owner_alive("host:3:stopping")):
+                break
+            await asyncio.sleep(0.01)
+        beating = bool(await env.redis.exists(keys.run_owner_alive("host:3:stopping")))
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return beating, bool(await env.redis.exists(keys.run_owner_alive("host:3:stopping")))
+
+    assert env.run(go) == (True, False)
+    assert env.run(lambda: run_owners.dead_owners(env.redis, ["host:3:stopping"])) == {"host:3:stopping"}
+
+
 def test_a_job_that_changes_between_two_looks_is_not_sent_again(env: Env) -> None:
     job_id = env.submit()
     env.take_message(job_id)
@@ -333,7 +379,8 @@ def test_a_fleet_job_running_on_a_dead_worker_is_swept_only_when_its_delivery_is
 ) -> None:
     """Two calls in flight on a worker that is SIGKILLed. One job's unacknowledged delivery was deleted first (no
     restore can bring it back): the sweeper sends it again once its claim is older than the visibility timeout. The
-    other's delivery is intact: it comes back after the visibility timeout as a redelivery, never swept."""
+    other's delivery is intact: it comes back after the visibility timeout as a redelivery, or is swept because its
+    worker's heartbeat is gone."""
     sim.put("/_sim/partners/sim-azure", json={"latency_ms": 3000}).raise_for_status()
     first: Proc = fleet.start_worker("sim-azure", concurrency=20)
     gone, intact = submit_job(api, "sim-azure", "swept: gone"), submit_job(api, "sim-azure", "swept: intact")
@@ -356,4 +403,6 @@ def test_a_fleet_job_running_on_a_dead_worker_is_swept_only_when_its_delivery_is
         second.stop()
     assert gone_job["status"] == "succeeded" and intact_job["status"] == "succeeded"
     assert [a["outcome"] for a in gone_job["history"]] == ["swept", "ok"]
-    assert [a["outcome"] for a in intact_job["history"]] == ["redelivered", "ok"]
+    # The intact delivery comes back after the visibility timeout, unless the sweeper saw first that its worker's
+    # heartbeat was gone: one of the two, never both (whichever is second finds the job moved on).
+    assert [a["outcome"] for a in intact_job["history"]] in (["redelivered", "ok"], ["swept", "ok"])
