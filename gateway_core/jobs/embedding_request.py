@@ -59,8 +59,10 @@ class EmbeddingRequest(BaseModel):
         return [self.input] if isinstance(self.input, str) else list(self.input)
 
     def params(self) -> dict[str, Any]:
-        """What the worker needs besides the texts, stored in the job's params."""
-        return {k: v for k, v in {"dimensions": self.dimensions, "user": self.user}.items() if v is not None}
+        """What the worker (dimensions, user) and a batch's output file (encoding_format) need besides the texts,
+        stored in the job's params."""
+        return {"encoding_format": self.encoding_format,
+                **{k: v for k, v in {"dimensions": self.dimensions, "user": self.user}.items() if v is not None}}
 
     def submission(self, partner: str) -> JobSubmission:
         """The job for `partner`: one user message per input text. Built without JobSubmission's validation, which

@@ -7,7 +7,10 @@ an `embedding_model`, so making one fail cannot disturb anyone else's partners.
 
 from __future__ import annotations
 
+import base64
+import io
 import json
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,6 +20,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+import redis
 
 from gateway_core.jobs import vectors
 from partner_simulator import SimulatedPartner, SimulatorConfig
@@ -84,8 +88,6 @@ def simulator() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def embedding_fleet(tmp_path_factory: pytest.TempPathFactory, redis_databases: RedisDatabases,
                     simulator: str) -> Iterator[FleetEnv]:
-    import os
-
     home: Path = tmp_path_factory.mktemp("fedgate-embeddings")
     config = home / "config.yaml"
     config.write_text(CONFIG.format(sim=simulator, key=KEY))
@@ -222,8 +224,6 @@ def test_a_failing_partner_fails_over(sdk: openai.OpenAI, api: httpx.Client, sim
 
 
 def test_the_stored_output_is_packed(embedding_fleet: FleetEnv, sdk: openai.OpenAI) -> None:
-    import redis
-
     raw = sdk.embeddings.with_raw_response.create(model="emb-openai", input=["a", "b"])
     job_id = raw.headers["x-fedgate-job-id"]
     with redis.Redis.from_url(embedding_fleet.env["FEDGATE_REDIS_URL"], decode_responses=True) as client:
@@ -231,3 +231,47 @@ def test_the_stored_output_is_packed(embedding_fleet: FleetEnv, sdk: openai.Open
     assert fields["kind"] == "embedding"
     assert "placeholder_map" not in fields  # nothing to restore in vectors
     assert fields["output"] and vectors.PREFIX not in fields["output"]  # encrypted at rest
+
+
+def embedding_line(custom_id: str, **body: Any) -> str:
+    return json.dumps({"custom_id": custom_id, "method": "POST", "url": "/v1/embeddings", "body": body})
+
+
+def test_a_batch_of_embeddings_end_to_end(sdk: openai.OpenAI, sim: httpx.Client) -> None:
+    marker = uuid.uuid4().hex
+    lines = [
+        embedding_line("floats", model="text-embedding-3-small", input=[f"one {marker}", f"two {marker}"]),
+        embedding_line("base64", model="emb-gemini", input=f"three {marker}", encoding_format="base64"),
+        embedding_line("no-embeddings", model="chat-only", input="four"),
+    ]
+    upload = sdk.files.create(file=("in.jsonl", io.BytesIO(("\n".join(lines) + "\n").encode())), purpose="batch")
+    batch = sdk.batches.create(input_file_id=upload.id, endpoint="/v1/embeddings", completion_window="24h")
+    assert batch.endpoint == "/v1/embeddings"
+    done = wait_for(lambda: (b := sdk.batches.retrieve(batch.id)).status in ("completed", "failed") and b, 60, 0.2,
+                    what="the batch to finish")
+    assert done.status == "completed", done.errors
+    assert done.request_counts is not None and (done.request_counts.completed, done.request_counts.failed) == (2, 1)
+    assert done.output_file_id and done.error_file_id
+    output_lines = sdk.files.content(done.output_file_id).text.splitlines()
+    output = {row["custom_id"]: row for row in map(json.loads, output_lines)}
+    floats = openai.types.CreateEmbeddingResponse.model_validate(output["floats"]["response"]["body"])
+    assert floats.model == "text-embedding-3-small"
+    assert close_to(floats.data[1].embedding, vector_for(f"two {marker}"))
+    encoded = output["base64"]["response"]["body"]["data"][0]["embedding"]
+    assert isinstance(encoded, str)
+    decoded = vectors.pack_bytes(1, DEFAULT_DIMENSIONS, base64.b64decode(encoded))
+    assert close_to(vectors.rows_float(decoded)[0], vector_for(f"three {marker}"))
+    [refused] = [json.loads(line) for line in sdk.files.content(done.error_file_id).text.splitlines()]
+    assert refused["custom_id"] == "no-embeddings" and "embedding_model" in refused["error"]["message"]
+    assert len(received(sim, "emb-openai", marker)) == 1 and len(received(sim, "emb-gemini", marker)) == 1
+
+
+def test_a_batch_mixing_endpoints_fails_by_line(sdk: openai.OpenAI) -> None:
+    lines = [embedding_line("e", model="emb-openai", input="x"),
+             json.dumps({"custom_id": "c", "method": "POST", "url": "/v1/chat/completions",
+                         "body": {"model": "emb-openai", "messages": [{"role": "user", "content": "hi"}]}})]
+    upload = sdk.files.create(file=("in.jsonl", io.BytesIO("\n".join(lines).encode())), purpose="batch")
+    batch = sdk.batches.create(input_file_id=upload.id, endpoint="/v1/embeddings", completion_window="24h")
+    assert batch.status == "failed"
+    assert batch.errors is not None and batch.errors.data is not None
+    assert [(e.line, e.code) for e in batch.errors.data] == [(2, "mismatched_url")]
