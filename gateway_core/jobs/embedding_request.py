@@ -23,6 +23,7 @@ ENDPOINT = "/v1/embeddings"
 MAX_INPUTS = 2048  # OpenAI's limit on one request's array
 MAX_DIMENSIONS = 65_536
 
+Text = Annotated[str, Field(min_length=1)]  # the constraints sit on each branch, so the schema states them
 Dimensions = Annotated[int, Field(ge=1, le=MAX_DIMENSIONS), json_type("an integer")]
 
 
@@ -32,8 +33,8 @@ class EmbeddingRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field(min_length=1, max_length=256, description="A partner name or a route from the config")
-    input: str | list[Annotated[str, Field(min_length=1)]] = Field(
-        min_length=1, description=f"A text, or up to {MAX_INPUTS} texts; token arrays are not supported"
+    input: Text | Annotated[list[Text], Field(min_length=1, max_length=MAX_INPUTS)] = Field(
+        description=f"A text, or up to {MAX_INPUTS} texts; token arrays are not supported"
     )
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: Dimensions | None = Field(default=None, description="Passed to partners that can shorten vectors")
@@ -50,6 +51,8 @@ class EmbeddingRequest(BaseModel):
             raise PydanticCustomError("unsupported", "input: token arrays are not supported by this gateway (it "
                                       "redacts text before a partner sees it): send the text as a string or a list "
                                       "of strings")
+        if value == [] or value == "" or (isinstance(value, list) and "" in value):
+            raise ValueError("give a non-empty text or a non-empty list of non-empty texts")
         if isinstance(value, list) and len(value) > MAX_INPUTS:
             raise PydanticCustomError("unsupported", f"input: {len(value)} texts is over the limit of {MAX_INPUTS} "
                                       "per request: split them across requests or use a batch")
