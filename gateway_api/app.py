@@ -22,6 +22,7 @@ from gateway_api.completion import CompletionListener
 from gateway_api.contract_routes import install as install_contract_routes
 from gateway_api.deps import Services, Tenant, error_body, services, wait_for_job
 from gateway_api.dlq_routes import install as install_dead_letter_routes
+from gateway_api.embeddings import install as install_embedding_routes
 from gateway_api.limits import install as install_request_guard
 from gateway_api.metrics_routes import install as install_metrics_routes
 from gateway_api.openai_compat import install as install_openai_routes
@@ -160,6 +161,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     install_dead_letter_routes(app)
     install_openai_routes(app)
+    install_embedding_routes(app)
     install_contract_routes(app)
     install_metrics_routes(app, settings)
     install_batch_routes(app)

@@ -23,7 +23,7 @@ from gateway_api.deps import Tenant, services
 from gateway_api.limits import MULTIPART_SLACK
 from gateway_api.openapi import errors
 from gateway_core.errors import RequestError
-from gateway_core.jobs.batches import COMPLETION_WINDOWS, ENDPOINT, UPLOAD_PURPOSES, BatchStore
+from gateway_core.jobs.batches import COMPLETION_WINDOWS, ENDPOINTS, UPLOAD_PURPOSES, BatchStore
 from gateway_core.jobs.models import Metadata
 
 router = APIRouter(tags=["batches"])
@@ -63,16 +63,16 @@ class BatchCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     input_file_id: str = Field(min_length=1, max_length=128, description="A file uploaded with purpose \"batch\"")
-    endpoint: Literal["/v1/chat/completions"] = Field(description="The endpoint every line calls")
+    endpoint: Literal["/v1/chat/completions", "/v1/embeddings"] = Field(description="The endpoint every line calls")
     completion_window: Literal["24h"] = "24h"
     metadata: Metadata | None = None
 
     @field_validator("endpoint", mode="before")
     @classmethod
     def _endpoint(cls, value: Any) -> Any:
-        if isinstance(value, str) and value != ENDPOINT:  # OpenAI answers this 400, and so does fedgate
+        if isinstance(value, str) and value not in ENDPOINTS:  # OpenAI answers this 400, and so does fedgate
             raise PydanticCustomError("invalid_endpoint", "endpoint {given} is not supported: use {endpoint}",
-                                      {"given": repr(value), "endpoint": repr(ENDPOINT)})
+                                      {"given": repr(value), "endpoint": " or ".join(map(repr, ENDPOINTS))})
         return value
 
     @field_validator("completion_window", mode="before")

@@ -61,6 +61,8 @@ class PartnerConfig(_Strict):
     adapter: Literal["openai", "anthropic", "generic", "azure_openai", "gemini"]
     base_url: str
     model: str
+    embedding_model: str | None = Field(default=None, description="The model /v1/embeddings jobs use (azure_openai: "
+                                        "its deployment name); unset: this partner takes no embedding jobs")
     deployment: str | None = Field(default=None, description="azure_openai: the deployment name in the URL "
                                    "(default: `model`)")
     api_version: str | None = Field(default=None, description="azure_openai: the `api-version` query parameter "

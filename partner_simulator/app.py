@@ -46,6 +46,7 @@ from partner_simulator.behaviour import (
     TokenBucketLimiter,
 )
 from partner_simulator.delivery import WireShape, bad_gateway_page, choose_encoding, shape
+from partner_simulator.embeddings_wire import EMBEDDING_WIRES, azure_route_problem
 from partner_simulator.gemini_wire import GeminiWire
 from partner_simulator.openai_wire import OpenAIWire
 from partner_simulator.wire import OrjsonResponse, WireFormat
@@ -68,6 +69,7 @@ _AZURE_CHAT_COMPLETIONS = frozenset[PartnerKind]({"azure_openai"})
 _GENERATE_CONTENT = frozenset[PartnerKind]({"gemini"})
 _V1_MODELS = frozenset[PartnerKind]({"openai", "anthropic", "gemini"})
 _V1BETA_MODELS = frozenset[PartnerKind]({"gemini"})
+_EMBEDDINGS = frozenset[PartnerKind]({"openai", "azure_openai", "gemini"})
 
 # --- runtime state ---------------------------------------------------------------------------------
 
@@ -180,6 +182,40 @@ class SimulatorEndpoints:
 
     async def generate_content(self, request: Request) -> Response:
         return await self._generate(request, _GENERATE_CONTENT)
+
+    async def embeddings(self, request: Request) -> Response:
+        """Every wire's embeddings route: the kind the partner is decides how the body is read and answered."""
+        runtime = self._runtime_serving(request, _EMBEDDINGS)
+        if isinstance(runtime, Response):
+            return runtime
+        runtime.stats.enter()
+        try:
+            body = await request.body()
+            if runtime.recorded is not None:
+                runtime.recorded.append(body.decode("utf-8", "replace"))
+            return self._on_the_wire(runtime, request, await self._embedding_answer(runtime, request, body))
+        finally:
+            runtime.stats.leave()
+
+    async def _embedding_answer(self, runtime: PartnerRuntime, request: Request, body: bytes) -> Response:
+        behaviour, stats, wire = runtime.behaviour, runtime.stats, runtime.wire
+        rejection = self._auth_rejection(runtime, request)
+        if rejection is not None:
+            return rejection
+        misrouted = azure_route_problem(request) if runtime.kind == "azure_openai" else None
+        if misrouted is not None:
+            stats.count_error("not_found")
+            return wire.error(*misrouted)
+        parsed = EMBEDDING_WIRES[runtime.kind].parse(body, runtime.model)
+        if isinstance(parsed, str):
+            stats.count_error("bad_request")
+            return wire.error(400, parsed)
+        await _simulate_latency(behaviour, runtime.rng)
+        if _happens(behaviour.error_rate, runtime.rng):
+            stats.count_error(f"status_{behaviour.error_status}")
+            return wire.failure(behaviour.error_status)
+        stats.ok += 1
+        return EMBEDDING_WIRES[runtime.kind].reply(parsed)
 
     async def v1_models(self, request: Request) -> Response:
         return await self._list_models(request, _V1_MODELS)
@@ -360,6 +396,10 @@ def create_app(config: SimulatorConfig, *, clock: Clock = time.monotonic) -> Sta
         Route("/{partner}/v1beta/models/{model}:generateContent", endpoints.generate_content, methods=["POST"]),
         Route("/{partner}/v1/models/{model}:generateContent", endpoints.generate_content, methods=["POST"]),
         Route("/{partner}/v1beta/models", endpoints.v1beta_models, methods=["GET"]),
+        Route("/{partner}/v1/embeddings", endpoints.embeddings, methods=["POST"]),
+        Route("/{partner}/openai/deployments/{deployment}/embeddings", endpoints.embeddings, methods=["POST"]),
+        Route("/{partner}/v1beta/models/{model}:batchEmbedContents", endpoints.embeddings, methods=["POST"]),
+        Route("/{partner}/v1/models/{model}:batchEmbedContents", endpoints.embeddings, methods=["POST"]),
     ]
     return Starlette(routes=routes)
 

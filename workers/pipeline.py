@@ -23,12 +23,12 @@ from gateway_core.contracts import ContractVersion, parse_lenient, validation_er
 from gateway_core.fleet import metrics
 from gateway_core.jobs.models import Attempt, JobStatus, Message, now
 from gateway_core.jobs.routing import decide
-from gateway_core.jobs.store import JobRecord, WebhookWrite, job_retention_s
+from gateway_core.jobs.store import EMBEDDING, JobRecord, WebhookWrite, job_retention_s
 from gateway_core.partners.adapters.base import CallRequest, Outcome, OutputSchema, PartnerResponse
 from gateway_core.partners.ratelimit import estimate_tokens
 from gateway_core.redaction import PlaceholderMap, RedactionError
 from gateway_core.tenants import metering
-from workers import call_slots, telemetry
+from workers import call_slots, embedding_run, telemetry
 from workers.notify import send_webhook, webhook_for
 from workers.runtime import Runtime, runtime
 
@@ -110,7 +110,7 @@ async def run_job(job_id: str, partner: str, attempt: int) -> str:
     if claim == "redelivered":
         ctx.note("redelivered", "previous worker stopped before finishing; call repeated")
     try:
-        return await _run_claimed(ctx)
+        return await (embedding_run.run_claimed(ctx) if record.kind == EMBEDDING else _run_claimed(ctx))
     except ClaimLost:
         return "superseded"
     except call_slots.WorkerStopping:
@@ -253,6 +253,8 @@ def _redact(ctx: RunContext) -> None:
 
 def _estimate(ctx: RunContext) -> int:
     chars = sum(len(m.content) for m in ctx.outgoing)
+    if ctx.record.kind == EMBEDDING:  # an embedding has no output tokens
+        return estimate_tokens(chars, 0)
     return estimate_tokens(chars, ctx.record.params.get("max_tokens") or ctx.partner.max_output_tokens)
 
 

@@ -16,6 +16,7 @@ from gateway_core.jobs import run_owners
 from gateway_core.jobs.store import JobStore
 from gateway_core.partners.adapters import PartnerAdapter, adapter_for
 from gateway_core.partners.adapters.base import HttpPool
+from gateway_core.partners.adapters.embeddings import EmbeddingAdapter, embedding_adapter_for
 from gateway_core.partners.breaker import CircuitBreakers
 from gateway_core.partners.ratelimit import PartnerBudgets
 from gateway_core.redaction import Redactor
@@ -60,6 +61,12 @@ class Runtime:
     @cached_property
     def adapters(self) -> dict[str, PartnerAdapter]:
         return {name: adapter_for(cfg, self.http) for name, cfg in self.config.partners.items()}
+
+    @cached_property
+    def embedding_adapters(self) -> dict[str, EmbeddingAdapter]:
+        """The partners that can take embedding jobs (an adapter with an embeddings wire and an embedding_model)."""
+        found = {name: embedding_adapter_for(cfg, self.http) for name, cfg in self.config.partners.items()}
+        return {name: adapter for name, adapter in found.items() if adapter is not None}
 
     async def close(self) -> None:
         await self.http.aclose()

@@ -36,11 +36,13 @@ from gateway_core.config import TenantConfig
 from gateway_core.errors import RequestError
 from gateway_core.fleet import keys, metrics
 from gateway_core.fleet.lua import script
-from gateway_core.jobs import models
+from gateway_core.jobs import embedding_request, models
 from gateway_core.jobs.chat_request import ChatCompletionRequest  # the exact request shape chat completions take
 from gateway_core.jobs.models import JobStatus, JobSubmission, Usage, new_job_id, now
 from gateway_core.jobs.store import (
     BATCH_KEY_PREFIX,
+    CHAT,
+    EMBEDDING,
     JobRecord,
     JobStore,
     delayed_member,
@@ -61,6 +63,7 @@ MAX_REQUESTS = 50_000
 CHUNK = 1000
 MAX_REPORTED_ERRORS = 1000
 ENDPOINT = "/v1/chat/completions"
+ENDPOINTS = (ENDPOINT, embedding_request.ENDPOINT)  # one per batch, as OpenAI requires
 COMPLETION_WINDOWS = {"24h": 24 * 3600}
 UPLOAD_PURPOSES = ("batch",)
 FINALIZE_LOCK_S = 300
@@ -71,7 +74,7 @@ FINAL = ("completed", "failed", "cancelled", "expired")
 _TERMINAL_JOB = {s.value for s in JobStatus if s.terminal}
 _FILE_FIELDS = ("tenant", "filename", "purpose", "bytes", "created_at", "expires_at")
 _RESULT_FIELDS = ("status", "output", "usage", "answered_by", "error", "created_at", "custom_id", "batch_model",
-                  "payload_retained", "requested_partner", "partner", "history")
+                  "payload_retained", "requested_partner", "partner", "history", "kind", "params")
 
 
 def file_key(file_id: str) -> str:
@@ -134,6 +137,8 @@ class BatchLine:
     custom_id: str
     model: str
     submission: JobSubmission | None = None
+    kind: str = CHAT
+    params: dict[str, Any] = field(default_factory=dict)  # an embedding line's (the chat params come from submission)
     reject_status: int = 0
     reject_code: str = ""
     reject_message: str = ""
@@ -204,6 +209,9 @@ def parse_input(
         if not isinstance(body, dict):
             parsed.add_error(LineError(number, "invalid_body", f"line {number}: body must be a JSON object", "body"))
             continue
+        if endpoint == embedding_request.ENDPOINT:
+            _parse_embedding_line(parsed, number, custom_id, body, tenant, producer)
+            continue
         try:
             request = ChatCompletionRequest.model_validate(body)
             if request.stream:
@@ -239,6 +247,28 @@ def parse_input(
     if not parsed.lines and not parsed.error_count:
         parsed.add_error(LineError(None, "empty_file", "the input file has no requests"))
     return parsed
+
+
+def _parse_embedding_line(parsed: ParsedInput, number: int, custom_id: str, body: dict[str, Any],
+                          tenant: TenantConfig, producer: JobProducer) -> None:
+    """One /v1/embeddings line: a structural error in its body fails the batch; a request the gateway refuses
+    (unknown model, a partner without embedding_model, ...) is a rejected line, as for chat lines."""
+    try:
+        request = embedding_request.EmbeddingRequest.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "body"
+        parsed.add_error(LineError(number, "invalid_body", f"line {number}: body.{where}: {first.get('msg')}",
+                                   f"body.{where}"))
+        return
+    entry = BatchLine(number, custom_id, request.model, kind=EMBEDDING, params=request.params())
+    try:
+        submission = request.submission(embedding_request.embedding_partner(producer.config, request))
+        producer.validate(tenant, submission)
+        entry.submission = submission
+    except RequestError as exc:
+        entry.reject_status, entry.reject_code, entry.reject_message = exc.status_code, exc.code, str(exc)
+    parsed.lines.append(entry)
 
 
 def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
@@ -426,9 +456,9 @@ class BatchStore:
 
     async def create_batch(self, tenant: TenantConfig, input_file_id: str, endpoint: str, completion_window: str,
                            metadata: dict[str, str] | None = None) -> dict[str, Any]:
-        if endpoint != ENDPOINT:
-            raise RequestError(400, f"endpoint {endpoint!r} is not supported: use {ENDPOINT!r}", "invalid_endpoint",
-                               "endpoint")
+        if endpoint not in ENDPOINTS:
+            raise RequestError(400, f"endpoint {endpoint!r} is not supported: use {' or '.join(map(repr, ENDPOINTS))}",
+                               "invalid_endpoint", "endpoint")
         if completion_window not in COMPLETION_WINDOWS:
             raise RequestError(400, f"completion_window {completion_window!r} is not supported: use \"24h\"",
                                "invalid_completion_window", "completion_window")
@@ -565,8 +595,9 @@ class BatchStore:
                 id=new_job_id(), tenant=tenant, partner=submission.partner, requested_partner=submission.partner,
                 status=JobStatus.QUEUED, attempt=1, created_at=created, messages=submission.conversation(),
                 params={k: v for k, v in {"max_tokens": submission.max_tokens,
-                                          "temperature": submission.temperature}.items() if v is not None},
-                metadata=submission.metadata, lane=keys.BATCH,
+                                          "temperature": submission.temperature}.items() if v is not None}
+                | line.params,
+                metadata=submission.metadata, lane=keys.BATCH, kind=line.kind,
             )
             mapping = self.store.encode_new(record)
             mapping.update({"batch_id": batch_id, "custom_id": line.custom_id, "batch_model": line.model})
@@ -778,9 +809,10 @@ class BatchStore:
             request_id = "batch_req_" + job_id.removeprefix("job_")
             if row["status"] == JobStatus.SUCCEEDED.value and row["output"]:
                 text = self.cipher.decrypt(row["output"].encode())
+                answer = embedding_list(row, text) if row["kind"] == EMBEDDING else chat_completion(job_id, row, text)
                 result = json.dumps({
                     "id": request_id, "custom_id": row["custom_id"],
-                    "response": {"status_code": 200, "request_id": job_id, "body": chat_completion(job_id, row, text)},
+                    "response": {"status_code": 200, "request_id": job_id, "body": answer},
                     "error": None,
                 })
                 if output_bytes + len(result.encode()) + 1 <= self.max_output_bytes:
@@ -822,6 +854,15 @@ def chat_completion(job_id: str, row: dict[str, str | None], text: str) -> dict[
         usage=Usage.model_validate_json(usage_json) if usage_json else None,
         created_at=float(row.get("created_at") or 0), answered_by=row.get("answered_by"),
     )
+
+
+def embedding_list(row: dict[str, str | None], packed: str) -> dict[str, Any]:
+    """The list /v1/embeddings answers with, for a finished batch job, in the encoding its line asked for."""
+    params = json.loads(row.get("params") or "{}")
+    usage = Usage.model_validate_json(row["usage"]) if row.get("usage") else Usage()
+    vectors = embedding_request.encoded(packed, params.get("encoding_format", "float"))
+    return embedding_request.embedding_list(vectors, model=row.get("batch_model") or "",
+                                            prompt_tokens=usage.prompt_tokens)
 
 
 def _batch_object(batch_id: str, raw: dict[str, str], counts: dict[str, int]) -> dict[str, Any]:

@@ -163,16 +163,26 @@ class Attempt(BaseModel):
     )
 
 
+class EmbeddingsSummary(BaseModel):
+    """What an embedding job's output holds (the vectors themselves are answered by /v1/embeddings)."""
+
+    count: int
+    dimensions: int
+
+
 class JobView(BaseModel):
     """A job as shown to its tenant."""
 
     id: str
+    kind: Literal["chat", "embedding"] = Field(default="chat", description="chat: a completion; embedding: vectors")
     status: JobStatus
     partner: str
     answered_by: str | None = None
     attempts: int
     output: str | None = None
     parsed: Any = Field(default=None, description="The output parsed and validated against the job's contract")
+    embeddings: EmbeddingsSummary | None = Field(default=None, description="An embedding job's vectors: how many, "
+                                                 "of what size (never the vectors, never in `output`)")
     contract: str | None = None
     usage: Usage | None = None
     cost_usd: float | None = Field(

@@ -14,12 +14,14 @@ from gateway_core.config import GatewayConfig
 from gateway_core.crypto import PayloadCipher
 from gateway_core.fleet import keys
 from gateway_core.fleet.lua import script
-from gateway_core.jobs import run_owners
-from gateway_core.jobs.models import Attempt, JobStatus, JobView, Message, Usage, now
+from gateway_core.jobs import run_owners, vectors
+from gateway_core.jobs.models import Attempt, EmbeddingsSummary, JobStatus, JobView, Message, Usage, now
 
 # The job's state changes that must be atomic are Lua scripts in gateway_core/lua (job_*.lua): claim a run, give
 # it back, settle it (one script per outcome), cancel. Each settle checks the caller still holds the run.
 BATCH_KEY_PREFIX = f"{keys.PREFIX}:batch:"  # a batch's hash; job scripts count a batch job's outcome in it
+CHAT = "chat"
+EMBEDDING = "embedding"  # inputs as user messages, output the packed vectors (gateway_core.jobs.vectors)
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ class JobRecord:
     webhook_url: str | None = None
     payload_retained: bool = True
     lane: str = keys.INTERACTIVE
+    kind: str = CHAT
 
     def view(self) -> JobView:
         audit: dict[str, dict[str, int]] = {}
@@ -74,13 +77,19 @@ class JobRecord:
             timings["queue_wait_ms"] = round((self.started_at - self.created_at) * 1000, 3)
         if self.finished_at:
             timings["total_ms"] = round((self.finished_at - self.created_at) * 1000, 3)
+        embeddings = None
+        if self.kind == EMBEDDING and self.output is not None:
+            count, dimensions = vectors.shape(self.output)
+            embeddings = EmbeddingsSummary(count=count, dimensions=dimensions)
         return JobView(
             id=self.id,
+            kind="embedding" if self.kind == EMBEDDING else "chat",
             status=self.status,
             partner=self.requested_partner,
             answered_by=self.answered_by,
             attempts=len([a for a in self.history if a.outcome not in ("redelivered", "swept")]),
-            output=self.output,
+            output=None if self.kind == EMBEDDING else self.output,
+            embeddings=embeddings,
             parsed=self.parsed,
             contract=self.params.get("contract"),
             usage=self.usage,
@@ -130,6 +139,7 @@ class JobStore:
             "history": "[]",
             **({"webhook_url": self.cipher.encrypt(record.webhook_url).decode()} if record.webhook_url else {}),
             **({"lane": record.lane} if record.lane != keys.INTERACTIVE else {}),
+            **({"kind": record.kind} if record.kind != CHAT else {}),
         }
 
     async def create(self, record: JobRecord) -> None:
@@ -168,6 +178,7 @@ class JobStore:
             reservation=raw.get("reservation") or None,
             payload_retained=raw.get("payload_retained", "1") != "0",
             lane=raw.get("lane") or keys.INTERACTIVE,
+            kind=raw.get("kind") or CHAT,
             cost_nanousd=int(raw["cost_nanousd"]) if raw.get("cost_nanousd") else None,
         )
         if raw.get("usage"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from typing import Any
 
 from gateway_core.config import GatewayConfig, TenantConfig
 from gateway_core.contracts import ContractNotFound, ContractRegistry
@@ -17,7 +18,7 @@ from gateway_core.errors import RequestError
 from gateway_core.fleet import keys, metrics, tracing
 from gateway_core.jobs.enqueuer import Enqueuer, stage
 from gateway_core.jobs.models import JobStatus, JobSubmission, new_job_id, now
-from gateway_core.jobs.store import JobRecord, JobStore
+from gateway_core.jobs.store import CHAT, JobRecord, JobStore
 from gateway_core.settings import Settings
 from gateway_core.tenants import spending
 from gateway_core.webhooks import WebhookError, allow_list, check_destination
@@ -106,7 +107,9 @@ class JobProducer:
         await redis.set(slot, f"done:{digest}:{record.id}", ex=IDEMPOTENCY_TTL_S)
         return record, True
 
-    async def submit(self, tenant: TenantConfig, submission: JobSubmission) -> JobRecord:
+    async def submit(self, tenant: TenantConfig, submission: JobSubmission, *, kind: str = CHAT,
+                     params: dict[str, Any] | None = None) -> JobRecord:
+        """`kind` and `params` are for jobs other front doors make (an embedding job: gateway_api/embeddings.py)."""
         self.validate(tenant, submission)
         await spending.check_budget(self.store.redis, tenant)
         contract = await self.pin_contract(submission.contract) if submission.contract else None
@@ -124,9 +127,10 @@ class JobProducer:
             params={k: v for k, v in
                     {"max_tokens": submission.max_tokens, "temperature": submission.temperature,
                      "contract": contract}.items()
-                    if v is not None},
+                    if v is not None} | (params or {}),
             metadata=submission.metadata,
             webhook_url=submission.webhook_url,
+            kind=kind,
         )
         fields = self.store.encode_new(record)
         tracing.stamp_job(fields, record.id)  # every attempt's worker span joins this request's trace

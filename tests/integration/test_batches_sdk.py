@@ -123,7 +123,7 @@ def test_bad_uploads_are_refused(sdk: openai.OpenAI, fleet: FleetEnv) -> None:
                            completion_window="24h")
     file_id = upload(sdk, [request_line("a", "sim-openai", "hi")])
     with pytest.raises(openai.BadRequestError, match="endpoint"):
-        sdk.batches.create(input_file_id=file_id, endpoint="/v1/embeddings", completion_window="24h")
+        sdk.batches.create(input_file_id=file_id, endpoint="/v1/completions", completion_window="24h")
     other = openai.OpenAI(base_url=fleet.env["FEDGATE_API_URL"] + "/v1", api_key="test-key-other", max_retries=0)
     with pytest.raises(openai.NotFoundError):
         other.files.retrieve(file_id)

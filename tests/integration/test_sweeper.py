@@ -26,11 +26,11 @@ from gateway_core.config import GatewayConfig, PartnerConfig, TenantConfig
 from gateway_core.crypto import PayloadCipher
 from gateway_core.fleet import keys
 from gateway_core.fleet.fleet_state import UNACKED
+from gateway_core.jobs import run_owners
 from gateway_core.jobs.models import Attempt, JobStatus, JobSubmission
 from gateway_core.jobs.routing import decide
 from gateway_core.jobs.store import JobStore, delayed_member
 from gateway_core.jobs.submission import JobProducer
-from gateway_core.jobs import run_owners
 from gateway_core.jobs.sweeper import ABANDONED, PAGE, SWEPT, Sweeper, default_timings, message_id
 from gateway_core.partners.adapters.base import Outcome, PartnerResponse
 from gateway_core.settings import Settings
