@@ -21,7 +21,6 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import anyio
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.responses import Response
@@ -86,8 +85,7 @@ async def stream_chat_completion(request: Request, who: Tenant, submission: JobS
     try:
         first = await _first_entries(request, reader, deadline)
     except BaseException:
-        with anyio.CancelScope(shield=True):
-            await cancel_job(svc, accepted.id)
+        cancel_soon(svc, accepted.id)
         raise
     if first is None:  # gone, or timed out: the job goes on as the non-streaming door leaves it
         if await request.is_disconnected():
@@ -185,8 +183,17 @@ async def _chat_events(svc: Services, reader: JobReader, chunks: ChatChunks, fir
                     entries = await reader.next(None) or [StreamEntry("0-0", "end")]
     finally:
         if not complete:  # the client went away before the end: the job is not wanted any more
-            with anyio.CancelScope(shield=True):
-                await cancel_job(svc, reader.job_id)
+            cancel_soon(svc, reader.job_id)
+
+
+_cancelling: set[asyncio.Task[None]] = set()
+
+
+def cancel_soon(svc: Services, job_id: str) -> None:
+    """Cancel the job from a task of its own: the request being torn down (its task cancelled) cannot await."""
+    task = asyncio.get_running_loop().create_task(cancel_job(svc, job_id))
+    _cancelling.add(task)
+    task.add_done_callback(_cancelling.discard)
 
 
 async def cancel_job(svc: Services, job_id: str) -> None:
