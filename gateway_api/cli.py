@@ -32,12 +32,23 @@ def submit(
     wait: Annotated[bool, typer.Option(help="Wait for the job to finish and print it")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait")] = 120.0,
     max_tokens: Annotated[int | None, typer.Option(help="Output token limit")] = None,
+    stream: Annotated[bool, typer.Option(help="Print the answer as the partner generates it")] = False,
 ) -> None:
-    """Submit one job; print its id, or with --wait the finished job as JSON."""
+    """Submit one job; print its id, or with --wait the finished job as JSON, or with --stream its answer as it
+    comes."""
     payload: dict[str, Any] = {"partner": partner, "prompt": prompt}
     if max_tokens:
         payload["max_tokens"] = max_tokens
+    if stream:
+        payload["stream"] = True
     accepted = request("POST", "/v1/jobs", json=payload)
+    if stream:
+        from gateway_api.cli_stream import print_as_it_comes
+
+        finished = print_as_it_comes(accepted["id"], timeout)
+        if finished["status"] != "succeeded":
+            fail(f"job {accepted['id']} {finished['status']}: {finished.get('error') or 'no output'}")
+        return
     if not wait:
         typer.echo(accepted["id"])
         return

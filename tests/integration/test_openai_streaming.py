@@ -9,6 +9,9 @@ it paces and cuts through the partners' behaviour controls.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,7 +19,7 @@ import httpx
 import openai
 import pytest
 
-from tests.helpers import FleetEnv, RedisDatabases, calls_with, finish_job, free_port, http_ok, wait_for
+from tests.helpers import ROOT, FleetEnv, RedisDatabases, calls_with, finish_job, free_port, http_ok, wait_for
 
 CONFIG = """
 partners:
@@ -255,3 +258,19 @@ def test_stream_options_without_stream_is_refused(sdk: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError, match="stream_options"):
         sdk.chat.completions.create(model="sim-openai", messages=[{"role": "user", "content": "x"}],
                                     stream_options={"include_usage": True})
+
+
+def test_fedgate_submit_stream_prints_tokens_as_they_come(stream_fleet: FleetEnv, sim: httpx.Client) -> None:
+    sim.put("/_sim/partners/sim-anthropic", json={"stream_chunk_chars": 1, "stream_token_delay_ms": 30})
+    expected = "Simulated reply from sim-anthropic: printed by the CLI"  # ~1.6 s of deltas
+    process = subprocess.Popen([sys.executable, "-m", "gateway_api.cli", "submit", "--partner", "sim-anthropic",
+                                "--prompt", "printed by the CLI", "--stream"], env=stream_fleet.env, cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None
+    first = process.stdout.read(1)
+    first_at = time.monotonic()
+    rest, errors = process.communicate(timeout=30)
+    ended_at = time.monotonic()
+    assert process.returncode == 0, errors
+    assert (first + rest).decode() == expected + "\n"
+    assert ended_at - first_at > 0.5  # the first token was on screen long before the answer was complete
