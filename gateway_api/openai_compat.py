@@ -1,8 +1,9 @@
 """OpenAI-compatible front door: apps using the official `openai` SDK change only base_url and api key.
 
-`POST /v1/chat/completions` (non-streaming) turns the request into an ordinary job (redacted, budgeted,
+`POST /v1/chat/completions` turns the request into an ordinary job (redacted, budgeted,
 retried, failed over, visible at /v1/jobs/{id}), waits for it, and answers in OpenAI's response and error
-shapes. `model` names a partner, or a route from the config.
+shapes; with `stream: true` it answers server-sent chunks as the job's worker relays them (gateway_api/streaming.py).
+`model` names a partner, or a route from the config.
 """
 
 from __future__ import annotations
