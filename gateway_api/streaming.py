@@ -152,8 +152,16 @@ async def _chat_events(svc: Services, reader: JobReader, chunks: ChatChunks, fir
     try:
         yield chunks.chunk({"role": "assistant", "content": "", "refusal": None})
         entries = first
+        run = next((e.run for e in first if e.kind == "delta"), "")
         while True:
             for entry in entries:
+                if entry.kind in ("delta", "finish") and run and entry.run != run:
+                    # Another run took the job over after this one's deltas went out (its worker stopped): its
+                    # answer starts again from the beginning, which this client cannot be given as a continuation.
+                    yield _error_event(f"the answer of job {reader.job_id} was interrupted (its worker stopped); "
+                                       f"the job goes on: poll GET /v1/jobs/{reader.job_id}", "partner_failed")
+                    complete = True
+                    return
                 if entry.kind == "delta":
                     yield chunks.chunk({"content": entry.text})
                 elif entry.kind == "finish":

@@ -13,6 +13,7 @@ so a superseded or cancelled run cannot write into the stream; a `False` answer 
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -38,6 +39,11 @@ class StreamEntry:
     finish_reason: str | None = None
     usage: Usage | None = None
     error: str | None = None
+    run: str = ""  # which run wrote it (a digest of its token): a reader that saw one run's deltas stops at another's
+
+
+def run_id(token: str) -> str:
+    return hashlib.blake2s(token.encode(), digest_size=6).hexdigest()
 
 
 class JobStream:
@@ -47,7 +53,7 @@ class JobStream:
         self._append = client.register_script(script("job_stream_append"))
 
     async def _write(self, job_id: str, token: str, fields: dict[str, str]) -> bool:
-        flat = [item for pair in fields.items() for item in pair]
+        flat = [item for pair in {**fields, "r": run_id(token)}.items() for item in pair]
         added = await self._append(keys=[keys.job(job_id), keys.job_stream(job_id)],
                                    args=[token, str(MAX_ENTRIES), str(TTL_S), *flat])
         return bool(added)
@@ -82,12 +88,13 @@ class JobStream:
 
     def _decode(self, entry_id: str, fields: dict[str, str]) -> StreamEntry:
         kind = fields.get("k", "end")
-        attempt = int(fields.get("a") or 0)
+        attempt, run = int(fields.get("a") or 0), fields.get("r", "")
         if kind == "delta":
-            return StreamEntry(entry_id, "delta", attempt, text=self.cipher.decrypt(fields["t"].encode()))
+            return StreamEntry(entry_id, "delta", attempt, text=self.cipher.decrypt(fields["t"].encode()), run=run)
         if kind == "finish":
             usage = Usage.model_validate_json(fields["u"]) if fields.get("u") else None
-            return StreamEntry(entry_id, "finish", attempt, finish_reason=fields.get("f") or "stop", usage=usage)
+            return StreamEntry(entry_id, "finish", attempt, finish_reason=fields.get("f") or "stop", usage=usage,
+                               run=run)
         if kind == "error":
-            return StreamEntry(entry_id, "error", attempt, error=fields.get("e") or "the partner call failed")
-        return StreamEntry(entry_id, "end", attempt)
+            return StreamEntry(entry_id, "error", attempt, error=fields.get("e") or "the partner call failed", run=run)
+        return StreamEntry(entry_id, "end", attempt, run=run)
