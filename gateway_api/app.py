@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from gateway_api import cancelling
 from gateway_api.batch_routes import install as install_batch_routes
 from gateway_api.completion import CompletionListener
 from gateway_api.contract_routes import install as install_contract_routes
@@ -38,11 +39,10 @@ from gateway_core.errors import ConfigError, FedgateError, RequestError
 from gateway_core.fleet import metrics
 from gateway_core.fleet.logs import SecretMasker, known_secrets
 from gateway_core.fleet.redis_clients import async_client
-from gateway_core.jobs.models import JobStatus, JobSubmission, JobView, now
-from gateway_core.jobs.store import JobRecord, JobStore, job_retention_s
+from gateway_core.jobs.models import JobStatus, JobSubmission, JobView
+from gateway_core.jobs.store import JobRecord, JobStore
 from gateway_core.jobs.submission import JobProducer
 from gateway_core.settings import Settings, get_settings
-from gateway_core.webhooks.queue import job_webhook, send_first_attempt
 from workers.celery_app import make_celery
 from workers.enqueue import CeleryEnqueuer
 
@@ -133,15 +133,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         record = await svc.store.get(job_id)
         if record is None or record.tenant != who.name:
             raise RequestError(404, f"no job {job_id!r} for this tenant", "job_not_found", "job_id")
-        cancelled = dataclasses.replace(record, status=JobStatus.CANCELLED, finished_at=now(),
-                                        error="cancelled by the client")
-        webhook = job_webhook(svc.store.cipher, svc.config, cancelled, svc.settings.job_ttl_s)
-        before = await svc.store.cancel(job_id, retention_s=job_retention_s(svc.config, record), webhook=webhook)
+        before = await cancelling.cancel(svc, record)
         if before in ("succeeded", "dead_lettered"):
             raise RequestError(409, f"job {job_id} already {before}; nothing to cancel", "job_finished", "job_id")
         record = await svc.store.get(job_id) or record
-        if before != "cancelled" and webhook is not None:
-            await send_first_attempt(svc.redis, svc.producer.enqueuer, webhook.delivery_id)
         return record.view()
 
     @app.get("/v1/jobs/{job_id}", response_model=JobView, tags=["jobs"], responses=errors(404))

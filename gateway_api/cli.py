@@ -55,8 +55,10 @@ def submit(
         help="Output contract the answer must conform to: NAME or NAME@VERSION (see `fedgate contracts list`)")] = None,
     as_json: Annotated[bool, typer.Option(
         "--json", help="Print JSON: the accepted job, or with --wait the finished job with its history")] = False,
+    stream: Annotated[bool, typer.Option(help="Print the answer as the partner generates it")] = False,
 ) -> None:
-    """Submit one job; print its id, or with --wait its output (the validated JSON when it has a contract).
+    """Submit one job; print its id, or with --wait its output (the validated JSON when it has a contract), or with
+    --stream its answer as it comes.
 
     Exit code 1 when the job did not succeed (its error goes to stderr) or --wait ran out of time."""
     payload: dict[str, Any] = {"partner": partner, "prompt": prompt}
@@ -64,7 +66,16 @@ def submit(
         payload["max_tokens"] = max_tokens
     if contract:
         payload["contract"] = contract
+    if stream:
+        payload["stream"] = True
     accepted = request("POST", "/v1/jobs", json=payload)
+    if stream:
+        from gateway_api.cli_stream import print_as_it_comes
+
+        finished = print_as_it_comes(accepted["id"], timeout)
+        if finished["status"] != "succeeded":
+            fail(f"job {accepted['id']} {finished['status']}: {finished.get('error') or 'no output'}")
+        return
     if not wait:
         if as_json:
             print_json(accepted)

@@ -1,8 +1,9 @@
 """OpenAI-compatible front door: apps using the official `openai` SDK change only base_url and api key.
 
-`POST /v1/chat/completions` (non-streaming) turns the request into an ordinary job (redacted, budgeted,
+`POST /v1/chat/completions` turns the request into an ordinary job (redacted, budgeted,
 retried, failed over, visible at /v1/jobs/{id}), waits for it, and answers in OpenAI's response and error
-shapes. `model` names a partner, or a route from the config.
+shapes; with `stream: true` it answers server-sent chunks as the job's worker relays them (gateway_api/streaming.py).
+`model` names a partner, or a route from the config.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ import time
 from typing import Any, Literal
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 
+from gateway_api import streaming
 from gateway_api.deps import Tenant, error_body, services, wait_for_job
 from gateway_api.openapi import errors
 from gateway_core.errors import RequestError
@@ -72,7 +74,7 @@ def _partner_for(model: str, request: Request) -> str:
 
 
 @router.post("/v1/chat/completions", responses={200: {"model": ChatCompletion}, **errors(402, 403, 404, 502, 504)})
-async def chat_completions(body: ChatCompletionRequest, request: Request, who: Tenant) -> JSONResponse:
+async def chat_completions(body: ChatCompletionRequest, request: Request, who: Tenant) -> Response:
     svc = services(request)
     partner = _partner_for(body.model, request)
     if partner not in svc.config.partners:
@@ -86,11 +88,15 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, who: T
             max_tokens=body.max_completion_tokens or body.max_tokens,
             temperature=body.temperature,
             metadata=dict(body.metadata or {}),
+            stream=body.stream,
         )
     except ValidationError as exc:  # the two request models disagree: say so rather than answer a 500
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ())) or "body"
         raise RequestError(400, f"{where}: {first.get('msg')}", "invalid_request", where) from None
+    if body.stream:  # server-sent chunks relayed from the partner's stream through the job (gateway_api/streaming.py)
+        include_usage = body.stream_options is not None and body.stream_options.include_usage
+        return await streaming.stream_chat_completion(request, who, submission, body.model, include_usage)
     accepted = await svc.producer.submit(who, submission)
     record = await wait_for_job(svc, accepted.id, svc.settings.chat_timeout_s)
     headers = {"x-fedgate-job-id": accepted.id}
@@ -124,3 +130,4 @@ async def list_models(request: Request, who: Tenant) -> dict[str, Any]:
 
 def install(app: FastAPI) -> None:
     app.include_router(router)
+    streaming.install(app)  # GET /v1/jobs/{id}/stream

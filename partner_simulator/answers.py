@@ -36,6 +36,8 @@ class ParsedRequest:
     last_user_text: str
     prompt_chars: int
     output: OutputRequest
+    stream: bool = False  # answer as server-sent events (partner_simulator.streaming)
+    include_usage: bool = False  # OpenAI's stream_options.include_usage
 
 
 @dataclass(slots=True, frozen=True)

@@ -67,7 +67,8 @@ class AnthropicWire(WireFormat):
         system_chars = len(content_text(payload.get("system")))
         model = payload.get("model")
         model_name = model if isinstance(model, str) and model else default_model
-        return ParsedRequest(model_name, last_user_text, message_chars + system_chars, output)
+        return ParsedRequest(model_name, last_user_text, message_chars + system_chars, output,
+                             stream=payload.get("stream") is True)
 
     @staticmethod
     def _requested_output(tools: Any, tool_choice: Any) -> OutputRequest | str:

@@ -9,6 +9,7 @@ accepts it, and, per partner behaviour, chunked or on a connection the server cl
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib.util
 import random
 import time
@@ -22,7 +23,7 @@ import uvicorn
 from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive
 
@@ -49,6 +50,7 @@ from partner_simulator.delivery import WireShape, bad_gateway_page, choose_encod
 from partner_simulator.embeddings_wire import EMBEDDING_WIRES, azure_route_problem
 from partner_simulator.gemini_wire import GeminiWire
 from partner_simulator.openai_wire import OpenAIWire
+from partner_simulator.streaming import stream_reply
 from partner_simulator.wire import OrjsonResponse, WireFormat
 
 RECORDED_BODIES_PER_PARTNER = 10_000
@@ -217,6 +219,9 @@ class SimulatorEndpoints:
         stats.ok += 1
         return EMBEDDING_WIRES[runtime.kind].reply(parsed)
 
+    async def stream_generate_content(self, request: Request) -> Response:
+        return await self._generate(request, _GENERATE_CONTENT, streamed=True)
+
     async def v1_models(self, request: Request) -> Response:
         return await self._list_models(request, _V1_MODELS)
 
@@ -245,7 +250,7 @@ class SimulatorEndpoints:
         finally:
             runtime.stats.leave()
 
-    async def _generate(self, request: Request, kinds: frozenset[PartnerKind]) -> Response:
+    async def _generate(self, request: Request, kinds: frozenset[PartnerKind], streamed: bool = False) -> Response:
         runtime = self._runtime_serving(request, kinds)
         if isinstance(runtime, Response):
             return runtime
@@ -254,7 +259,10 @@ class SimulatorEndpoints:
             body = await request.body()
             if runtime.recorded is not None:
                 runtime.recorded.append(body.decode("utf-8", "replace"))
-            return self._on_the_wire(runtime, request, await self._answer(runtime, request, body))
+            response = await self._answer(runtime, request, body, streamed)
+            if isinstance(response, StreamingResponse):  # a stream goes out as it is generated, never reshaped
+                return response
+            return self._on_the_wire(runtime, request, response)
         finally:
             runtime.stats.leave()
 
@@ -281,7 +289,8 @@ class SimulatorEndpoints:
         runtime.stats.count_error("unauthorized" if status in (401, 403) else "bad_request")
         return runtime.wire.error(status, message)
 
-    async def _answer(self, runtime: PartnerRuntime, request: Request, body: bytes) -> Response:
+    async def _answer(self, runtime: PartnerRuntime, request: Request, body: bytes, streamed: bool = False
+                      ) -> Response:
         behaviour, stats, wire = runtime.behaviour, runtime.stats, runtime.wire
         if _happens(behaviour.html_502_rate, runtime.rng):
             stats.count_error("html_502")
@@ -305,6 +314,8 @@ class SimulatorEndpoints:
         if isinstance(parsed, str):
             stats.count_error("bad_request")
             return wire.error(400, parsed)
+        if streamed:  # Gemini says it in the URL (:streamGenerateContent), the others in the body
+            parsed = dataclasses.replace(parsed, stream=True)
         await _simulate_latency(behaviour, runtime.rng)
         return await self._faulty_or_normal_reply(runtime, behaviour, request, parsed)
 
@@ -327,6 +338,8 @@ class SimulatorEndpoints:
             stats.count_error("offcontract")
             return wire.reply(parsed, Completion(OFFCONTRACT_TEXT))
         stats.ok += 1
+        if parsed.stream:
+            return stream_reply(runtime.kind, parsed, answer_for(runtime.name, parsed), behaviour, stats)
         return wire.reply(parsed, answer_for(runtime.name, parsed))
 
     # --- control plane ---
@@ -395,6 +408,10 @@ def create_app(config: SimulatorConfig, *, clock: Clock = time.monotonic) -> Sta
         ),
         Route("/{partner}/v1beta/models/{model}:generateContent", endpoints.generate_content, methods=["POST"]),
         Route("/{partner}/v1/models/{model}:generateContent", endpoints.generate_content, methods=["POST"]),
+        Route("/{partner}/v1beta/models/{model}:streamGenerateContent", endpoints.stream_generate_content,
+              methods=["POST"]),
+        Route("/{partner}/v1/models/{model}:streamGenerateContent", endpoints.stream_generate_content,
+              methods=["POST"]),
         Route("/{partner}/v1beta/models", endpoints.v1beta_models, methods=["GET"]),
         Route("/{partner}/v1/embeddings", endpoints.embeddings, methods=["POST"]),
         Route("/{partner}/openai/deployments/{deployment}/embeddings", endpoints.embeddings, methods=["POST"]),

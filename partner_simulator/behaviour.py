@@ -56,6 +56,11 @@ class PartnerBehaviour(BaseModel):
     burst_s: float = Field(default=2.0, gt=0, le=60)
     require_api_key: bool = True
     seed: int | None = None
+    # Streamed answers (partner_simulator.streaming): characters per delta, the pause between deltas, and where to
+    # stop a stream without its end (a partner failing mid-answer; None: never).
+    stream_chunk_chars: int = Field(default=4, ge=1, le=10_000)
+    stream_token_delay_ms: float = Field(default=0, ge=0)
+    stream_cut_after_chars: int | None = Field(default=None, ge=0)
 
     def patched(self, changes: dict[str, Any]) -> PartnerBehaviour:
         """Return a validated copy with only the given fields changed."""
@@ -139,6 +144,10 @@ class PartnerStats:
     encodings: Counter[str] = field(default_factory=Counter)
     chunked: int = 0
     closed: int = 0
+    # Streamed answers: started, still being sent, and ended early because the client went away.
+    streams: int = 0
+    streams_open: int = 0
+    streams_cut: int = 0
 
     def enter(self) -> None:
         self.requests += 1
@@ -160,6 +169,8 @@ class PartnerStats:
         self.encodings = Counter()
         self.chunked = 0
         self.closed = 0
+        self.streams = 0
+        self.streams_cut = 0
         # Requests still running will call leave(), so in_flight must keep its live value.
         self.max_in_flight = self.in_flight
 
@@ -175,6 +186,9 @@ class PartnerStats:
             "encodings": dict(self.encodings),
             "chunked": self.chunked,
             "closed": self.closed,
+            "streams": self.streams,
+            "streams_open": self.streams_open,
+            "streams_cut": self.streams_cut,
         }
 
 

@@ -54,7 +54,10 @@ class OpenAIWire(WireFormat):
         if isinstance(output, str):
             return output
         model = payload.get("model")
-        return ParsedRequest(model if isinstance(model, str) and model else default_model, *messages, output)
+        stream_options = payload.get("stream_options")
+        include_usage = isinstance(stream_options, dict) and stream_options.get("include_usage") is True
+        return ParsedRequest(model if isinstance(model, str) and model else default_model, *messages, output,
+                             stream=payload.get("stream") is True, include_usage=include_usage)
 
     @staticmethod
     def _requested_output(response_format: Any) -> OutputRequest | str:

@@ -4,6 +4,8 @@
   scripts/bench --json     print one JSON object instead of the table
   scripts/bench --quick    smaller job counts (a smoke run; figures are noisier)
   scripts/bench --mixed    interactive round trip while a 10,000-job batch drains (issue 6)
+  scripts/bench --ttft     time to first token through the gateway (openai SDK, stream=True) vs the partner
+                           directly, same run (issue 16)
 """
 
 from __future__ import annotations
@@ -570,6 +572,75 @@ async def _mixed_run(fleet: BenchFleet, n_batch: int, n_rt: int) -> dict[str, An
     }
 
 
+# The partner a TTFT run streams from: a realistic wait before the first token, then a token every 20 ms.
+TTFT_PARTNER = {"latency_ms": 200, "stream_token_delay_ms": 20, "stream_chunk_chars": 4}
+
+
+def bench_ttft(quick: bool) -> dict[str, Any]:
+    """Time to first token through the gateway (API + fleet + simulator, the official openai SDK with stream=True)
+    against the same simulator directly, interleaved in the same run. Target: <= 1.5x direct + 5 ms (p50)."""
+    n = 20 if quick else 60
+    fleet = BenchFleet.start()
+    try:
+        fleet.sim_behaviour("sim-openai", **TTFT_PARTNER)
+        api_port = free_port()
+        fleet.env["FEDGATE_API_PORT"] = str(api_port)
+        api_url = f"http://127.0.0.1:{api_port}"
+        fleet.spawn("api", [sys.executable, "-m", "gateway_api.cli", "api"])
+        wait_until(lambda: _http_ok(f"{api_url}/healthz"), 30, "api")
+        fleet.start_workers(1, 100)
+        return _ttft_run(fleet, api_url, n)
+    finally:
+        fleet.close()
+
+
+def _ttft_run(fleet: BenchFleet, api_url: str, n: int) -> dict[str, Any]:
+    import openai
+
+    direct = openai.OpenAI(base_url=f"{fleet.sim_url}/sim-openai/v1", api_key="sk-bench", max_retries=0)
+    gateway = openai.OpenAI(base_url=f"{api_url}/v1", api_key="bench-key", max_retries=0)
+
+    def first_token_ms(client: openai.OpenAI, model: str, prompt: str) -> tuple[float, float]:
+        """(ms to the first chunk carrying text, ms to the end of the stream)."""
+        started = time.perf_counter()
+        first: float | None = None
+        stream = client.chat.completions.create(model=model, messages=[{"role": "user", "content": prompt}],
+                                                stream=True)
+        for chunk in stream:
+            if first is None and chunk.choices and chunk.choices[0].delta.content:
+                first = time.perf_counter()
+        ended = time.perf_counter()
+        if first is None:
+            raise RuntimeError("bench: a stream carried no text")
+        return (first - started) * 1000, (ended - started) * 1000
+
+    for i in range(5):  # warm: connections, the worker's first job, the redactor
+        first_token_ms(direct, "sim-gpt", f"warm {i}")
+        first_token_ms(gateway, "bench", f"warm {i}")
+    direct_ttft, gateway_ttft, direct_total, gateway_total = [], [], [], []
+    for i in range(n):
+        ttft, total = first_token_ms(direct, "sim-gpt", f"time to first token {i}")
+        direct_ttft.append(ttft)
+        direct_total.append(total)
+        ttft, total = first_token_ms(gateway, "bench", f"time to first token {i}")
+        gateway_ttft.append(ttft)
+        gateway_total.append(total)
+    direct_p50, gateway_p50 = statistics.median(direct_ttft), statistics.median(gateway_ttft)
+    return {
+        "ttft_direct_p50_ms": direct_p50,
+        "ttft_gateway_p50_ms": gateway_p50,
+        "ttft_direct_p90_ms": percentile(direct_ttft, 0.9),
+        "ttft_gateway_p90_ms": percentile(gateway_ttft, 0.9),
+        "ttft_ratio": gateway_p50 / direct_p50,
+        "ttft_added_p50_ms": gateway_p50 - direct_p50,
+        # <= 1.0 when the gateway's p50 is within 1.5x the direct p50 plus 5 ms
+        "ttft_vs_target": gateway_p50 / (1.5 * direct_p50 + 5),
+        "stream_total_direct_p50_ms": statistics.median(direct_total),
+        "stream_total_gateway_p50_ms": statistics.median(gateway_total),
+        "ttft_samples": n,
+    }
+
+
 def bench_redaction(quick: bool) -> dict[str, Any]:
     """Our redactor vs stock Presidio in this process, side by side: speed on the same ~1 KB prompts, recall per
     entity type and changes to PII-free text on the independent corpus (presidio-evaluator's public templates, every
@@ -599,6 +670,7 @@ TARGETS = {
     "redaction_types_below_presidio": ("<=", 0),
     "redaction_pii_free_changed_pct": ("<=", 0.5),
     "interactive_slowdown": ("<=", 1.5),
+    "ttft_vs_target": ("<=", 1.0),
 }
 
 
@@ -632,11 +704,12 @@ def main() -> None:
     parser.add_argument("--core", action="store_true", help="round trip, throughput, in flight (default)")
     parser.add_argument("--redaction", action="store_true", help="redaction speed and recall vs stock Presidio")
     parser.add_argument("--mixed", action="store_true", help="interactive round trip while a batch drains (issue 6)")
+    parser.add_argument("--ttft", action="store_true", help="time to first token, gateway vs direct (issue 16)")
     args = parser.parse_args()
-    names = ("core", "ratelimit", "failover", "redaction", "mixed")
+    names = ("core", "ratelimit", "failover", "redaction", "mixed", "ttft")
     chosen = [name for name in names if getattr(args, name)] or ["core"]
     runners = {"core": bench_core, "ratelimit": bench_ratelimit, "failover": bench_failover,
-               "redaction": bench_redaction, "mixed": bench_mixed}
+               "redaction": bench_redaction, "mixed": bench_mixed, "ttft": bench_ttft}
     results: dict[str, Any] = {}
     for name in chosen:
         results.update(runners[name](args.quick))

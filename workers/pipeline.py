@@ -28,7 +28,7 @@ from gateway_core.partners.adapters.base import CallRequest, Outcome, OutputSche
 from gateway_core.partners.ratelimit import estimate_tokens
 from gateway_core.redaction import PlaceholderMap, RedactionError
 from gateway_core.tenants import metering
-from workers import call_slots, embedding_run, telemetry
+from workers import call_slots, embedding_run, streaming, telemetry
 from workers.notify import send_webhook, webhook_for
 from workers.runtime import Runtime, runtime
 
@@ -54,6 +54,7 @@ class RunContext:
     contract: ContractVersion | None = None
     placeholders: PlaceholderMap = field(default_factory=PlaceholderMap)
     redactions: dict[str, int] = field(default_factory=dict)
+    relayed: bool = False  # this run relayed the partner's own stream (workers/streaming.py)
 
     def note(self, outcome: str, error: str | None, status_code: int | None = None, duration_ms: float = 0.0,
              redactions: dict[str, int] | None = None, started_at: float | None = None) -> None:
@@ -111,7 +112,7 @@ async def run_job(job_id: str, partner: str, attempt: int) -> str:
         ctx.note("redelivered", "previous worker stopped before finishing; call repeated")
     try:
         return await (embedding_run.run_claimed(ctx) if record.kind == EMBEDDING else _run_claimed(ctx))
-    except ClaimLost:
+    except (ClaimLost, streaming.RunLost):
         return "superseded"
     except call_slots.WorkerStopping:
         raise
@@ -165,6 +166,8 @@ async def _run_claimed(ctx: RunContext) -> str:
         restore = rt.redactors[partner].restore
         output = restore(response.text, ctx.placeholders)
         parsed = _restore_inside(parsed, lambda text: restore(text, ctx.placeholders))
+        if streaming.wants_stream(record) and not ctx.relayed:
+            await streaming.emit_whole(rt.job_stream, record, ctx.token, ctx.attempt, output, response)
         webhook = _webhook(ctx, JobStatus.SUCCEEDED, output=output, parsed=parsed, usage=response.usage,
                            answered_by=partner)
         with telemetry.publish():
@@ -175,6 +178,8 @@ async def _run_claimed(ctx: RunContext) -> str:
             ))
         if not published:
             return "superseded"
+        if streaming.wants_stream(record):
+            await streaming.end(rt.job_stream, record, job_retention_s(rt.config, record))
         _record_finished(record, "succeeded")
         await send_webhook(rt.redis, webhook)
         return "succeeded"
@@ -299,7 +304,14 @@ async def _call_partner(ctx: RunContext) -> PartnerResponse:
         ):
             raise ClaimLost()
         with metrics.calls_in_flight(ctx.partner.name):
-            response = await adapter.call(request)
+            if streaming.streams_live(ctx.record, adapter, contract is not None):
+                ctx.relayed = True
+                restore = ctx.rt.redactors[ctx.partner.name].restore
+                response = await streaming.relay(
+                    ctx.rt.job_stream, adapter, request, job_id=ctx.record.id, token=ctx.token,
+                    attempt=ctx.attempt, restore=lambda text: restore(text, ctx.placeholders))
+            else:
+                response = await adapter.call(request)
     elapsed_s = time.perf_counter() - started
     metrics.record_call(ctx.partner.name, response.outcome.value, elapsed_s)
     cost = metering.meter_call(ctx.record.tenant, ctx.partner, response.usage, response.raw)
@@ -336,6 +348,8 @@ async def _route_failure(ctx: RunContext, response: PartnerResponse, breaker_ope
                 record, ctx.token, JobStatus.DEAD_LETTERED, decision.reason,
                 retention_s=job_retention_s(ctx.rt.config, record), webhook=webhook)):
             _record_finished(record, "dead_lettered")
+            if streaming.wants_stream(record):
+                await streaming.end(ctx.rt.job_stream, record, job_retention_s(ctx.rt.config, record))
             await send_webhook(ctx.rt.redis, webhook)
         return "dead_lettered"
     if decision.action == "retry":

@@ -13,6 +13,7 @@ from gateway_core.contracts import ContractRegistry, ContractVersion
 from gateway_core.crypto import load_cipher
 from gateway_core.fleet.redis_clients import async_client
 from gateway_core.jobs import run_owners
+from gateway_core.jobs.job_stream import JobStream
 from gateway_core.jobs.store import JobStore
 from gateway_core.partners.adapters import PartnerAdapter, adapter_for
 from gateway_core.partners.adapters.base import HttpPool
@@ -43,6 +44,10 @@ class Runtime:
     @cached_property
     def redactors(self) -> dict[str, Redactor]:
         return {name: Redactor(cfg.policy) for name, cfg in self.config.partners.items()}
+
+    @cached_property
+    def job_stream(self) -> JobStream:
+        return JobStream(self.redis, self.store.cipher)
 
     @cached_property
     def contracts(self) -> ContractRegistry:

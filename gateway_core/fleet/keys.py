@@ -54,6 +54,12 @@ def run_owner_alive(owner: str) -> str:
     return f"{PREFIX}:alive:{owner}"
 
 
+def job_stream(job_id: str) -> str:
+    """A job's answer as it is generated (a Redis stream; gateway_core.jobs.job_stream), for the API process that
+    holds the client's request and for followers of GET /v1/jobs/{id}/stream."""
+    return f"{PREFIX}:jobstream:{job_id}"
+
+
 def bucket(partner: str, kind: str) -> str:
     return f"{PREFIX}:bucket:{partner}:{kind}"
 

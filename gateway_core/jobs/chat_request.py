@@ -3,12 +3,12 @@ line of a batch input file (gateway_core.jobs.batches) are validated against the
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 from pydantic_core import PydanticCustomError
 
-from gateway_core.jobs.models import MAX_MESSAGES, JsonFalse, MaxTokens, Message, Metadata, Temperature, json_type
+from gateway_core.jobs.models import MAX_MESSAGES, MaxTokens, Message, Metadata, Temperature, json_type
 
 
 class TextPart(BaseModel):
@@ -29,6 +29,12 @@ class ChatMessage(BaseModel):
         return Message(role="system" if self.role == "developer" else self.role, content=text)
 
 
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    include_usage: StrictBool = Field(default=False, description="Send a last chunk with the usage (empty choices)")
+
+
 class ChatCompletionRequest(BaseModel):
     """The fields fedgate honours; any other field is refused with a 422 that names it (nothing silently dropped)."""
 
@@ -40,13 +46,14 @@ class ChatCompletionRequest(BaseModel):
     max_completion_tokens: MaxTokens | None = None
     temperature: Temperature | None = None
     n: Annotated[int, Field(ge=1, le=1), json_type("an integer")] = Field(default=1, description="Only 1 is supported")
-    stream: JsonFalse = Field(default=False, description="Only false: streaming is not supported yet")
+    stream: StrictBool = Field(default=False, description="Answer as server-sent `chat.completion.chunk` events, "
+                               "relayed from the partner's own stream through the job")
+    stream_options: StreamOptions | None = None
     metadata: Metadata | None = None
 
-    @field_validator("stream", mode="before")
-    @classmethod
-    def _no_streaming(cls, value: Any) -> Any:
-        if value is True:  # the API answers a 400 "unsupported" for this error type, as OpenAI does
+    @model_validator(mode="after")
+    def _stream_options_need_stream(self) -> ChatCompletionRequest:
+        if self.stream_options is not None and not self.stream:  # OpenAI refuses this combination too
             raise PydanticCustomError("unsupported",
-                                      "stream=true is not supported by this gateway yet: send stream=false")
-        return value
+                                      "stream_options: only allowed when stream is true; remove it or set stream")
+        return self

@@ -118,6 +118,10 @@ class JobSubmission(BaseModel):
         default=None, max_length=80, pattern=CONTRACT_REFERENCE,
         description="Registered output contract the result must conform to: 'name' or 'name@version'",
     )
+    stream: bool = Field(
+        default=False, description="Relay the partner's answer as it is generated: follow it at "
+        "GET /v1/jobs/{id}/stream",
+    )
     webhook_url: str | None = Field(
         default=None, max_length=2048, pattern=r"^[hH][tT][tT][pP][sS]?://",
         description="Where to POST the finished job, signed (Standard Webhooks): an http(s) URL on a public "

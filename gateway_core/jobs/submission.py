@@ -126,7 +126,7 @@ class JobProducer:
             messages=submission.conversation(),
             params={k: v for k, v in
                     {"max_tokens": submission.max_tokens, "temperature": submission.temperature,
-                     "contract": contract}.items()
+                     "contract": contract, "stream": submission.stream or None}.items()
                     if v is not None} | (params or {}),
             metadata=submission.metadata,
             webhook_url=submission.webhook_url,

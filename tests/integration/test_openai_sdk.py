@@ -53,8 +53,8 @@ def test_errors_reach_the_sdk_as_its_own_exceptions(sdk: openai.OpenAI, fleet: F
     with pytest.raises(openai.BadRequestError, match="logit_bias: this field is not supported"):
         sdk.chat.completions.create(model="sim-openai", messages=[{"role": "user", "content": "hi"}],
                                     logit_bias={"50256": -100})
-    with pytest.raises(openai.BadRequestError, match="stream"):
-        sdk.chat.completions.create(model="sim-openai", messages=[{"role": "user", "content": "hi"}], stream=True)
+    with pytest.raises(openai.BadRequestError, match="stream"):  # streaming: tests/integration/test_openai_streaming.py
+        sdk.chat.completions.create(model="sim-openai", messages=[{"role": "user", "content": "hi"}], stream="yes")
 
 
 def test_a_failed_job_is_a_server_error(sdk: openai.OpenAI, sim: httpx.Client, worker: Proc) -> None:

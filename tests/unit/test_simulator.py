@@ -658,6 +658,9 @@ async def test_reset_zeroes_counters_and_rate_windows() -> None:
         "encodings": {},
         "chunked": 0,
         "closed": 0,
+        "streams": 0,
+        "streams_open": 0,
+        "streams_cut": 0,
     }
     assert after_reset.status_code == 200
 

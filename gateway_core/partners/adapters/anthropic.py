@@ -6,10 +6,22 @@ import json
 from typing import Any
 
 from gateway_core.jobs.models import Usage
-from gateway_core.partners.adapters.base import CallRequest, PartnerAdapter, PartnerRefused
+from gateway_core.partners.adapters.base import (
+    CallRequest,
+    PartnerAdapter,
+    PartnerRefused,
+    StreamError,
+    StreamProgress,
+)
+from gateway_core.partners.adapters.sse import SseEvent
 
 ANTHROPIC_VERSION = "2023-06-01"
 OUTPUT_TOOL = "emit_output"
+# Anthropic's stop_reason in OpenAI's finish_reason words.
+FINISH_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop", "max_tokens": "length",
+                  "tool_use": "tool_calls", "refusal": "content_filter"}
+# Error events that say the partner is busy or failed, not that the request was wrong.
+RETRYABLE_STREAM_ERRORS = frozenset({"overloaded_error", "api_error", "rate_limit_error", "timeout_error"})
 
 
 class AnthropicMessagesAdapter(PartnerAdapter):
@@ -55,3 +67,42 @@ class AnthropicMessagesAdapter(PartnerAdapter):
             prompt_tokens=int(usage.get("input_tokens", 0)),
             completion_tokens=int(usage.get("output_tokens", 0)),
         )
+
+    supports_streaming = True
+
+    def stream_body(self, request: CallRequest) -> dict[str, Any]:
+        return {**self.body(request), "stream": True}
+
+    def read_stream_event(self, event: SseEvent, progress: StreamProgress) -> str:
+        """message_start, content_block_start/delta/stop, message_delta, message_stop, ping and error events."""
+        payload = json.loads(event.data)
+        kind = payload.get("type", event.event)
+        if kind == "content_block_delta":
+            delta = payload["delta"]
+            if delta.get("type") == "text_delta":
+                return str(delta["text"])
+            if delta.get("type") == "input_json_delta":  # the forced output tool's JSON, as the text of the answer
+                return str(delta.get("partial_json", ""))
+            return ""
+        if kind == "message_start":
+            usage = payload["message"].get("usage") or {}
+            progress.prompt_tokens = int(usage.get("input_tokens") or 0)
+            progress.completion_tokens = int(usage.get("output_tokens") or 0)
+        elif kind == "message_delta":
+            stop_reason = (payload.get("delta") or {}).get("stop_reason")
+            if stop_reason == "refusal":
+                raise PartnerRefused("the model refused (stop_reason refusal)")
+            if stop_reason:
+                progress.finish_reason = FINISH_REASONS.get(stop_reason, "stop")
+            usage = payload.get("usage") or {}
+            if usage.get("output_tokens") is not None:
+                progress.completion_tokens = int(usage["output_tokens"])
+            if usage.get("input_tokens") is not None:
+                progress.prompt_tokens = int(usage["input_tokens"])
+        elif kind == "message_stop":
+            progress.ended = True
+        elif kind == "error":
+            error = payload.get("error") or {}
+            raise StreamError(str(error.get("message") or "error")[:300],
+                              retryable=error.get("type") in RETRYABLE_STREAM_ERRORS)
+        return ""

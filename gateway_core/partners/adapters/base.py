@@ -14,6 +14,7 @@ import httpx
 from gateway_core.config import PartnerConfig
 from gateway_core.jobs.backoff import parse_retry_after
 from gateway_core.jobs.models import Message, Usage
+from gateway_core.partners.adapters.sse import SseEvent
 from gateway_core.partners.adapters.transport import (
     DEFAULT_MAX_RESPONSE_BYTES,
     AiohttpTransport,
@@ -67,6 +68,33 @@ class PartnerResponse:
     raw: dict[str, Any] | None = None
 
 
+@dataclass
+class StreamProgress:
+    """What a partner's stream has said so far besides its text. `finish_reason` is in OpenAI's words (stop,
+    length, tool_calls, content_filter); `ended` is set by the stream's own end marker."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str | None = None
+    ended: bool = False
+
+    @property
+    def usage(self) -> Usage:
+        return Usage(prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens)
+
+    @property
+    def complete(self) -> bool:
+        return self.ended or self.finish_reason is not None
+
+
+class StreamError(Exception):
+    """The partner sent an error event in the middle of its stream (e.g. Anthropic's `overloaded_error`)."""
+
+    def __init__(self, message: str, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
 def classify_status(status_code: int) -> Outcome:
     if 200 <= status_code < 300:
         return Outcome.OK
@@ -115,6 +143,22 @@ class PartnerAdapter(ABC):
     def retry_after_in_body(self, body: Any) -> float | None:
         """Seconds to wait, for partners that say it in the error body rather than in a header."""
         return None
+
+    # Streaming (gateway_core.partners.adapters.streamed drives these): an adapter that can ask its partner for
+    # a stream says so, and reads one server-sent event at a time.
+    supports_streaming = False
+
+    def stream_endpoint(self) -> str:
+        return self.endpoint()
+
+    def stream_body(self, request: CallRequest) -> dict[str, Any]:
+        """The request body asking the partner to stream its answer."""
+        raise NotImplementedError
+
+    def read_stream_event(self, event: SseEvent, progress: StreamProgress) -> str:
+        """The text this event adds ('' for none); usage, finish reason and the end of the stream go into
+        `progress`. Raise ValueError on an unreadable event, PartnerRefused, or StreamError for an error event."""
+        raise NotImplementedError
 
     async def call(self, request: CallRequest) -> PartnerResponse:
         """One exchange with the partner, always ending in an outcome the router understands.

@@ -11,16 +11,20 @@ an OpenAPI subset that would need a lossy conversion ($ref inlining, type lists,
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from urllib.parse import quote
 
 from gateway_core.jobs.models import Usage
-from gateway_core.partners.adapters.base import CallRequest, PartnerAdapter, PartnerRefused
+from gateway_core.partners.adapters.base import CallRequest, PartnerAdapter, PartnerRefused, StreamProgress
+from gateway_core.partners.adapters.sse import SseEvent
 
 DEFAULT_API_VERSION = "v1beta"
 # google-genai's FinishReason values that mean the answer was withheld, not cut short or failed.
 REFUSAL_FINISH_REASONS = frozenset({"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII",
                                     "IMAGE_SAFETY", "LANGUAGE"})
+# Gemini's finishReason in OpenAI's finish_reason words (a withheld answer is content_filter).
+FINISH_REASONS = {"STOP": "stop", "MAX_TOKENS": "length", **dict.fromkeys(REFUSAL_FINISH_REASONS, "content_filter")}
 
 
 class GeminiAdapter(PartnerAdapter):
@@ -85,3 +89,33 @@ class GeminiAdapter(PartnerAdapter):
                 except ValueError:
                     return None
         return None
+
+    supports_streaming = True
+
+    def stream_endpoint(self) -> str:
+        return self.endpoint().replace(":generateContent", ":streamGenerateContent") + "?alt=sse"
+
+    def stream_body(self, request: CallRequest) -> dict[str, Any]:
+        return self.body(request)
+
+    def read_stream_event(self, event: SseEvent, progress: StreamProgress) -> str:
+        """Each event is a GenerateContentResponse holding the next parts; the last has the finish reason."""
+        chunk = json.loads(event.data)
+        usage = chunk.get("usageMetadata") or {}
+        if usage:
+            progress.prompt_tokens = int(usage.get("promptTokenCount", 0))
+            progress.completion_tokens = int(usage.get("candidatesTokenCount", 0)) + int(
+                usage.get("thoughtsTokenCount", 0))
+        candidates = chunk.get("candidates")
+        if not candidates:
+            block = (chunk.get("promptFeedback") or {}).get("blockReason")
+            if block:
+                raise PartnerRefused(f"prompt blocked ({block})")
+            return ""
+        candidate = candidates[0]
+        parts = (candidate.get("content") or {}).get("parts") or []
+        text = "".join(part["text"] for part in parts if isinstance(part.get("text"), str) and not part.get("thought"))
+        finish = candidate.get("finishReason")
+        if finish:
+            progress.finish_reason = FINISH_REASONS.get(finish, "stop")
+        return text

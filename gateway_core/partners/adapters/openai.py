@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from gateway_core.jobs.models import Usage
-from gateway_core.partners.adapters.base import CallRequest, PartnerAdapter, PartnerRefused
+from gateway_core.partners.adapters.base import (
+    CallRequest,
+    PartnerAdapter,
+    PartnerRefused,
+    StreamError,
+    StreamProgress,
+)
+from gateway_core.partners.adapters.sse import SseEvent
 
 
 class OpenAIChatAdapter(PartnerAdapter):
@@ -46,6 +54,36 @@ class OpenAIChatAdapter(PartnerAdapter):
             prompt_tokens=int(usage.get("prompt_tokens", 0)),
             completion_tokens=int(usage.get("completion_tokens", 0)),
         )
+
+    supports_streaming = True
+
+    def stream_body(self, request: CallRequest) -> dict[str, Any]:
+        return {**self.body(request), "stream": True, "stream_options": {"include_usage": True}}
+
+    def read_stream_event(self, event: SseEvent, progress: StreamProgress) -> str:
+        """`chat.completion.chunk` events, a usage chunk (empty choices) and `data: [DONE]`."""
+        if event.data.strip() == "[DONE]":
+            progress.ended = True
+            return ""
+        chunk = json.loads(event.data)
+        if isinstance(chunk.get("error"), dict):
+            raise StreamError(str(chunk["error"].get("message") or "error")[:300])
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            progress.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+            progress.completion_tokens = int(usage.get("completion_tokens") or 0)
+        text = ""
+        for choice in chunk.get("choices") or []:
+            if choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta") or {}
+            if isinstance(delta.get("content"), str):
+                text += delta["content"]
+            if delta.get("refusal"):
+                raise PartnerRefused("the model refused (delta.refusal)")
+            if choice.get("finish_reason"):
+                progress.finish_reason = str(choice["finish_reason"])
+        return text
 
 
 def _schema_name(name: str) -> str:

@@ -16,6 +16,7 @@ Two rules keep the seam honest:
 from __future__ import annotations
 
 import ssl
+from collections.abc import AsyncIterator
 
 import aiohttp
 import httpx
@@ -25,6 +26,8 @@ from aiohttp.http_exceptions import ContentEncodingError
 ACCEPT_ENCODING = ", ".join(["gzip", "deflate", *(["br"] if HAS_BROTLI else []), *(["zstd"] if HAS_ZSTD else [])])
 DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 _READ_CHUNK = 256 * 1024
+# Request extension asking for the body as it arrives (`client.stream(..., extensions={STREAMED: True})`).
+STREAMED = "fedgate.streamed"
 
 # Request headers the transport owns: framing, the connection, and what encodings it can decode.
 _OWN_REQUEST_HEADERS = frozenset({b"host", b"content-length", b"transfer-encoding", b"connection", b"accept-encoding"})
@@ -62,37 +65,30 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                    if k.lower() not in _OWN_REQUEST_HEADERS]
         headers.append(("Accept-Encoding", ACCEPT_ENCODING))
         try:
+            if request.extensions.get(STREAMED):
+                return await self._open_streamed(request, headers, timeout)
             async with self._get_session().request(
                 request.method, str(request.url), headers=headers, data=request.content, timeout=timeout,
                 allow_redirects=False, compress=None,
             ) as response:
                 content = await self._read_capped(response, request)
-                kept = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers.items()
-                        if k.lower() not in _WIRE_RESPONSE_HEADERS]
-                return httpx.Response(response.status, headers=kept, content=content, request=request)
+                return httpx.Response(response.status, headers=_kept_headers(response), content=content,
+                                      request=request)
         except httpx.HTTPError:
             raise
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            if isinstance(exc, aiohttp.ConnectionTimeoutError):
-                raise httpx.ConnectTimeout(str(exc) or "connect timed out", request=request) from exc
-            raise httpx.ReadTimeout(str(exc) or "timed out", request=request) from exc
-        except (aiohttp.ClientSSLError, ssl.SSLError) as exc:
-            raise TLSFailure(f"TLS handshake failed ({exc.__class__.__name__})", request=request) from exc
-        except aiohttp.ClientConnectorError as exc:
-            raise httpx.ConnectError(f"could not connect ({exc.__class__.__name__})", request=request) from exc
-        except aiohttp.ClientPayloadError as exc:
-            if _is_decoding_failure(exc):
-                raise httpx.DecodingError("the body does not decode as its Content-Encoding says",
-                                          request=request) from exc
-            raise httpx.ReadError("the body was cut short", request=request) from exc
-        except aiohttp.ServerDisconnectedError as exc:
-            raise httpx.RemoteProtocolError("the server closed the connection without an answer",
-                                            request=request) from exc
-        except aiohttp.ClientResponseError as exc:
-            raise httpx.RemoteProtocolError(f"malformed HTTP answer ({exc.__class__.__name__})",
-                                            request=request) from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise httpx.ReadError(f"connection failed ({exc.__class__.__name__})", request=request) from exc
+        except Exception as exc:
+            raise as_httpx_error(exc, request) from exc
+
+    async def _open_streamed(self, request: httpx.Request, headers: list[tuple[str, str]],
+                             timeout: aiohttp.ClientTimeout) -> httpx.Response:
+        """The answer's head now and its body as it arrives: `sock_read` is then the longest silence between two
+        reads (an idle timeout per event); the caller keeps the total deadline."""
+        response = await self._get_session().request(
+            request.method, str(request.url), headers=headers, data=request.content, timeout=timeout,
+            allow_redirects=False, compress=None,
+        )
+        return httpx.Response(response.status, headers=_kept_headers(response),
+                              stream=_StreamedBody(response, request, self._max_response_bytes), request=request)
 
     async def _read_capped(self, response: aiohttp.ClientResponse, request: httpx.Request) -> bytes:
         cap = self._max_response_bytes
@@ -112,6 +108,68 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+
+def _kept_headers(response: aiohttp.ClientResponse) -> list[tuple[bytes, bytes]]:
+    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers.items()
+            if k.lower() not in _WIRE_RESPONSE_HEADERS]
+
+
+def as_httpx_error(exc: BaseException, request: httpx.Request) -> httpx.HTTPError:
+    """An aiohttp or socket failure as the httpx exception of the matching kind."""
+    if isinstance(exc, httpx.HTTPError):
+        return exc
+    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+        if isinstance(exc, aiohttp.ConnectionTimeoutError):
+            return httpx.ConnectTimeout(str(exc) or "connect timed out", request=request)
+        return httpx.ReadTimeout(str(exc) or "timed out", request=request)
+    if isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError):
+        return TLSFailure(f"TLS handshake failed ({exc.__class__.__name__})", request=request)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return httpx.ConnectError(f"could not connect ({exc.__class__.__name__})", request=request)
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        if _is_decoding_failure(exc):
+            return httpx.DecodingError("the body does not decode as its Content-Encoding says", request=request)
+        return httpx.ReadError("the body was cut short", request=request)
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return httpx.RemoteProtocolError("the server closed the connection without an answer", request=request)
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return httpx.RemoteProtocolError(f"malformed HTTP answer ({exc.__class__.__name__})", request=request)
+    if isinstance(exc, aiohttp.ClientError | OSError):
+        return httpx.ReadError(f"connection failed ({exc.__class__.__name__})", request=request)
+    raise exc
+
+
+class _StreamedBody(httpx.AsyncByteStream):
+    """An aiohttp body read as it arrives, under the same size cap as a whole body (counted over the decoded
+    bytes) and with aiohttp's failures as httpx's."""
+
+    def __init__(self, response: aiohttp.ClientResponse, request: httpx.Request, cap: int) -> None:
+        self._response = response
+        self._request = request
+        self._cap = cap
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        size = 0
+        try:
+            while chunk := await self._response.content.readany():
+                size += len(chunk)
+                if size > self._cap:
+                    self._response.close()
+                    raise ResponseTooLarge(f"the answer is over the {self._cap:,}-byte cap", request=self._request)
+                yield chunk
+        except httpx.HTTPError:
+            raise
+        except Exception as exc:
+            raise as_httpx_error(exc, self._request) from exc
+
+    async def aclose(self) -> None:
+        # A body read to its end leaves the connection to the pool; one given up on (a client gone, a cancelled
+        # job) closes it, which is how the partner learns to stop generating.
+        if self._response.content.at_eof():
+            self._response.release()
+        else:
+            self._response.close()
 
 
 def _is_decoding_failure(exc: BaseException) -> bool:
