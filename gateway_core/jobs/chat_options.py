@@ -96,6 +96,8 @@ class ResponseFormat(_Strict):
     def _schema_with_its_type(self) -> ResponseFormat:
         if (self.type == "json_schema") != (self.json_schema is not None):
             raise ValueError("json_schema is required with type 'json_schema', and only with it")
+        if self.json_schema is not None and self.json_schema.schema_ is None:
+            raise ValueError("json_schema.schema is required: the JSON Schema the output must conform to")
         return self
 
 
@@ -126,8 +128,8 @@ class ChatOptions(_Strict):
         elif self.tool_choice in ("auto", "required") and not self.tools:
             raise ValueError(f"tool_choice {self.tool_choice!r} needs tools")
         if self.tools:
-            names = [tool.function.name for tool in self.tools]
-            if len(set(names)) != len(names):
+            declared = [tool.function.name for tool in self.tools]
+            if len(set(declared)) != len(declared):
                 raise ValueError("tools: each function needs its own name")
         return self
 

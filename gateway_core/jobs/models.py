@@ -244,7 +244,7 @@ class JobView(BaseModel):
 
 def chat_completion(
     job_id: str, *, model: str, text: str, usage: Usage | None, created_at: float, answered_by: str | None,
-    finish_reason: str | None = None, tool_calls: list[ToolCall] | None = None,
+    finish_reason: str | None = None, tool_calls: list[ToolCall] | None = None, logprobs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A finished job as the `chat.completion` object OpenAI's /v1/chat/completions answers with: the
     OpenAI-compatible endpoint's answer and each line of a batch's output file."""
@@ -262,7 +262,7 @@ def chat_completion(
             {
                 "index": 0,
                 "message": message,
-                "logprobs": None,
+                "logprobs": logprobs,
                 "finish_reason": finish_reason or ("tool_calls" if tool_calls else "stop"),
             }
         ],

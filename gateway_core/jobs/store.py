@@ -67,6 +67,7 @@ class JobRecord:
     options: ChatOptions | None = None  # tools, response_format, stop, ...: payload, stored encrypted
     finish_reason: str | None = None
     tool_calls: list[ToolCall] | None = None  # model output: encrypted, dropped with the payload
+    logprobs: dict[str, Any] | None = None  # OpenAI's choice.logprobs where asked for and given: like output
 
     def view(self) -> JobView:
         audit: dict[str, dict[str, int]] = {}
@@ -186,6 +187,8 @@ class JobStore:
         if raw.get("tool_calls"):
             calls = json.loads(self.cipher.decrypt(raw["tool_calls"].encode()))
             record.tool_calls = [ToolCall.model_validate(call) for call in calls]
+        if raw.get("logprobs"):
+            record.logprobs = json.loads(self.cipher.decrypt(raw["logprobs"].encode()))
         if raw.get("output"):
             record.output = self.cipher.decrypt(raw["output"].encode())
         if raw.get("webhook_url"):
@@ -234,6 +237,7 @@ class JobStore:
         webhook: WebhookWrite | None = None,
         finish_reason: str | None = None,
         tool_calls: list[ToolCall] | None = None,
+        logprobs: dict[str, Any] | None = None,
     ) -> bool:
         """Publish the result. With retention 0 the payload is deleted now and the encrypted output travels only
         in the completion message, to waiting long-pollers; with N > 0 it is deleted N seconds from now. `webhook`
@@ -256,6 +260,8 @@ class JobStore:
                 fields["parsed"] = self.cipher.encrypt(json.dumps(parsed)).decode()
             if tool_calls:
                 fields["tool_calls"] = self.cipher.encrypt(json.dumps([c.model_dump() for c in tool_calls])).decode()
+            if logprobs is not None:
+                fields["logprobs"] = self.cipher.encrypt(json.dumps(logprobs)).decode()
             if placeholder_map is not None:
                 fields["placeholder_map"] = self.cipher.encrypt(placeholder_map).decode()
             if retention_s is not None:
@@ -323,7 +329,7 @@ class JobStore:
         return bool(done)
 
 
-PAYLOAD_FIELDS = ("messages", "output", "parsed", "placeholder_map", "options", "tool_calls")
+PAYLOAD_FIELDS = ("messages", "output", "parsed", "placeholder_map", "options", "tool_calls", "logprobs")
 
 
 def retention_of(config: GatewayConfig, partners: Iterable[str]) -> int | None:
