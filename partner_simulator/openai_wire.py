@@ -13,7 +13,10 @@ from partner_simulator.answers import (
     Completion,
     OutputRequest,
     ParsedRequest,
+    ToolSpec,
+    content_text,
     estimate_tokens,
+    json_text,
     load_json_object,
     new_id,
     read_messages,
@@ -54,7 +57,16 @@ class OpenAIWire(WireFormat):
         if isinstance(output, str):
             return output
         model = payload.get("model")
-        return ParsedRequest(model if isinstance(model, str) and model else default_model, *messages, output)
+        last = payload["messages"][-1]
+        stop = payload.get("stop")
+        limit = payload.get("max_completion_tokens", payload.get("max_tokens"))
+        return ParsedRequest(
+            model if isinstance(model, str) and model else default_model, *messages, output,
+            tools=_tools(payload.get("tools")), tool_choice=_tool_choice(payload.get("tool_choice")),
+            tool_result=content_text(last.get("content")) if last.get("role") == "tool" else None,
+            stop=(stop,) if isinstance(stop, str) else tuple(s for s in stop or [] if isinstance(s, str)),
+            max_tokens=limit if isinstance(limit, int) and not isinstance(limit, bool) else None,
+        )
 
     @staticmethod
     def _requested_output(response_format: Any) -> OutputRequest | str:
@@ -95,6 +107,11 @@ class OpenAIWire(WireFormat):
     def completion_body(parsed: ParsedRequest, completion: Completion) -> dict[str, Any]:
         prompt_tokens = estimate_tokens(parsed.prompt_chars)
         completion_tokens = estimate_tokens(len(completion.text))
+        message: dict[str, Any] = {"role": "assistant", "content": completion.text, "refusal": None}
+        if completion.finish == "tool_calls" and completion.tool_name is not None:
+            message["content"] = None
+            message["tool_calls"] = [{"id": f"call_{new_id()}", "type": "function", "function": {
+                "name": completion.tool_name, "arguments": json_text(completion.tool_input)}}]
         return {
             "id": f"chatcmpl-{new_id()}",
             "object": "chat.completion",
@@ -103,9 +120,9 @@ class OpenAIWire(WireFormat):
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": completion.text, "refusal": None},
+                    "message": message,
                     "logprobs": None,
-                    "finish_reason": "stop",
+                    "finish_reason": completion.finish,
                 }
             ],
             "usage": {
@@ -119,3 +136,20 @@ class OpenAIWire(WireFormat):
     def models(self, model: str) -> Response:
         entry = {"id": model, "object": "model", "created": 0, "owned_by": "fedgate-sim"}
         return OrjsonResponse({"object": "list", "data": [entry]})
+
+
+def _tools(tools: Any) -> tuple[ToolSpec, ...]:
+    found = []
+    for tool in tools if isinstance(tools, list) else []:
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if isinstance(function, dict) and isinstance(function.get("name"), str):
+            found.append(ToolSpec(function["name"], function.get("parameters")))
+    return tuple(found)
+
+
+def _tool_choice(choice: Any) -> str:
+    if isinstance(choice, str):
+        return choice
+    if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
+        return str(choice["function"].get("name", "auto"))
+    return "auto"

@@ -45,6 +45,10 @@ class ChatMessage(BaseModel):
     def _shape(self) -> ChatMessage:
         if self.content is None and not (self.role == "assistant" and self.tool_calls):
             raise ValueError("content is required (it may be null only in an assistant message with tool_calls)")
+        if self.tool_calls is not None and self.role != "assistant":
+            raise ValueError("only an assistant message carries tool_calls")
+        if (self.role == "tool") != (self.tool_call_id is not None):
+            raise ValueError("a tool message needs tool_call_id, and only a tool message has one")
         if isinstance(self.content, list) and self.role != "user" and any(
                 isinstance(p, ImagePart) for p in self.content):
             raise ValueError(f"image_url parts are taken in user messages only, not in a {self.role} message")

@@ -176,6 +176,12 @@ class JobSubmission(BaseModel):
                              f"not {given}")
         if self.contract and self.options and "response_format" in self.options.requested():
             raise ValueError("give a contract or a response_format, not both")
+        called: set[str] = set()
+        for message in self.messages or []:
+            called.update(call.id for call in message.tool_calls or [])
+            if message.tool_call_id is not None and message.tool_call_id not in called:
+                raise ValueError(f"the tool message for {message.tool_call_id!r} answers no earlier assistant "
+                                 "tool call")
         return self
 
     def conversation(self) -> list[Message]:
