@@ -83,7 +83,7 @@ class JsonSchemaFormat(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     name: str = Field(pattern=FUNCTION_NAME)
-    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    schema_: dict[str, Any] = Field(alias="schema", description="The JSON Schema the output must conform to")
     description: str | None = None
     strict: bool | None = None
 
@@ -96,16 +96,30 @@ class ResponseFormat(_Strict):
     def _schema_with_its_type(self) -> ResponseFormat:
         if (self.type == "json_schema") != (self.json_schema is not None):
             raise ValueError("json_schema is required with type 'json_schema', and only with it")
-        if self.json_schema is not None and self.json_schema.schema_ is None:
-            raise ValueError("json_schema.schema is required: the JSON Schema the output must conform to")
         return self
+
+
+def _given(field: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"required": [field], "properties": {field: schema}}
+
+
+# The rules between fields, stated in the published schema too (pydantic checks them below).
+OPTION_RULES: Any = [
+    {"if": _given("top_logprobs", {"type": "integer"}), "then": _given("logprobs", {"const": True})},
+    {"if": _given("tool_choice", {"enum": ["auto", "required"]}),
+     "then": _given("tools", {"type": "array", "minItems": 1})},
+    {"if": _given("tool_choice", {"type": "object"}), "then": _given("tools", {"type": "array", "minItems": 1})},
+]
 
 
 class ChatOptions(_Strict):
     """The request options a partner's adapter honours or refuses (never drops), stored encrypted with the job."""
 
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"allOf": OPTION_RULES})
+
     top_p: Annotated[StrictFloat | StrictInt, Field(ge=0, le=1)] | None = None
-    stop: list[Annotated[str, Field(min_length=1)]] | None = Field(default=None, max_length=MAX_STOP_SEQUENCES)
+    stop: list[Annotated[str, Field(min_length=1)]] | None = Field(default=None, min_length=1,
+                                                                  max_length=MAX_STOP_SEQUENCES)
     seed: StrictInt | None = None
     presence_penalty: Annotated[StrictFloat | StrictInt, Field(ge=-2, le=2)] | None = None
     frequency_penalty: Annotated[StrictFloat | StrictInt, Field(ge=-2, le=2)] | None = None
@@ -120,17 +134,10 @@ class ChatOptions(_Strict):
     def _consistent(self) -> ChatOptions:
         if self.top_logprobs is not None and not self.logprobs:
             raise ValueError("top_logprobs needs logprobs: true")
-        if isinstance(self.tool_choice, NamedToolChoice):
-            names = {tool.function.name for tool in self.tools or []}
-            if self.tool_choice.function.name not in names:
-                raise ValueError(f"tool_choice names the function {self.tool_choice.function.name!r}, which is not "
-                                 "in tools")
-        elif self.tool_choice in ("auto", "required") and not self.tools:
+        # A tool_choice naming a function that is not in tools, and two tools of one name, are refused where the
+        # job is submitted (404 / 409: gateway_core.jobs.request_checks), as a schema cannot state them.
+        if self.tool_choice is not None and self.tool_choice != "none" and not self.tools:
             raise ValueError(f"tool_choice {self.tool_choice!r} needs tools")
-        if self.tools:
-            declared = [tool.function.name for tool in self.tools]
-            if len(set(declared)) != len(declared):
-                raise ValueError("tools: each function needs its own name")
         return self
 
     def requested(self) -> list[str]:
@@ -160,3 +167,23 @@ def data_url(url: str) -> tuple[str, str] | None:
     """(media type, base64 data) of a base64 data: URL; None for any other URL."""
     found = _DATA_URL.match(url)
     return (found["media"], found["data"]) if found else None
+
+
+def message_rules(null_content_role: str | None) -> Any:
+    """The rules between a message's fields, for the published schema: tool_call_id on tool messages only,
+    tool_calls on assistant messages only, images in user messages only; content may be null only in an assistant
+    message with tool_calls (`null_content_role`), or never (None)."""
+    role_is = lambda role: {"properties": {"role": {"const": role}}}  # noqa: E731
+    text_only = {"anyOf": [{"type": "string"}, {"type": "null"},
+                           {"type": "array", "items": {"properties": {"type": {"const": "text"}}}}]}
+    rules: list[dict[str, Any]] = [
+        {"if": role_is("tool"), "then": {"required": ["tool_call_id"], "properties": {"tool_call_id": {
+            "type": "string"}}}, "else": {"properties": {"tool_call_id": {"type": "null"}}}},
+        {"if": role_is("assistant"), "else": {"properties": {"tool_calls": {"type": "null"}}}},
+        {"if": role_is("user"), "else": {"properties": {"content": text_only}}},
+    ]
+    if null_content_role is not None:
+        rules.append({"if": {"properties": {"role": {"const": null_content_role}, "tool_calls": {"type": "array"}},
+                             "required": ["tool_calls"]},
+                      "else": {"required": ["content"], "properties": {"content": {"not": {"type": "null"}}}}})
+    return rules

@@ -9,6 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, 
 from pydantic_core import PydanticCustomError
 
 from gateway_core.jobs.chat_options import (
+    MAX_STOP_SEQUENCES,
+    OPTION_RULES,
     ChatOptions,
     ContentPart,
     ImagePart,
@@ -16,6 +18,7 @@ from gateway_core.jobs.chat_options import (
     ToolCall,
     ToolChoice,
     ToolDefinition,
+    message_rules,
 )
 from gateway_core.jobs.chat_options import TextPart as TextPart  # re-exported: the request's text part
 from gateway_core.jobs.models import (
@@ -29,12 +32,14 @@ from gateway_core.jobs.models import (
     json_type,
 )
 
+StopSequence = Annotated[str, Field(min_length=1)]
+StopSequences = Annotated[list[StopSequence], Field(min_length=1, max_length=MAX_STOP_SEQUENCES)]
 # The request fields that are chat options (ChatOptions), each honoured by the partner's adapter or refused.
 OPTION_FIELDS = tuple(ChatOptions.model_fields)
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"allOf": message_rules("assistant")})
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
@@ -67,7 +72,7 @@ class ChatCompletionRequest(BaseModel):
     The chat options (tools, response_format, stop, top_p, seed, ...) are honoured by the partner's adapter or the
     request is refused with a 400 naming the field (gateway_core.jobs.request_checks)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"allOf": OPTION_RULES})
 
     model: str = Field(min_length=1, max_length=256, description="A partner name or a route from the config")
     messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
@@ -78,7 +83,8 @@ class ChatCompletionRequest(BaseModel):
     stream: JsonFalse = Field(default=False, description="Only false: streaming is not supported yet")
     metadata: Metadata | None = None
     top_p: Annotated[float, Field(ge=0, le=1), json_type("a number")] | None = None
-    stop: str | list[str] | None = Field(default=None, description="Up to 4 sequences where the partner stops")
+    stop: StopSequence | StopSequences | None = Field(default=None,
+                                                      description="Up to 4 sequences where the partner stops")
     seed: Annotated[int, json_type("an integer")] | None = None
     presence_penalty: Annotated[float, Field(ge=-2, le=2), json_type("a number")] | None = None
     frequency_penalty: Annotated[float, Field(ge=-2, le=2), json_type("a number")] | None = None

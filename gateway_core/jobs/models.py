@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from gateway_core.jobs.chat_options import ChatOptions, ContentPart, ImagePart, TextPart, ToolCall
+from gateway_core.jobs.chat_options import ChatOptions, ContentPart, ImagePart, TextPart, ToolCall, message_rules
 
 
 class JobStatus(StrEnum):
@@ -93,7 +93,7 @@ class Message(BaseModel):
     """One turn. `content` is text, or text and image parts in order (images in user turns only); an assistant
     turn may carry `tool_calls` (its content then may be empty), a `tool` turn answers one by `tool_call_id`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"allOf": message_rules(None)})
 
     role: Literal["system", "user", "assistant", "tool"]
     content: str | list[ContentPart] = ""
@@ -143,7 +143,11 @@ class JobSubmission(BaseModel):
         json_schema_extra={"oneOf": [
             {"required": ["prompt"], "properties": {"prompt": {"type": "string"}}},
             {"required": ["messages"], "properties": {"messages": {"type": "array"}}},
-        ]},
+        ], "allOf": [{  # a contract, or a response_format: not both
+            "if": {"required": ["contract"], "properties": {"contract": {"type": "string"}}},
+            "then": {"properties": {"options": {"anyOf": [{"type": "null"}, {"properties": {"response_format": {
+                "anyOf": [{"type": "null"}, {"properties": {"type": {"const": "text"}}}]}}}]}}},
+        }]},
     )
 
     partner: str = Field(min_length=1, max_length=256, description="Partner name from the config")
@@ -176,12 +180,6 @@ class JobSubmission(BaseModel):
                              f"not {given}")
         if self.contract and self.options and "response_format" in self.options.requested():
             raise ValueError("give a contract or a response_format, not both")
-        called: set[str] = set()
-        for message in self.messages or []:
-            called.update(call.id for call in message.tool_calls or [])
-            if message.tool_call_id is not None and message.tool_call_id not in called:
-                raise ValueError(f"the tool message for {message.tool_call_id!r} answers no earlier assistant "
-                                 "tool call")
         return self
 
     def conversation(self) -> list[Message]:

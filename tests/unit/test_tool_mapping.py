@@ -18,9 +18,11 @@ from google.genai import types as genai_types
 from openai.types.chat import ChatCompletion
 from pydantic import TypeAdapter, ValidationError
 
+from gateway_core.errors import RequestError
 from gateway_core.jobs.chat_options import ChatOptions, ImagePart, ImageURL, TextPart
 from gateway_core.jobs.chat_request import ChatCompletionRequest
 from gateway_core.jobs.models import Message
+from gateway_core.jobs.request_checks import check_request_options
 from gateway_core.partners.adapters import adapter_for
 from gateway_core.partners.adapters.base import CallRequest, HttpPool, Outcome, OutputSchema
 from gateway_core.partners.adapters.capabilities import first_unhonoured
@@ -277,19 +279,32 @@ def test_request_builds_options_and_turns() -> None:
 
 @pytest.mark.parametrize(
     ("fields", "says"),
-    [({"tool_choice": {"type": "function", "function": {"name": "nope"}}, "tools": [WEATHER]}, "not in tools"),
-     ({"tool_choice": "required"}, "needs tools"),
+    [({"tool_choice": "required"}, "needs tools"),
      ({"messages": [{"role": "user", "content": None}]}, "content is required"),
      ({"messages": [{"role": "tool", "content": "x"}]}, "tool_call_id"),
      ({"messages": [{"role": "assistant", "content": [{"type": "image_url", "image_url": {"url": IMAGE_DATA}}]}]},
       "user messages only"),
      ({"top_logprobs": 2}, "needs logprobs"),
-     ({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}, "schema is required"),
+     ({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}, "json_schema.schema"),
      ({"seed": "7"}, "an integer")],
 )
 def test_request_refuses_inconsistent_fields(fields: dict[str, Any], says: str) -> None:
     with pytest.raises(ValidationError, match=says):
         chat(**fields)
+
+
+@pytest.mark.parametrize(
+    ("fields", "status", "param"),
+    [({"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "nope"}}}, 404, "tool_choice"),
+     ({"tools": [WEATHER, WEATHER]}, 409, "tools"),
+     ({"messages": [{"role": "user", "content": "hi"}, {"role": "tool", "tool_call_id": "x", "content": "r"}]}, 404,
+      "messages.1.tool_call_id")],
+)
+def test_names_that_refer_to_nothing_are_refused_at_submission(fields: dict[str, Any], status: int,
+                                                               param: str) -> None:
+    with pytest.raises(RequestError) as raised:
+        check_request_options(partner("openai"), chat(**fields).to_submission("openai"))
+    assert (raised.value.status_code, raised.value.param) == (status, param)
 
 
 # --- redaction of tool turns --------------------------------------------------------------------------
