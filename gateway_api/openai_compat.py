@@ -19,23 +19,25 @@ from gateway_api import streaming
 from gateway_api.deps import Tenant, error_body, services, wait_for_job
 from gateway_api.openapi import errors
 from gateway_core.errors import RequestError
+from gateway_core.jobs.chat_options import ToolCall
 from gateway_core.jobs.chat_request import ChatCompletionRequest  # also what batch input lines are read as
-from gateway_core.jobs.models import JobStatus, JobSubmission, chat_completion
+from gateway_core.jobs.models import JobStatus, chat_completion
 
 router = APIRouter(tags=["openai-compatible"])
 
 
 class AssistantMessage(BaseModel):
     role: Literal["assistant"]
-    content: str
+    content: str | None
     refusal: str | None = None
+    tool_calls: list[ToolCall] | None = None
 
 
 class Choice(BaseModel):
     index: int
     message: AssistantMessage
-    logprobs: None = None
-    finish_reason: str
+    logprobs: dict[str, Any] | None = None
+    finish_reason: Literal["stop", "length", "tool_calls", "content_filter"]
 
 
 class CompletionUsage(BaseModel):
@@ -82,14 +84,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, who: T
         raise RequestError(404, f"the model {body.model!r} does not exist here: use one of {known}", "model_not_found",
                        "model")
     try:
-        submission = JobSubmission(
-            partner=partner,
-            messages=[m.as_message() for m in body.messages],
-            max_tokens=body.max_completion_tokens or body.max_tokens,
-            temperature=body.temperature,
-            metadata=dict(body.metadata or {}),
-            stream=body.stream,
-        )
+        submission = body.to_submission(partner)
     except ValidationError as exc:  # the two request models disagree: say so rather than answer a 500
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ())) or "body"
@@ -113,7 +108,9 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, who: T
             status_code=502, headers=headers,
         )
     completion = chat_completion(record.id, model=body.model, text=record.output, usage=record.usage,
-                                 created_at=record.created_at, answered_by=record.answered_by)
+                                 created_at=record.created_at, answered_by=record.answered_by,
+                                 finish_reason=record.finish_reason, tool_calls=record.tool_calls,
+                                 logprobs=record.logprobs)
     return JSONResponse(completion, headers=headers)
 
 

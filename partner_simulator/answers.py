@@ -1,6 +1,9 @@
 """What a simulated partner answers, independent of any wire format: the parsed request and the completion.
 
 A well-behaved answer echoes the last user message, or is the smallest instance of the JSON schema asked for.
+With tools offered (and a tool choice other than none) it is a call to one of them whose string arguments echo the
+last user message; after a tool result it is text echoing that result. A text answer honours the stop sequences
+and the token limit (with the finish reason a partner gives for each).
 """
 
 from __future__ import annotations
@@ -31,6 +34,12 @@ TEXT_OUTPUT = OutputRequest()
 
 
 @dataclass(slots=True, frozen=True)
+class ToolSpec:
+    name: str
+    schema: Any = None
+
+
+@dataclass(slots=True, frozen=True)
 class ParsedRequest:
     model: str
     last_user_text: str
@@ -38,6 +47,14 @@ class ParsedRequest:
     output: OutputRequest
     stream: bool = False  # answer as server-sent events (partner_simulator.streaming)
     include_usage: bool = False  # OpenAI's stream_options.include_usage
+    tools: tuple[ToolSpec, ...] = ()
+    tool_choice: str = "auto"  # "auto", "none", "required", or the one tool's name
+    tool_result: str | None = None  # the conversation ends with a tool's result: its text
+    stop: tuple[str, ...] = ()
+    max_tokens: int | None = None
+
+
+Finish = Literal["stop", "length", "tool_calls"]
 
 
 @dataclass(slots=True, frozen=True)
@@ -47,6 +64,8 @@ class Completion:
     text: str
     tool_name: str | None = None
     tool_input: Any = None
+    finish: Finish = "stop"
+    stop_sequence: str | None = None  # the stop sequence that ended the text
 
 
 def estimate_tokens(chars: int) -> int:
@@ -168,9 +187,48 @@ def _resolve_ref(ref: str, root: Mapping[str, Any]) -> Any:
     return node
 
 
+def tool_arguments(schema: Any, text: str) -> Any:
+    """A minimal instance of a tool's parameters whose strings are `text` (at least one property filled)."""
+    value = minimal_instance(schema) if isinstance(schema, dict) else {}
+    if value == {} and isinstance(schema, dict) and isinstance(schema.get("properties"), dict) and schema["properties"]:
+        first = next(iter(schema["properties"]))
+        value = {first: _instance_of(schema["properties"][first], schema, 1)}
+    return _echoing(value, text) if value != {} else {"input": text}
+
+
+def _echoing(value: Any, text: str) -> Any:
+    if value == "sim":
+        return text
+    if isinstance(value, list):
+        return [_echoing(v, text) for v in value]
+    if isinstance(value, dict):
+        return {k: _echoing(v, text) for k, v in value.items()}
+    return value
+
+
+def _tool_call(parsed: ParsedRequest) -> Completion | None:
+    if not parsed.tools or parsed.tool_choice == "none" or parsed.tool_result is not None:
+        return None
+    tool = next((t for t in parsed.tools if t.name == parsed.tool_choice), parsed.tools[0])
+    arguments = tool_arguments(tool.schema, parsed.last_user_text)
+    return Completion(json_text(arguments), tool_name=tool.name, tool_input=arguments, finish="tool_calls")
+
+
+def _limited(text: str, parsed: ParsedRequest) -> Completion:
+    """The text cut at the first stop sequence, or at the token limit."""
+    for stop in parsed.stop:
+        if stop and stop in text:
+            return Completion(text[: text.index(stop)], stop_sequence=stop)
+    if parsed.max_tokens is not None and estimate_tokens(len(text)) > parsed.max_tokens:
+        return Completion(text[: parsed.max_tokens * 4], finish="length")
+    return Completion(text)
+
+
 def answer_for(partner_name: str, parsed: ParsedRequest) -> Completion:
     """The well-behaved answer: an echo of the prompt, or a minimal instance of the requested schema."""
     reply = f"Simulated reply from {partner_name}: {parsed.last_user_text}"
+    if parsed.tool_result is not None:
+        reply = f"Simulated reply from {partner_name}: the tool said {parsed.tool_result}"
     output = parsed.output
     if output.mode == "json_object":
         return Completion(json_text({"reply": reply}))
@@ -178,5 +236,6 @@ def answer_for(partner_name: str, parsed: ParsedRequest) -> Completion:
         return Completion(json_text(minimal_instance(output.schema)))
     if output.mode == "tool":
         tool_input = minimal_instance(output.schema)
-        return Completion(json_text(tool_input), tool_name=output.tool_name, tool_input=tool_input)
-    return Completion(reply)
+        return Completion(json_text(tool_input), tool_name=output.tool_name, tool_input=tool_input,
+                          finish="tool_calls")
+    return _tool_call(parsed) or _limited(reply, parsed)

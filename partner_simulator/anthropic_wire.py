@@ -12,6 +12,7 @@ from partner_simulator.answers import (
     Completion,
     OutputRequest,
     ParsedRequest,
+    ToolSpec,
     content_text,
     estimate_tokens,
     load_json_object,
@@ -67,8 +68,19 @@ class AnthropicWire(WireFormat):
         system_chars = len(content_text(payload.get("system")))
         model = payload.get("model")
         model_name = model if isinstance(model, str) and model else default_model
-        return ParsedRequest(model_name, last_user_text, message_chars + system_chars, output,
-                             stream=payload.get("stream") is True)
+        tools = payload.get("tools")
+        choice = payload.get("tool_choice")
+        choice_type = choice.get("type") if isinstance(choice, dict) else "auto"
+        stop = payload.get("stop_sequences")
+        return ParsedRequest(
+            model_name, last_user_text, message_chars + system_chars, output,
+            tools=tuple(ToolSpec(t["name"], t.get("input_schema")) for t in tools if isinstance(t, dict)
+                        and isinstance(t.get("name"), str)) if isinstance(tools, list) else (),
+            tool_choice={"any": "required", "none": "none"}.get(str(choice_type), "auto"),
+            tool_result=_tool_result(payload["messages"][-1]),
+            stop=tuple(s for s in stop if isinstance(s, str)) if isinstance(stop, list) else (),
+            max_tokens=max_tokens, stream=payload.get("stream") is True,
+        )
 
     @staticmethod
     def _requested_output(tools: Any, tool_choice: Any) -> OutputRequest | str:
@@ -89,7 +101,8 @@ class AnthropicWire(WireFormat):
     def reply(self, parsed: ParsedRequest, completion: Completion) -> Response:
         if completion.tool_name is None:
             content: dict[str, Any] = {"type": "text", "text": completion.text}
-            stop_reason = "end_turn"
+            stop_reason = "max_tokens" if completion.finish == "length" else (
+                "stop_sequence" if completion.stop_sequence is not None else "end_turn")
         else:
             content = {
                 "type": "tool_use",
@@ -105,7 +118,7 @@ class AnthropicWire(WireFormat):
             "model": parsed.model,
             "content": [content],
             "stop_reason": stop_reason,
-            "stop_sequence": None,
+            "stop_sequence": completion.stop_sequence,
             "usage": {
                 "input_tokens": estimate_tokens(parsed.prompt_chars),
                 "output_tokens": estimate_tokens(len(completion.text)),
@@ -116,3 +129,11 @@ class AnthropicWire(WireFormat):
     def models(self, model: str) -> Response:
         entry = {"type": "model", "id": model, "display_name": model, "created_at": "1970-01-01T00:00:00Z"}
         return OrjsonResponse({"data": [entry], "has_more": False, "first_id": model, "last_id": model})
+
+
+def _tool_result(message: Any) -> str | None:
+    """The text of the last tool_result block of a user turn that carries tool results."""
+    content = message.get("content") if isinstance(message, dict) else None
+    results = [b for b in content if isinstance(b, dict) and b.get("type") == "tool_result"] if isinstance(
+        content, list) else []
+    return content_text(results[-1].get("content")) if results else None

@@ -21,7 +21,9 @@ from partner_simulator.answers import (
     Completion,
     OutputRequest,
     ParsedRequest,
+    ToolSpec,
     estimate_tokens,
+    json_text,
     load_json_object,
     new_id,
 )
@@ -138,7 +140,15 @@ class GeminiWire(WireFormat):
         output = self._requested_output(fields.get("generationConfig"))
         if isinstance(output, str):
             return output
-        return ParsedRequest(default_model, last_user_text, prompt_chars, output)
+        config = _fields(fields.get("generationConfig") or {}, _GENERATION_FIELDS, "")
+        config = config if isinstance(config, dict) else {}
+        stop, limit = config.get("stopSequences"), config.get("maxOutputTokens")
+        return ParsedRequest(
+            default_model, last_user_text, prompt_chars, output, tools=_tools(fields.get("tools")),
+            tool_choice=_tool_choice(fields.get("toolConfig")), tool_result=_tool_result(contents[-1]),
+            stop=tuple(s for s in stop if isinstance(s, str)) if isinstance(stop, list) else (),
+            max_tokens=limit if isinstance(limit, int) and not isinstance(limit, bool) else None,
+        )
 
     @staticmethod
     def _requested_output(generation_config: Any) -> OutputRequest | str:
@@ -179,11 +189,14 @@ class GeminiWire(WireFormat):
     def reply(self, parsed: ParsedRequest, completion: Completion) -> Response:
         prompt_tokens = estimate_tokens(parsed.prompt_chars)
         candidates_tokens = estimate_tokens(len(completion.text))
+        part: dict[str, Any] = {"text": completion.text}
+        if completion.finish == "tool_calls" and completion.tool_name is not None:
+            part = {"functionCall": {"name": completion.tool_name, "args": completion.tool_input}}
         body = {
             "candidates": [
                 {
-                    "content": {"parts": [{"text": completion.text}], "role": "model"},
-                    "finishReason": "STOP",
+                    "content": {"parts": [part], "role": "model"},
+                    "finishReason": "MAX_TOKENS" if completion.finish == "length" else "STOP",
                     "index": 0,
                 }
             ],
@@ -208,3 +221,34 @@ class GeminiWire(WireFormat):
             "supportedGenerationMethods": ["generateContent", "countTokens"],
         }
         return OrjsonResponse({"models": [entry]})
+
+
+def _tools(tools: Any) -> tuple[ToolSpec, ...]:
+    found = []
+    for tool in tools if isinstance(tools, list) else []:
+        declarations = {_camel(k): v for k, v in tool.items()}.get("functionDeclarations") if isinstance(
+            tool, dict) else None
+        for declaration in declarations if isinstance(declarations, list) else []:
+            declaration = {_camel(k): v for k, v in declaration.items()} if isinstance(declaration, dict) else None
+            if declaration is not None and isinstance(declaration.get("name"), str):
+                schema = declaration.get("parametersJsonSchema", declaration.get("parameters"))
+                found.append(ToolSpec(declaration["name"], schema))
+    return tuple(found)
+
+
+def _tool_choice(tool_config: Any) -> str:
+    config = tool_config.get("functionCallingConfig") if isinstance(tool_config, dict) else None
+    if not isinstance(config, dict):
+        return "auto"
+    allowed = config.get("allowedFunctionNames")
+    if config.get("mode") == "ANY" and isinstance(allowed, list) and len(allowed) == 1:
+        return str(allowed[0])
+    return {"ANY": "required", "NONE": "none"}.get(str(config.get("mode")), "auto")
+
+
+def _tool_result(content: Any) -> str | None:
+    """The last functionResponse of the conversation's last turn, as JSON text."""
+    parts = content.get("parts") if isinstance(content, dict) else None
+    responses = [p["functionResponse"] for p in parts if isinstance(p, dict) and isinstance(
+        p.get("functionResponse"), dict)] if isinstance(parts, list) else []
+    return json_text(responses[-1].get("response")) if responses else None

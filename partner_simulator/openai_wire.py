@@ -13,7 +13,10 @@ from partner_simulator.answers import (
     Completion,
     OutputRequest,
     ParsedRequest,
+    ToolSpec,
+    content_text,
     estimate_tokens,
+    json_text,
     load_json_object,
     new_id,
     read_messages,
@@ -56,8 +59,17 @@ class OpenAIWire(WireFormat):
         model = payload.get("model")
         stream_options = payload.get("stream_options")
         include_usage = isinstance(stream_options, dict) and stream_options.get("include_usage") is True
-        return ParsedRequest(model if isinstance(model, str) and model else default_model, *messages, output,
-                             stream=payload.get("stream") is True, include_usage=include_usage)
+        last = payload["messages"][-1]
+        stop = payload.get("stop")
+        limit = payload.get("max_completion_tokens", payload.get("max_tokens"))
+        return ParsedRequest(
+            model if isinstance(model, str) and model else default_model, *messages, output,
+            tools=_tools(payload.get("tools")), tool_choice=_tool_choice(payload.get("tool_choice")),
+            tool_result=content_text(last.get("content")) if last.get("role") == "tool" else None,
+            stop=(stop,) if isinstance(stop, str) else tuple(s for s in stop or [] if isinstance(s, str)),
+            max_tokens=limit if isinstance(limit, int) and not isinstance(limit, bool) else None,
+            stream=payload.get("stream") is True, include_usage=include_usage,
+        )
 
     @staticmethod
     def _requested_output(response_format: Any) -> OutputRequest | str:
@@ -98,6 +110,11 @@ class OpenAIWire(WireFormat):
     def completion_body(parsed: ParsedRequest, completion: Completion) -> dict[str, Any]:
         prompt_tokens = estimate_tokens(parsed.prompt_chars)
         completion_tokens = estimate_tokens(len(completion.text))
+        message: dict[str, Any] = {"role": "assistant", "content": completion.text, "refusal": None}
+        if completion.finish == "tool_calls" and completion.tool_name is not None:
+            message["content"] = None
+            message["tool_calls"] = [{"id": f"call_{new_id()}", "type": "function", "function": {
+                "name": completion.tool_name, "arguments": json_text(completion.tool_input)}}]
         return {
             "id": f"chatcmpl-{new_id()}",
             "object": "chat.completion",
@@ -106,9 +123,9 @@ class OpenAIWire(WireFormat):
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": completion.text, "refusal": None},
+                    "message": message,
                     "logprobs": None,
-                    "finish_reason": "stop",
+                    "finish_reason": completion.finish,
                 }
             ],
             "usage": {
@@ -122,3 +139,20 @@ class OpenAIWire(WireFormat):
     def models(self, model: str) -> Response:
         entry = {"id": model, "object": "model", "created": 0, "owned_by": "fedgate-sim"}
         return OrjsonResponse({"object": "list", "data": [entry]})
+
+
+def _tools(tools: Any) -> tuple[ToolSpec, ...]:
+    found = []
+    for tool in tools if isinstance(tools, list) else []:
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if isinstance(function, dict) and isinstance(function.get("name"), str):
+            found.append(ToolSpec(function["name"], function.get("parameters")))
+    return tuple(found)
+
+
+def _tool_choice(choice: Any) -> str:
+    if isinstance(choice, str):
+        return choice
+    if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
+        return str(choice["function"].get("name", "auto"))
+    return "auto"

@@ -21,14 +21,16 @@ import redis.exceptions
 from gateway_core.config import PartnerConfig
 from gateway_core.contracts import ContractVersion, parse_lenient, validation_errors
 from gateway_core.fleet import metrics
+from gateway_core.jobs import response_format
 from gateway_core.jobs.models import Attempt, JobStatus, Message, now
 from gateway_core.jobs.routing import decide
 from gateway_core.jobs.store import EMBEDDING, JobRecord, WebhookWrite, job_retention_s
-from gateway_core.partners.adapters.base import CallRequest, Outcome, OutputSchema, PartnerResponse
+from gateway_core.partners.adapters.base import CallRequest, Outcome, PartnerResponse
 from gateway_core.partners.ratelimit import estimate_tokens
 from gateway_core.redaction import PlaceholderMap, RedactionError
 from gateway_core.tenants import metering
 from workers import call_slots, embedding_run, streaming, telemetry
+from workers.message_redaction import redact_message, restore_tool_calls
 from workers.notify import send_webhook, webhook_for
 from workers.runtime import Runtime, runtime
 
@@ -152,6 +154,8 @@ async def _run_claimed(ctx: RunContext) -> str:
         return await _wait_for_budget(ctx, wait_s)
     if record.params.get("contract"):
         ctx.contract = await rt.contract(record.params["contract"])
+    else:
+        ctx.contract = response_format.inline_contract(record.options)
     metrics.record_redactions(partner, ctx.redactions)
     try:
         response = await _call_partner(ctx)
@@ -160,21 +164,23 @@ async def _run_claimed(ctx: RunContext) -> str:
         raise
     await _after_call(ctx, response, probe)
     parsed: Any = None
-    if response.outcome is Outcome.OK and ctx.contract is not None:
+    if response.outcome is Outcome.OK and ctx.contract is not None and not response.tool_calls:
         response, parsed = await _hold_to_contract(ctx, response)
     if response.outcome is Outcome.OK and response.text is not None:
         restore = rt.redactors[partner].restore
         output = restore(response.text, ctx.placeholders)
         parsed = _restore_inside(parsed, lambda text: restore(text, ctx.placeholders))
+        tool_calls = restore_tool_calls(response.tool_calls, lambda text: restore(text, ctx.placeholders))
         if streaming.wants_stream(record) and not ctx.relayed:
             await streaming.emit_whole(rt.job_stream, record, ctx.token, ctx.attempt, output, response)
         webhook = _webhook(ctx, JobStatus.SUCCEEDED, output=output, parsed=parsed, usage=response.usage,
-                           answered_by=partner)
+                           answered_by=partner, finish_reason=response.finish_reason, tool_calls=tool_calls)
         with telemetry.publish():
             published = await ride_out_store_outage(rt, lambda: rt.store.publish_success(
                 record, ctx.token, output, response.usage, partner,
                 placeholder_map=ctx.placeholders.to_json(), retention_s=job_retention_s(rt.config, record),
-                parsed=parsed, webhook=webhook,
+                parsed=parsed, webhook=webhook, finish_reason=response.finish_reason, tool_calls=tool_calls,
+                logprobs=response.logprobs,
             ))
         if not published:
             return "superseded"
@@ -250,14 +256,12 @@ def _redact(ctx: RunContext) -> None:
     salt = ctx.rt.tenant_salt(ctx.record.tenant)
     counts: Counter[str] = Counter()
     for message in ctx.record.messages:
-        result = redactor.redact(message.content, ctx.placeholders, salt=salt)
-        counts.update(result.counts)
-        ctx.outgoing.append(Message(role=message.role, content=result.text))
+        ctx.outgoing.append(redact_message(redactor, message, ctx.placeholders, salt, counts))
     ctx.redactions = dict(counts)
 
 
 def _estimate(ctx: RunContext) -> int:
-    chars = sum(len(m.content) for m in ctx.outgoing)
+    chars = sum(m.size() for m in ctx.outgoing)
     if ctx.record.kind == EMBEDDING:  # an embedding has no output tokens
         return estimate_tokens(chars, 0)
     return estimate_tokens(chars, ctx.record.params.get("max_tokens") or ctx.partner.max_output_tokens)
@@ -294,7 +298,8 @@ async def _call_partner(ctx: RunContext) -> PartnerResponse:
         messages=ctx.outgoing,
         max_tokens=ctx.record.params.get("max_tokens"),
         temperature=ctx.record.params.get("temperature"),
-        output=OutputSchema(contract.name, contract.schema_) if contract else None,
+        output=response_format.output_schema(contract, ctx.record.options),
+        options=ctx.record.options,
     )
     waiting_since = time.perf_counter()
     async with call_slots.slot(ctx.record.lane):

@@ -33,10 +33,12 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from gateway_core.config import TenantConfig
+from gateway_core.crypto import PayloadCipher
 from gateway_core.errors import RequestError
 from gateway_core.fleet import keys, metrics
 from gateway_core.fleet.lua import script
 from gateway_core.jobs import embedding_request, models
+from gateway_core.jobs.chat_options import ToolCall
 from gateway_core.jobs.chat_request import ChatCompletionRequest  # the exact request shape chat completions take
 from gateway_core.jobs.models import JobStatus, JobSubmission, Usage, new_job_id, now
 from gateway_core.jobs.store import (
@@ -74,7 +76,8 @@ FINAL = ("completed", "failed", "cancelled", "expired")
 _TERMINAL_JOB = {s.value for s in JobStatus if s.terminal}
 _FILE_FIELDS = ("tenant", "filename", "purpose", "bytes", "created_at", "expires_at")
 _RESULT_FIELDS = ("status", "output", "usage", "answered_by", "error", "created_at", "custom_id", "batch_model",
-                  "payload_retained", "requested_partner", "partner", "history", "kind", "params")
+                  "payload_retained", "requested_partner", "partner", "history", "kind", "params", "finish_reason",
+                  "tool_calls")
 
 
 def file_key(file_id: str) -> str:
@@ -216,13 +219,7 @@ def parse_input(
             request = ChatCompletionRequest.model_validate(body)
             if request.stream:
                 raise ValueError("stream=true is not supported in a batch")
-            submission = JobSubmission(
-                partner=config.routes.get(request.model, request.model),
-                messages=[m.as_message() for m in request.messages],
-                max_tokens=request.max_completion_tokens or request.max_tokens,
-                temperature=request.temperature,
-                metadata=dict(request.metadata or {}),
-            )
+            submission = request.to_submission(config.routes.get(request.model, request.model))
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first.get("loc", ())) or "body"
@@ -597,7 +594,7 @@ class BatchStore:
                 params={k: v for k, v in {"max_tokens": submission.max_tokens,
                                           "temperature": submission.temperature}.items() if v is not None}
                 | line.params,
-                metadata=submission.metadata, lane=keys.BATCH, kind=line.kind,
+                metadata=submission.metadata, lane=keys.BATCH, kind=line.kind, options=submission.options,
             )
             mapping = self.store.encode_new(record)
             mapping.update({"batch_id": batch_id, "custom_id": line.custom_id, "batch_model": line.model})
@@ -809,7 +806,8 @@ class BatchStore:
             request_id = "batch_req_" + job_id.removeprefix("job_")
             if row["status"] == JobStatus.SUCCEEDED.value and row["output"]:
                 text = self.cipher.decrypt(row["output"].encode())
-                answer = embedding_list(row, text) if row["kind"] == EMBEDDING else chat_completion(job_id, row, text)
+                answer = (embedding_list(row, text) if row["kind"] == EMBEDDING
+                          else chat_completion(job_id, row, text, self.cipher))
                 result = json.dumps({
                     "id": request_id, "custom_id": row["custom_id"],
                     "response": {"status_code": 200, "request_id": job_id, "body": answer},
@@ -846,13 +844,17 @@ def _row_partners(row: dict[str, str | None]) -> list[str]:
     return partners_named(row["requested_partner"], row["partner"], row["answered_by"], history=row["history"])
 
 
-def chat_completion(job_id: str, row: dict[str, str | None], text: str) -> dict[str, Any]:
+def chat_completion(job_id: str, row: dict[str, str | None], text: str, cipher: PayloadCipher) -> dict[str, Any]:
     """The chat.completion object /v1/chat/completions answers with, for a finished batch job."""
     usage_json = row.get("usage")
+    sealed_calls = row.get("tool_calls")
+    calls = json.loads(cipher.decrypt(sealed_calls.encode())) if sealed_calls else None
     return models.chat_completion(
         job_id, model=row.get("batch_model") or "", text=text,
         usage=Usage.model_validate_json(usage_json) if usage_json else None,
         created_at=float(row.get("created_at") or 0), answered_by=row.get("answered_by"),
+        finish_reason=row.get("finish_reason"),
+        tool_calls=[ToolCall.model_validate(call) for call in calls] if calls else None,
     )
 
 

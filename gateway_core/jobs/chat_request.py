@@ -3,30 +3,67 @@ line of a batch input file (gateway_core.jobs.batches) are validated against the
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 from pydantic_core import PydanticCustomError
 
-from gateway_core.jobs.models import MAX_MESSAGES, MaxTokens, Message, Metadata, Temperature, json_type
+from gateway_core.jobs.chat_options import (
+    MAX_STOP_SEQUENCES,
+    OPTION_RULES,
+    ChatOptions,
+    ContentPart,
+    ImagePart,
+    ResponseFormat,
+    ToolCall,
+    ToolChoice,
+    ToolDefinition,
+    message_rules,
+)
+from gateway_core.jobs.chat_options import TextPart as TextPart  # re-exported: the request's text part
+from gateway_core.jobs.models import (
+    MAX_MESSAGES,
+    JobSubmission,
+    MaxTokens,
+    Message,
+    Metadata,
+    Temperature,
+    json_type,
+)
 
-
-class TextPart(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    type: Literal["text"] = Field(description="Only text parts are supported")
-    text: str
+StopSequence = Annotated[str, Field(min_length=1)]
+StopSequences = Annotated[list[StopSequence], Field(min_length=1, max_length=MAX_STOP_SEQUENCES)]
+# The request fields that are chat options (ChatOptions), each honoured by the partner's adapter or refused.
+OPTION_FIELDS = tuple(ChatOptions.model_fields)
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"allOf": message_rules("assistant")})
 
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPart] | None = None
+    tool_calls: list[ToolCall] | None = Field(default=None, min_length=1)
+    tool_call_id: str | None = Field(default=None, min_length=1, max_length=256)
+
+    @model_validator(mode="after")
+    def _shape(self) -> ChatMessage:
+        if self.content is None and not (self.role == "assistant" and self.tool_calls):
+            raise ValueError("content is required (it may be null only in an assistant message with tool_calls)")
+        if self.tool_calls is not None and self.role != "assistant":
+            raise ValueError("only an assistant message carries tool_calls")
+        if (self.role == "tool") != (self.tool_call_id is not None):
+            raise ValueError("a tool message needs tool_call_id, and only a tool message has one")
+        if isinstance(self.content, list) and self.role != "user" and any(
+                isinstance(p, ImagePart) for p in self.content):
+            raise ValueError(f"image_url parts are taken in user messages only, not in a {self.role} message")
+        return self
 
     def as_message(self) -> Message:
-        text = self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
-        return Message(role="system" if self.role == "developer" else self.role, content=text)
+        content = self.content or ""
+        if isinstance(content, list) and all(not isinstance(p, ImagePart) for p in content):
+            content = "".join(p.text for p in content if isinstance(p, TextPart))
+        return Message(role="system" if self.role == "developer" else self.role, content=content,
+                       tool_calls=self.tool_calls, tool_call_id=self.tool_call_id)
 
 
 class StreamOptions(BaseModel):
@@ -35,10 +72,25 @@ class StreamOptions(BaseModel):
     include_usage: StrictBool = Field(default=False, description="Send a last chunk with the usage (empty choices)")
 
 
-class ChatCompletionRequest(BaseModel):
-    """The fields fedgate honours; any other field is refused with a 422 that names it (nothing silently dropped)."""
+# OpenAI refuses stream_options without stream: true; stated in the schema so generated requests respect it.
+STREAM_OPTIONS_RULE: Any = {
+    "if": {"required": ["stream_options"], "properties": {"stream_options": {"type": "object"}}},
+    "then": {"required": ["stream"], "properties": {"stream": {"const": True}}},
+}
+# Tools are not streamed yet (the stream relays text): stream true with tools is refused, and the schema says so.
+TOOLS_DO_NOT_STREAM_RULE: Any = {
+    "if": {"required": ["stream", "tools"], "properties": {"stream": {"const": True}, "tools": {"type": "array"}}},
+    "then": {"properties": {"tools": {"maxItems": 0}}},
+}
 
-    model_config = ConfigDict(extra="forbid")
+
+class ChatCompletionRequest(BaseModel):
+    """The fields fedgate honours; any other field is refused with a 400 that names it (nothing silently dropped).
+    The chat options (tools, response_format, stop, top_p, seed, ...) are honoured by the partner's adapter or the
+    request is refused with a 400 naming the field (gateway_core.jobs.request_checks)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "allOf": [*OPTION_RULES, STREAM_OPTIONS_RULE, TOOLS_DO_NOT_STREAM_RULE]})
 
     model: str = Field(min_length=1, max_length=256, description="A partner name or a route from the config")
     messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
@@ -50,6 +102,20 @@ class ChatCompletionRequest(BaseModel):
                                "relayed from the partner's own stream through the job")
     stream_options: StreamOptions | None = None
     metadata: Metadata | None = None
+    top_p: Annotated[float, Field(ge=0, le=1), json_type("a number")] | None = None
+    stop: StopSequence | StopSequences | None = Field(default=None,
+                                                      description="Up to 4 sequences where the partner stops")
+    seed: Annotated[int, json_type("an integer")] | None = None
+    presence_penalty: Annotated[float, Field(ge=-2, le=2), json_type("a number")] | None = None
+    frequency_penalty: Annotated[float, Field(ge=-2, le=2), json_type("a number")] | None = None
+    response_format: ResponseFormat | None = Field(
+        default=None, description="text, json_object, or json_schema: the output is validated against the schema as "
+        "an output contract is (a repair call where configured), and `parsed` is filled on the job")
+    user: str | None = Field(default=None, max_length=512)
+    logprobs: StrictBool | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=20), json_type("an integer")] | None = None
+    tools: list[ToolDefinition] | None = None
+    tool_choice: ToolChoice | None = None
 
     @model_validator(mode="after")
     def _stream_options_need_stream(self) -> ChatCompletionRequest:
@@ -57,3 +123,34 @@ class ChatCompletionRequest(BaseModel):
             raise PydanticCustomError("unsupported",
                                       "stream_options: only allowed when stream is true; remove it or set stream")
         return self
+
+    @model_validator(mode="after")
+    def _tools_do_not_stream(self) -> ChatCompletionRequest:
+        if self.stream and self.tools:  # the stream relays text only: a tool call would be lost, so refuse it
+            raise PydanticCustomError("unsupported", "tools: streaming a tool call is not supported yet; send "
+                                      "stream=false with tools (the answer's tool_calls come in one response)")
+        return self
+
+    @model_validator(mode="after")
+    def _options_consistent(self) -> ChatCompletionRequest:
+        self.options()  # tool_choice naming a tool that is not there, top_logprobs without logprobs, ...
+        return self
+
+    def options(self) -> ChatOptions | None:
+        given = self.model_dump(include=set(OPTION_FIELDS), exclude_none=True, by_alias=True)
+        if isinstance(given.get("stop"), str):
+            given["stop"] = [given["stop"]]
+        options = ChatOptions.model_validate(given)
+        return None if options.is_empty() else options
+
+    def to_submission(self, partner: str) -> JobSubmission:
+        """The job this request is (raises pydantic's ValidationError where the two models disagree)."""
+        return JobSubmission(
+            partner=partner,
+            messages=[m.as_message() for m in self.messages],
+            max_tokens=self.max_completion_tokens or self.max_tokens,
+            temperature=self.temperature,
+            metadata=dict(self.metadata or {}),
+            options=self.options(),
+            stream=self.stream,
+        )

@@ -7,8 +7,10 @@ import time
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator, model_validator
 from pydantic_core import PydanticCustomError
+
+from gateway_core.jobs.chat_options import ChatOptions, ContentPart, ImagePart, TextPart, ToolCall, message_rules
 
 
 class JobStatus(StrEnum):
@@ -88,10 +90,48 @@ Metadata = Annotated[
 
 
 class Message(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """One turn. `content` is text, or text and image parts in order (images in user turns only); an assistant
+    turn may carry `tool_calls` (its content then may be empty), a `tool` turn answers one by `tool_call_id`."""
 
-    role: Literal["system", "user", "assistant"]
-    content: str
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"allOf": message_rules(None)})
+
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str | list[ContentPart] = ""
+    tool_calls: list[ToolCall] | None = Field(default=None, min_length=1)
+    tool_call_id: str | None = Field(default=None, min_length=1, max_length=256)
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _null_is_empty(cls, value: Any) -> Any:
+        return "" if value is None else value
+
+    @model_validator(mode="after")
+    def _turn_shape(self) -> Message:
+        if self.tool_calls is not None and self.role != "assistant":
+            raise ValueError("only an assistant message carries tool_calls")
+        if (self.role == "tool") != (self.tool_call_id is not None):
+            raise ValueError("a tool message needs tool_call_id, and only a tool message has one")
+        if self.role != "user" and self.images():
+            raise ValueError("image parts are taken in user messages only")
+        return self
+
+    def text(self) -> str:
+        """The message's text: its text parts joined (images left out)."""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text for part in self.content if isinstance(part, TextPart))
+
+    def images(self) -> list[ImagePart]:
+        return [] if isinstance(self.content, str) else [p for p in self.content if isinstance(p, ImagePart)]
+
+    def size(self) -> int:
+        """Characters counted against the prompt limit: text, tool call arguments (images are bounded by the
+        request's size)."""
+        return len(self.text()) + sum(len(call.function.arguments) for call in self.tool_calls or [])
+
+    def stored(self) -> dict[str, Any]:
+        """As stored and sent on: without the fields it does not use."""
+        return self.model_dump(exclude_none=True)
 
 
 class JobSubmission(BaseModel):
@@ -103,7 +143,11 @@ class JobSubmission(BaseModel):
         json_schema_extra={"oneOf": [
             {"required": ["prompt"], "properties": {"prompt": {"type": "string"}}},
             {"required": ["messages"], "properties": {"messages": {"type": "array"}}},
-        ]},
+        ], "allOf": [{  # a contract, or a response_format: not both
+            "if": {"required": ["contract"], "properties": {"contract": {"type": "string"}}},
+            "then": {"properties": {"options": {"anyOf": [{"type": "null"}, {"properties": {"response_format": {
+                "anyOf": [{"type": "null"}, {"properties": {"type": {"const": "text"}}}]}}}]}}},
+        }]},
     )
 
     partner: str = Field(min_length=1, max_length=256, description="Partner name from the config")
@@ -127,6 +171,10 @@ class JobSubmission(BaseModel):
         description="Where to POST the finished job, signed (Standard Webhooks): an http(s) URL on a public "
         "address, or one the config's webhooks.allow lists",
     )
+    options: ChatOptions | None = Field(
+        default=None, description="OpenAI chat options (tools, tool_choice, response_format, stop, top_p, seed, ...): "
+        "each honoured by the partner's adapter, or the job is refused with a 400 naming it",
+    )
 
     @model_validator(mode="after")
     def _prompt_or_messages(self) -> JobSubmission:
@@ -134,6 +182,8 @@ class JobSubmission(BaseModel):
             given = "both" if self.prompt is not None else "neither"
             raise ValueError(f"give exactly one of 'prompt' (a single user message) and 'messages' (a conversation), "
                              f"not {given}")
+        if self.contract and self.options and "response_format" in self.options.requested():
+            raise ValueError("give a contract or a response_format, not both")
         return self
 
     def conversation(self) -> list[Message]:
@@ -200,6 +250,10 @@ class JobView(BaseModel):
     )
     payload_retained: bool = Field(default=True, description="False once the retention policy removed the payload")
     metadata: dict[str, str] = Field(default_factory=dict)
+    finish_reason: str | None = Field(default=None, description="Why the partner stopped: stop, length, tool_calls "
+                                      "or content_filter")
+    tool_calls: list[ToolCall] | None = Field(default=None, description="The calls the model asked for, placeholders "
+                                              "restored")
     created_at: float
     started_at: float | None = None
     finished_at: float | None = None
@@ -207,11 +261,16 @@ class JobView(BaseModel):
 
 
 def chat_completion(
-    job_id: str, *, model: str, text: str, usage: Usage | None, created_at: float, answered_by: str | None
+    job_id: str, *, model: str, text: str, usage: Usage | None, created_at: float, answered_by: str | None,
+    finish_reason: str | None = None, tool_calls: list[ToolCall] | None = None, logprobs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A finished job as the `chat.completion` object OpenAI's /v1/chat/completions answers with: the
     OpenAI-compatible endpoint's answer and each line of a batch's output file."""
     usage = usage or Usage()
+    message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
+    if tool_calls:
+        message["tool_calls"] = [call.model_dump() for call in tool_calls]
+        message["content"] = text or None
     return {
         "id": f"chatcmpl-{job_id}",
         "object": "chat.completion",
@@ -220,9 +279,9 @@ def chat_completion(
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": text, "refusal": None},
-                "logprobs": None,
-                "finish_reason": "stop",
+                "message": message,
+                "logprobs": logprobs,
+                "finish_reason": finish_reason or ("tool_calls" if tool_calls else "stop"),
             }
         ],
         "usage": {

@@ -15,6 +15,7 @@ from gateway_core.crypto import PayloadCipher
 from gateway_core.fleet import keys
 from gateway_core.fleet.lua import script
 from gateway_core.jobs import run_owners, vectors
+from gateway_core.jobs.chat_options import ChatOptions, ToolCall
 from gateway_core.jobs.models import Attempt, EmbeddingsSummary, JobStatus, JobView, Message, Usage, now
 
 # The job's state changes that must be atomic are Lua scripts in gateway_core/lua (job_*.lua): claim a run, give
@@ -66,6 +67,10 @@ class JobRecord:
     payload_retained: bool = True
     lane: str = keys.INTERACTIVE
     kind: str = CHAT
+    options: ChatOptions | None = None  # tools, response_format, stop, ...: payload, stored encrypted
+    finish_reason: str | None = None
+    tool_calls: list[ToolCall] | None = None  # model output: encrypted, dropped with the payload
+    logprobs: dict[str, Any] | None = None  # OpenAI's choice.logprobs where asked for and given: like output
 
     def view(self) -> JobView:
         audit: dict[str, dict[str, int]] = {}
@@ -99,6 +104,8 @@ class JobRecord:
             redaction_audit=audit,
             payload_retained=self.payload_retained,
             metadata=self.metadata,
+            finish_reason=self.finish_reason,
+            tool_calls=self.tool_calls,
             created_at=self.created_at,
             started_at=self.started_at,
             finished_at=self.finished_at,
@@ -132,8 +139,10 @@ class JobStore:
             "attempt": str(record.attempt),
             "created_at": repr(record.created_at),
             "messages": self.cipher.encrypt(
-                json.dumps([m.model_dump() for m in record.messages])
+                json.dumps([m.stored() for m in record.messages])
             ).decode(),
+            **({"options": self.cipher.encrypt(record.options.model_dump_json(exclude_none=True, by_alias=True))
+                .decode()} if record.options is not None and not record.options.is_empty() else {}),
             "params": json.dumps(record.params),
             "metadata": json.dumps(record.metadata),
             "history": "[]",
@@ -180,12 +189,20 @@ class JobStore:
             lane=raw.get("lane") or keys.INTERACTIVE,
             kind=raw.get("kind") or CHAT,
             cost_nanousd=int(raw["cost_nanousd"]) if raw.get("cost_nanousd") else None,
+            finish_reason=raw.get("finish_reason") or None,
         )
         if raw.get("usage"):
             record.usage = Usage.model_validate_json(raw["usage"])
         if with_payload and raw.get("messages"):
             decoded = json.loads(self.cipher.decrypt(raw["messages"].encode()))
             record.messages = [Message.model_validate(m) for m in decoded]
+        if with_payload and raw.get("options"):
+            record.options = ChatOptions.model_validate_json(self.cipher.decrypt(raw["options"].encode()))
+        if raw.get("tool_calls"):
+            calls = json.loads(self.cipher.decrypt(raw["tool_calls"].encode()))
+            record.tool_calls = [ToolCall.model_validate(call) for call in calls]
+        if raw.get("logprobs"):
+            record.logprobs = json.loads(self.cipher.decrypt(raw["logprobs"].encode()))
         if raw.get("output"):
             record.output = self.cipher.decrypt(raw["output"].encode())
         if raw.get("webhook_url"):
@@ -232,6 +249,9 @@ class JobStore:
         retention_s: int | None = None,
         parsed: Any = None,
         webhook: WebhookWrite | None = None,
+        finish_reason: str | None = None,
+        tool_calls: list[ToolCall] | None = None,
+        logprobs: dict[str, Any] | None = None,
     ) -> bool:
         """Publish the result. With retention 0 the payload is deleted now and the encrypted output travels only
         in the completion message, to waiting long-pollers; with N > 0 it is deleted N seconds from now. `webhook`
@@ -242,6 +262,8 @@ class JobStore:
             "answered_by": answered_by,
             "finished_at": repr(now()),
         }
+        if finish_reason:
+            fields["finish_reason"] = finish_reason
         done_message, drop_fields, retention_ms = record.id, "", ""
         if retention_s == 0:
             fields["payload_retained"] = "0"
@@ -250,6 +272,10 @@ class JobStore:
             fields["output"] = sealed_output
             if parsed is not None:
                 fields["parsed"] = self.cipher.encrypt(json.dumps(parsed)).decode()
+            if tool_calls:
+                fields["tool_calls"] = self.cipher.encrypt(json.dumps([c.model_dump() for c in tool_calls])).decode()
+            if logprobs is not None:
+                fields["logprobs"] = self.cipher.encrypt(json.dumps(logprobs)).decode()
             if placeholder_map is not None:
                 fields["placeholder_map"] = self.cipher.encrypt(placeholder_map).decode()
             if retention_s is not None:
@@ -319,7 +345,7 @@ class JobStore:
         return bool(done)
 
 
-PAYLOAD_FIELDS = ("messages", "output", "parsed", "placeholder_map")
+PAYLOAD_FIELDS = ("messages", "output", "parsed", "placeholder_map", "options", "tool_calls", "logprobs")
 
 
 def retention_of(config: GatewayConfig, partners: Iterable[str]) -> int | None:

@@ -18,6 +18,7 @@ from gateway_core.errors import RequestError
 from gateway_core.fleet import keys, metrics, tracing
 from gateway_core.jobs.enqueuer import Enqueuer, stage
 from gateway_core.jobs.models import JobStatus, JobSubmission, new_job_id, now
+from gateway_core.jobs.request_checks import check_request_options
 from gateway_core.jobs.store import CHAT, JobRecord, JobStore
 from gateway_core.settings import Settings
 from gateway_core.tenants import spending
@@ -49,7 +50,8 @@ class JobProducer:
             )
         if not submission.prompt and not submission.messages:
             raise RequestError(422, "give a non-empty 'prompt' or 'messages'", "missing_prompt")
-        size = sum(len(m.content) for m in submission.conversation())
+        check_request_options(self.config.partners[submission.partner], submission)
+        size = sum(m.size() for m in submission.conversation())
         if size > self.settings.max_prompt_chars:
             raise RequestError(
                 413,
@@ -131,6 +133,7 @@ class JobProducer:
             metadata=submission.metadata,
             webhook_url=submission.webhook_url,
             kind=kind,
+            options=submission.options,
         )
         fields = self.store.encode_new(record)
         tracing.stamp_job(fields, record.id)  # every attempt's worker span joins this request's trace

@@ -92,6 +92,8 @@ class RedactionPolicy(BaseModel):
     # What to do with a number the engine is unsure about (a long digit run near "card", "account", "phone", ...):
     # "redact" replaces it as the type its context words name; "keep" leaves it. A leak is worse than over-redaction.
     on_doubt: DoubtAction = "keep"
+    # Images are passed on as they are (never redacted): a partner that must not see them refuses them.
+    allow_images: bool = True
 
     @classmethod
     def disabled(cls) -> RedactionPolicy:

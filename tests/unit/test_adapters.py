@@ -130,7 +130,7 @@ def test_openai_request_on_the_wire() -> None:
     body = json.loads(sent.content)
     assert body == {
         "model": "model-x",
-        "messages": [m.model_dump() for m in CONVERSATION],  # system stays in messages for OpenAI
+        "messages": [{"role": m.role, "content": m.content} for m in CONVERSATION],  # system stays in messages
         "max_tokens": 50,
         "temperature": 0.3,
     }
@@ -214,11 +214,23 @@ def test_ok_reads_text_and_usage(kind: str) -> None:
     assert result.raw == body
 
 
-def test_anthropic_tool_use_block_is_read_as_json() -> None:
-    body = {**ANTHROPIC_OK, "content": [{"type": "tool_use", "id": "t", "name": "f", "input": {"x": 1}}]}
+def test_anthropic_output_tool_block_is_read_as_json() -> None:
+    body = {**ANTHROPIC_OK, "stop_reason": "tool_use",
+            "content": [{"type": "tool_use", "id": "t", "name": "emit_output", "input": {"x": 1}}]}
     result = make_adapter("anthropic").interpret(200, json.dumps(body).encode(), httpx.Headers())
     assert result.outcome is Outcome.OK
     assert json.loads(result.text or "") == {"x": 1}
+    assert (result.finish_reason, result.tool_calls) == ("stop", None)  # the answer itself, not a call
+
+
+def test_anthropic_other_tool_use_block_is_a_tool_call() -> None:
+    body = {**ANTHROPIC_OK, "stop_reason": "tool_use",
+            "content": [{"type": "tool_use", "id": "toolu_1", "name": "f", "input": {"x": 1}}]}
+    result = make_adapter("anthropic").interpret(200, json.dumps(body).encode(), httpx.Headers())
+    assert result.outcome is Outcome.OK
+    assert (result.text, result.finish_reason) == ("", "tool_calls")
+    assert [(c.id, c.function.name, json.loads(c.function.arguments)) for c in result.tool_calls or []] == [
+        ("toolu_1", "f", {"x": 1})]
 
 
 @pytest.mark.parametrize("kind", list(KINDS))

@@ -6,17 +6,20 @@ import json
 from typing import Any
 
 from gateway_core.jobs.models import Usage
+from gateway_core.partners.adapters import anthropic_mapping
+from gateway_core.partners.adapters.anthropic_mapping import OUTPUT_TOOL
 from gateway_core.partners.adapters.base import (
     CallRequest,
+    Ending,
     PartnerAdapter,
     PartnerRefused,
     StreamError,
     StreamProgress,
 )
+from gateway_core.partners.adapters.capabilities import UnsupportedOption, check_honoured
 from gateway_core.partners.adapters.sse import SseEvent
 
 ANTHROPIC_VERSION = "2023-06-01"
-OUTPUT_TOOL = "emit_output"
 # Anthropic's stop_reason in OpenAI's finish_reason words.
 FINISH_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop", "max_tokens": "length",
                   "tool_use": "tool_calls", "refusal": "content_filter"}
@@ -35,16 +38,30 @@ class AnthropicMessagesAdapter(PartnerAdapter):
         return headers
 
     def body(self, request: CallRequest) -> dict[str, Any]:
-        system = "\n\n".join(m.content for m in request.messages if m.role == "system")
+        check_honoured(self.config.adapter, request.messages, request.options)
+        options = request.options
+        system = "\n\n".join(m.text() for m in request.messages if m.role == "system")
         body: dict[str, Any] = {
             "model": self.config.model,
             "max_tokens": request.max_tokens or self.config.max_output_tokens,
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages if m.role != "system"],
+            "messages": anthropic_mapping.messages(request.messages),
         }
         if system:
             body["system"] = system
         if request.temperature is not None:
             body["temperature"] = min(request.temperature, 1.0)
+        if options is not None and options.top_p is not None:
+            body["top_p"] = options.top_p
+        if options is not None and options.stop:
+            body["stop_sequences"] = options.stop
+        if options is not None and options.user is not None:
+            body["metadata"] = {"user_id": options.user}
+        if options is not None and options.tools:
+            if request.output is not None:  # the output tool would be forced, and the tools never called
+                raise UnsupportedOption("response_format (with tools)", self.config.adapter)
+            body["tools"] = anthropic_mapping.tools(options.tools)
+        if options is not None and options.tool_choice is not None and options.tools:
+            body["tool_choice"] = anthropic_mapping.tool_choice(options.tool_choice)
         if request.output is not None:
             # Anthropic's way to structured output: one tool whose input is the schema, and that tool forced.
             body["tools"] = [{"name": OUTPUT_TOOL, "description": f"Return the answer as {request.output.name}.",
@@ -60,13 +77,16 @@ class AnthropicMessagesAdapter(PartnerAdapter):
         for block in body["content"]:
             if block.get("type") == "text":
                 parts.append(block["text"])
-            elif block.get("type") == "tool_use":
+            elif block.get("type") == "tool_use" and block.get("name") == OUTPUT_TOOL:
                 parts.append(json.dumps(block.get("input", {})))
         usage = body.get("usage") or {}
         return "".join(parts), Usage(
             prompt_tokens=int(usage.get("input_tokens", 0)),
             completion_tokens=int(usage.get("output_tokens", 0)),
         )
+
+    def read_ending(self, body: dict[str, Any]) -> Ending:
+        return anthropic_mapping.ending(body)
 
     supports_streaming = True
 

@@ -13,7 +13,9 @@ import httpx
 
 from gateway_core.config import PartnerConfig
 from gateway_core.jobs.backoff import parse_retry_after
+from gateway_core.jobs.chat_options import ChatOptions, ToolCall
 from gateway_core.jobs.models import Message, Usage
+from gateway_core.partners.adapters.capabilities import UnsupportedOption
 from gateway_core.partners.adapters.sse import SseEvent
 from gateway_core.partners.adapters.transport import (
     DEFAULT_MAX_RESPONSE_BYTES,
@@ -46,6 +48,8 @@ class OutputSchema:
 
     name: str
     schema: dict[str, Any]
+    json_object: bool = False  # response_format json_object: any JSON object (the schema is {"type": "object"})
+    strict: bool | None = None  # response_format json_schema's `strict`, for partners that take it
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,7 @@ class CallRequest:
     temperature: float | None = None
     output: OutputSchema | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    options: ChatOptions | None = None  # the rest of the chat request: tools, stop, top_p, seed, ... (redacted)
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,9 @@ class PartnerResponse:
     retry_after_s: float | None = None
     error: str | None = None
     raw: dict[str, Any] | None = None
+    finish_reason: str | None = None  # OpenAI's vocabulary: stop, length, tool_calls, content_filter
+    tool_calls: list[ToolCall] | None = None
+    logprobs: dict[str, Any] | None = None  # OpenAI's choice.logprobs, where the partner gives them
 
 
 @dataclass
@@ -140,6 +148,10 @@ class PartnerAdapter(ABC):
         """The output text and the usage the partner reported; raise ValueError on an unreadable body,
         PartnerRefused when the partner declined the prompt."""
 
+    def read_ending(self, body: dict[str, Any]) -> Ending:
+        """Why the partner stopped, and the tool calls it asked for (read after read_success)."""
+        return Ending()
+
     def retry_after_in_body(self, body: Any) -> float | None:
         """Seconds to wait, for partners that say it in the error body rather than in a header."""
         return None
@@ -176,6 +188,8 @@ class PartnerAdapter(ABC):
             return PartnerResponse(Outcome.RETRYABLE, error=f"timed out after {deadline_s:g}s")
         except httpx.HTTPError as exc:
             return transport_failure(exc)
+        except UnsupportedOption as exc:  # names the field only: this partner cannot honour the request
+            return PartnerResponse(Outcome.FATAL, error=str(exc))
         except Exception as exc:  # an adapter bug or an input it cannot express: this partner cannot take it
             return PartnerResponse(Outcome.FATAL, error=f"could not build the request ({exc.__class__.__name__})")
         return self.interpret(response.status_code, response.content, response.headers)
@@ -201,13 +215,23 @@ class PartnerAdapter(ABC):
             )
         try:
             text, usage = self.read_success(body)
+            ending = self.read_ending(body)
         except PartnerRefused as exc:
             return PartnerResponse(Outcome.FATAL, status_code=status_code, error=f"partner refused: {exc}")
         except Exception as exc:
             return PartnerResponse(
                 Outcome.RETRYABLE, status_code=status_code, error=f"unreadable response: {exc.__class__.__name__}"
             )
-        return PartnerResponse(Outcome.OK, status_code=status_code, text=text, usage=usage, raw=body)
+        return PartnerResponse(Outcome.OK, status_code=status_code, text=text, usage=usage, raw=body,
+                               finish_reason=ending.finish_reason, tool_calls=ending.tool_calls,
+                               logprobs=ending.logprobs)
+
+
+@dataclass(frozen=True)
+class Ending:
+    finish_reason: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    logprobs: dict[str, Any] | None = None
 
 
 def _json_or_none(content: bytes) -> Any:

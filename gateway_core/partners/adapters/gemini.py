@@ -16,7 +16,9 @@ from typing import Any
 from urllib.parse import quote
 
 from gateway_core.jobs.models import Usage
-from gateway_core.partners.adapters.base import CallRequest, PartnerAdapter, PartnerRefused, StreamProgress
+from gateway_core.partners.adapters import gemini_mapping
+from gateway_core.partners.adapters.base import CallRequest, Ending, PartnerAdapter, PartnerRefused, StreamProgress
+from gateway_core.partners.adapters.capabilities import check_honoured
 from gateway_core.partners.adapters.sse import SseEvent
 
 DEFAULT_API_VERSION = "v1beta"
@@ -37,14 +39,9 @@ class GeminiAdapter(PartnerAdapter):
         return {"x-goog-api-key": self.api_key} if self.api_key else {}
 
     def body(self, request: CallRequest) -> dict[str, Any]:
-        system = "\n\n".join(m.content for m in request.messages if m.role == "system")
-        body: dict[str, Any] = {
-            "contents": [
-                {"role": "model" if m.role == "assistant" else "user", "parts": [{"text": m.content}]}
-                for m in request.messages
-                if m.role != "system"
-            ],
-        }
+        check_honoured(self.config.adapter, request.messages, request.options)
+        system = "\n\n".join(m.text() for m in request.messages if m.role == "system")
+        body: dict[str, Any] = {"contents": gemini_mapping.contents(request.messages)}
         if system:
             body["systemInstruction"] = {"parts": [{"text": system}]}
         generation: dict[str, Any] = {"maxOutputTokens": request.max_tokens or self.config.max_output_tokens}
@@ -53,6 +50,7 @@ class GeminiAdapter(PartnerAdapter):
         if request.output is not None:
             generation["responseMimeType"] = "application/json"
             generation["responseJsonSchema"] = request.output.schema
+        gemini_mapping.apply_options(body, generation, request)
         body["generationConfig"] = generation
         body.update(request.extra)
         return body
@@ -89,6 +87,9 @@ class GeminiAdapter(PartnerAdapter):
                 except ValueError:
                     return None
         return None
+
+    def read_ending(self, body: dict[str, Any]) -> Ending:
+        return gemini_mapping.ending(body)
 
     supports_streaming = True
 

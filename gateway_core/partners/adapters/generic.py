@@ -6,6 +6,7 @@ from typing import Any
 
 from gateway_core.jobs.models import Usage
 from gateway_core.partners.adapters.base import CallRequest, PartnerAdapter, schema_instruction
+from gateway_core.partners.adapters.capabilities import check_honoured
 
 
 class GenericJSONAdapter(PartnerAdapter):
@@ -16,7 +17,8 @@ class GenericJSONAdapter(PartnerAdapter):
         return {"authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
     def body(self, request: CallRequest) -> dict[str, Any]:
-        messages = [m.model_dump() for m in request.messages]
+        check_honoured(self.config.adapter, request.messages, request.options)  # no tools, images or sampling
+        messages = [m.stored() for m in request.messages]
         if request.output is not None:
             messages.insert(0, {"role": "system", "content": schema_instruction(request.output)})
         return {

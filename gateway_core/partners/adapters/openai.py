@@ -6,13 +6,16 @@ import json
 from typing import Any
 
 from gateway_core.jobs.models import Usage
+from gateway_core.partners.adapters import openai_mapping
 from gateway_core.partners.adapters.base import (
     CallRequest,
+    Ending,
     PartnerAdapter,
     PartnerRefused,
     StreamError,
     StreamProgress,
 )
+from gateway_core.partners.adapters.capabilities import check_honoured
 from gateway_core.partners.adapters.sse import SseEvent
 
 
@@ -24,18 +27,17 @@ class OpenAIChatAdapter(PartnerAdapter):
         return {"authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
     def body(self, request: CallRequest) -> dict[str, Any]:
+        check_honoured(self.config.adapter, request.messages, request.options)
         body: dict[str, Any] = {
             "model": self.config.model,
-            "messages": [m.model_dump() for m in request.messages],
+            "messages": [openai_mapping.message(m) for m in request.messages],
             "max_tokens": request.max_tokens or self.config.max_output_tokens,
         }
         if request.temperature is not None:
             body["temperature"] = request.temperature
         if request.output is not None:
-            body["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": _schema_name(request.output.name), "schema": request.output.schema},
-            }
+            body["response_format"] = openai_mapping.response_format(request.output, _schema_name(request.output.name))
+        openai_mapping.apply_options(body, request)
         body.update(request.extra)
         return body
 
@@ -43,6 +45,8 @@ class OpenAIChatAdapter(PartnerAdapter):
         choice = body["choices"][0]
         message = choice["message"]
         text = message.get("content")
+        if text is None and message.get("tool_calls"):
+            text = ""
         if not isinstance(text, str):
             if choice.get("finish_reason") == "content_filter":
                 raise PartnerRefused("content filter (finish_reason content_filter)")
@@ -54,6 +58,9 @@ class OpenAIChatAdapter(PartnerAdapter):
             prompt_tokens=int(usage.get("prompt_tokens", 0)),
             completion_tokens=int(usage.get("completion_tokens", 0)),
         )
+
+    def read_ending(self, body: dict[str, Any]) -> Ending:
+        return openai_mapping.ending(body)
 
     supports_streaming = True
 
