@@ -23,7 +23,7 @@ from gateway_core.config import PartnerConfig
 from gateway_core.jobs import vectors
 from gateway_core.jobs.models import Usage
 from gateway_core.partners.adapters import azure_openai, gemini
-from gateway_core.partners.adapters.base import CallRequest, HttpPool, PartnerAdapter
+from gateway_core.partners.adapters.base import CallRequest, Ending, HttpPool, PartnerAdapter
 from gateway_core.partners.adapters.gemini import GeminiAdapter
 from gateway_core.partners.adapters.openai import OpenAIChatAdapter
 
@@ -46,8 +46,11 @@ class OpenAIEmbeddingAdapter(OpenAIChatAdapter, EmbeddingAdapter):
         return f"{self.config.base_url}/embeddings"
 
     def body(self, request: CallRequest) -> dict[str, Any]:
-        return {"model": self.embedding_model, "input": [m.content for m in request.messages],
+        return {"model": self.embedding_model, "input": [m.text() for m in request.messages],
                 "encoding_format": "base64", **request.extra}
+
+    def read_ending(self, body: dict[str, Any]) -> Ending:
+        return Ending()  # vectors: no finish reason, no tool calls
 
     def read_success(self, body: dict[str, Any]) -> tuple[str, Usage]:
         rows = sorted(body["data"], key=lambda item: int(item["index"]))
@@ -102,10 +105,13 @@ class GeminiEmbeddingAdapter(GeminiAdapter, EmbeddingAdapter):
         dimensions = request.extra.get("dimensions")
         model = f"models/{self._model()}"
         return {"requests": [
-            {"model": model, "content": {"parts": [{"text": m.content}]},
+            {"model": model, "content": {"parts": [{"text": m.text()}]},
              **({"outputDimensionality": dimensions} if dimensions else {})}
             for m in request.messages
         ]}
+
+    def read_ending(self, body: dict[str, Any]) -> Ending:
+        return Ending()  # vectors: no finish reason, no tool calls
 
     def read_success(self, body: dict[str, Any]) -> tuple[str, Usage]:
         packed = vectors.pack([item["values"] for item in body["embeddings"]])
