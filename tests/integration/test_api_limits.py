@@ -146,9 +146,9 @@ def test_job_inputs_over_their_limits_are_refused_naming_the_field(
 def test_chat_completions_refuse_fields_they_do_not_honour(api: httpx.Client) -> None:
     # OpenAI answers an invalid body with 400; a field we do not honour is a 400 that names it.
     response = api.post("/v1/chat/completions", json={
-        "model": "sim-openai", "messages": [{"role": "user", "content": "hi"}], "top_p": 0.5})
+        "model": "sim-openai", "messages": [{"role": "user", "content": "hi"}], "logit_bias": {"50256": -100}})
     assert response.status_code == 400
-    assert "top_p" in assert_openai_error(response.json(), "unsupported_field")
+    assert "logit_bias" in assert_openai_error(response.json(), "unsupported_field")
     many = api.post("/v1/chat/completions", json={
         "model": "sim-openai", "messages": [{"role": "user", "content": "hi"}] * 1001})
     assert many.status_code == 400 and many.json()["error"]["param"] == "messages"

@@ -39,7 +39,7 @@ def test_output_past_the_cap_goes_to_the_error_file_naming_the_job(env: Env) -> 
     batches = BatchStore(env.store, env.producer, max_output_bytes=1500)
     job_ids = [f"job_{i:024d}" for i in range(4)]
     rows = [[JobStatus.SUCCEEDED.value, env.store.cipher.encrypt("answer " + "x" * 400).decode(), None, "p", None,
-             "1.0", f"c{i}", "m", "1", PARTNER_FIELD, PARTNER_FIELD, "[]"] for i in range(4)]
+             "1.0", f"c{i}", "m", "1", PARTNER_FIELD, PARTNER_FIELD, "[]", None, None, None, None] for i in range(4)]
     output, errors, completed, failed = batches._build_results(job_ids, rows, [])
     lines = [json.loads(line) for line in output.decode().splitlines()]
     assert len(output) <= 1500 and completed == len(lines) >= 1
