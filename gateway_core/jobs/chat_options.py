@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, model_validator
 
 FUNCTION_NAME = r"^[a-zA-Z0-9_-]{1,64}$"
 MAX_TOOLS = 128
@@ -89,6 +89,12 @@ class JsonSchemaFormat(BaseModel):
 
 
 class ResponseFormat(_Strict):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={  # the rule below, in the published schema
+        "if": {"properties": {"type": {"const": "json_schema"}}},
+        "then": {"required": ["json_schema"], "properties": {"json_schema": {"type": "object"}}},
+        "else": {"properties": {"json_schema": {"type": "null"}}},
+    })
+
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JsonSchemaFormat | None = None
 
@@ -112,21 +118,31 @@ OPTION_RULES: Any = [
 ]
 
 
+def _json_number(value: Any) -> Any:
+    if isinstance(value, str | bool):  # pydantic would coerce "0.5" and true
+        raise ValueError(f"Input should be a JSON number, not {value!r}")
+    return value
+
+
+# A number kept to its JSON type; the bounds sit on the inner type, so the published schema states them.
+_JSON_NUMBER = BeforeValidator(_json_number)
+
+
 class ChatOptions(_Strict):
     """The request options a partner's adapter honours or refuses (never drops), stored encrypted with the job."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"allOf": OPTION_RULES})
 
-    top_p: Annotated[StrictFloat | StrictInt, Field(ge=0, le=1)] | None = None
+    top_p: Annotated[float, Field(ge=0, le=1), _JSON_NUMBER] | None = None
     stop: list[Annotated[str, Field(min_length=1)]] | None = Field(default=None, min_length=1,
                                                                   max_length=MAX_STOP_SEQUENCES)
-    seed: StrictInt | None = None
-    presence_penalty: Annotated[StrictFloat | StrictInt, Field(ge=-2, le=2)] | None = None
-    frequency_penalty: Annotated[StrictFloat | StrictInt, Field(ge=-2, le=2)] | None = None
+    seed: Annotated[int, _JSON_NUMBER] | None = None  # 2.0 is an integer in JSON Schema; 2.5 and "2" are not
+    presence_penalty: Annotated[float, Field(ge=-2, le=2), _JSON_NUMBER] | None = None
+    frequency_penalty: Annotated[float, Field(ge=-2, le=2), _JSON_NUMBER] | None = None
     response_format: ResponseFormat | None = None
     user: str | None = Field(default=None, max_length=512)
     logprobs: StrictBool | None = None
-    top_logprobs: Annotated[StrictInt, Field(ge=0, le=20)] | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=20), _JSON_NUMBER] | None = None
     tools: list[ToolDefinition] | None = Field(default=None, max_length=MAX_TOOLS)
     tool_choice: ToolChoice | None = None
 
