@@ -9,6 +9,7 @@ it paces and cuts through the partners' behaviour controls.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -267,7 +268,9 @@ def test_fedgate_submit_stream_prints_tokens_as_they_come(stream_fleet: FleetEnv
                                 "--prompt", "printed by the CLI", "--stream"], env=stream_fleet.env, cwd=ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert process.stdout is not None
-    first = process.stdout.read(1)
+    # One byte straight from the pipe: a buffered read could take more, which communicate() (reading the pipe
+    # itself) would then never see.
+    first = os.read(process.stdout.fileno(), 1)
     first_at = time.monotonic()
     rest, errors = process.communicate(timeout=30)
     ended_at = time.monotonic()
