@@ -6,16 +6,11 @@ and hold nothing to restore. No cache anywhere: every job calls its partner.
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 from gateway_core.fleet import metrics
-from gateway_core.jobs.models import JobStatus, Usage, now
+from gateway_core.jobs.models import JobStatus, Usage
 from gateway_core.jobs.store import job_retention_s
 from gateway_core.partners.adapters.base import CallRequest, Outcome, PartnerResponse
 from gateway_core.partners.adapters.embeddings import EmbeddingAdapter, embedding_refusal
-from gateway_core.redaction import RedactionError
-from gateway_core.tenants import metering
 
 # pipeline imports this module to dispatch to it: its names are read at call time (pipeline.X), never at import.
 from workers import call_slots, pipeline, telemetry
@@ -29,27 +24,9 @@ async def run_claimed(ctx: pipeline.RunContext) -> str:
         refusal = embedding_refusal(ctx.partner) or "no embedding adapter"
         ctx.note("fatal", refusal)
         return await pipeline._route_failure(ctx, PartnerResponse(Outcome.FATAL, error=refusal), False)
-    try:
-        pipeline._redact(ctx)
-    except RedactionError as exc:  # fail closed, as for chat jobs
-        ctx.note("fatal", f"redaction failed for {partner}'s policy: {exc}")
-        return await pipeline._route_failure(ctx, PartnerResponse(Outcome.FATAL, error="redaction failed"), False)
-    probe = False
-    if record.reservation != f"{partner}:{ctx.attempt}":
-        gate = await rt.breakers.allow(partner, ctx.partner.breaker)
-        if gate == "open":
-            metrics.record_breaker_rejection(partner)
-            ctx.note("breaker_open", f"circuit breaker for {partner} is open")
-            return await pipeline._route_failure(ctx, PartnerResponse(Outcome.RETRYABLE, error="circuit open"), True)
-        probe = gate == "probe"
-        wait_s = await rt.budgets.reserve(ctx.partner, pipeline._estimate(ctx), rt.config.tenants.get(record.tenant))
-        if wait_s > pipeline.INLINE_WAIT_S:
-            return await pipeline._wait_for_budget(ctx, wait_s)
-        if wait_s > 0:
-            await asyncio.sleep(wait_s)
-    wait_s = await pipeline._admit(ctx)
-    if wait_s > 0:
-        return await pipeline._wait_for_budget(ctx, wait_s)
+    ended, probe = await pipeline.clear_to_call(ctx)  # redaction (fail closed), breaker, budgets, as for chat jobs
+    if ended is not None:
+        return ended
     metrics.record_redactions(partner, ctx.redactions)
     try:
         response = await _call_partner(ctx, adapter)
@@ -81,27 +58,12 @@ async def _call_partner(ctx: pipeline.RunContext, adapter: EmbeddingAdapter) -> 
     if not adapter.takes_user:
         extra.pop("user", None)  # the API refused `user` for such a partner; a fallback to one goes without it
     request = CallRequest(messages=ctx.outgoing, extra=extra)
-    waiting_since = time.perf_counter()
-    async with call_slots.slot(ctx.record.lane):
-        started_wall, started = now(), time.perf_counter()
-        if started - waiting_since > pipeline.CLAIM_RECHECK_AFTER_S and not await ctx.rt.store.holds_claim(
-            ctx.record.id, ctx.token
-        ):
-            raise pipeline.ClaimLost()
-        with metrics.calls_in_flight(ctx.partner.name):
-            response = await adapter.call(request)
-    elapsed_s = time.perf_counter() - started
+    response, started_wall, elapsed_s = await pipeline.call_in_slot(ctx, lambda: adapter.call(request))
     if response.outcome is Outcome.OK and response.usage.prompt_tokens == 0:  # a wire that reports no usage
         estimated = Usage(prompt_tokens=pipeline._estimate(ctx))
         response = PartnerResponse(response.outcome, response.status_code, response.text, estimated,
                                    raw=response.raw)
-    metrics.record_call(ctx.partner.name, response.outcome.value, elapsed_s)
-    cost = metering.meter_call(ctx.record.tenant, ctx.partner, response.usage, _model_only(response.raw))
-    if cost is not None:
-        ctx.record.cost_nanousd = (ctx.record.cost_nanousd or 0) + cost
-    metrics.record_tokens(ctx.partner.name, response.usage, metering.usd(cost) if cost else None)
-    ctx.note(response.outcome.value, response.error, response.status_code,
-             round(elapsed_s * 1000, 3), redactions=ctx.redactions, started_at=started_wall)
+    pipeline.account_for_call(ctx, response, started_wall, elapsed_s, _model_only(response.raw))
     return response
 
 

@@ -129,29 +129,39 @@ async def run_job(job_id: str, partner: str, attempt: int) -> str:
         return await _route_failure(ctx, PartnerResponse(Outcome.RETRYABLE, error=error), False)
 
 
-async def _run_claimed(ctx: RunContext) -> str:
+async def clear_to_call(ctx: RunContext) -> tuple[str | None, bool]:
+    """Redact for this partner, then pass its breaker and budgets: (the run's result when it ends here, whether the
+    call is the breaker's probe). A failed redaction, an open breaker and a long budget wait end the run."""
     rt, record, partner = ctx.rt, ctx.record, ctx.partner.name
     try:
         _redact(ctx)
     except RedactionError as exc:  # fail closed: nothing unredacted leaves; this partner cannot take the job
         ctx.note("fatal", f"redaction failed for {partner}'s policy: {exc}")
-        return await _route_failure(ctx, PartnerResponse(Outcome.FATAL, error="redaction failed"), False)
+        return await _route_failure(ctx, PartnerResponse(Outcome.FATAL, error="redaction failed"), False), False
     probe = False
     if record.reservation != f"{partner}:{ctx.attempt}":
         gate = await rt.breakers.allow(partner, ctx.partner.breaker)
         if gate == "open":
             metrics.record_breaker_rejection(partner)
             ctx.note("breaker_open", f"circuit breaker for {partner} is open")
-            return await _route_failure(ctx, PartnerResponse(Outcome.RETRYABLE, error="circuit open"), True)
+            return await _route_failure(ctx, PartnerResponse(Outcome.RETRYABLE, error="circuit open"), True), False
         probe = gate == "probe"
         wait_s = await rt.budgets.reserve(ctx.partner, _estimate(ctx), rt.config.tenants.get(record.tenant))
         if wait_s > INLINE_WAIT_S:
-            return await _wait_for_budget(ctx, wait_s)
+            return await _wait_for_budget(ctx, wait_s), probe
         if wait_s > 0:
             await asyncio.sleep(wait_s)
     wait_s = await _admit(ctx)
     if wait_s > 0:
-        return await _wait_for_budget(ctx, wait_s)
+        return await _wait_for_budget(ctx, wait_s), probe
+    return None, probe
+
+
+async def _run_claimed(ctx: RunContext) -> str:
+    rt, record, partner = ctx.rt, ctx.record, ctx.partner.name
+    ended, probe = await clear_to_call(ctx)
+    if ended is not None:
+        return ended
     if record.params.get("contract"):
         ctx.contract = await rt.contract(record.params["contract"])
     else:
@@ -301,6 +311,27 @@ async def _call_partner(ctx: RunContext) -> PartnerResponse:
         output=response_format.output_schema(contract, ctx.record.options),
         options=ctx.record.options,
     )
+    if streaming.streams_live(ctx.record, adapter, contract is not None):
+        ctx.relayed = True
+        restore = ctx.rt.redactors[ctx.partner.name].restore
+
+        def call() -> Awaitable[PartnerResponse]:
+            return streaming.relay(ctx.rt.job_stream, adapter, request, job_id=ctx.record.id, token=ctx.token,
+                                   attempt=ctx.attempt, restore=lambda text: restore(text, ctx.placeholders))
+    else:
+
+        def call() -> Awaitable[PartnerResponse]:
+            return adapter.call(request)
+
+    response, started_wall, elapsed_s = await call_in_slot(ctx, call)
+    account_for_call(ctx, response, started_wall, elapsed_s, response.raw)
+    return response
+
+
+async def call_in_slot(ctx: RunContext, call: Callable[[], Awaitable[PartnerResponse]]
+                       ) -> tuple[PartnerResponse, float, float]:
+    """`call()` in one of the lane's call slots, if the run still holds the job once it has one: (the response, when
+    the call started (wall clock), how long it took in seconds)."""
     waiting_since = time.perf_counter()
     async with call_slots.slot(ctx.record.lane):
         started_wall, started = now(), time.perf_counter()
@@ -309,23 +340,20 @@ async def _call_partner(ctx: RunContext) -> PartnerResponse:
         ):
             raise ClaimLost()
         with metrics.calls_in_flight(ctx.partner.name):
-            if streaming.streams_live(ctx.record, adapter, contract is not None):
-                ctx.relayed = True
-                restore = ctx.rt.redactors[ctx.partner.name].restore
-                response = await streaming.relay(
-                    ctx.rt.job_stream, adapter, request, job_id=ctx.record.id, token=ctx.token,
-                    attempt=ctx.attempt, restore=lambda text: restore(text, ctx.placeholders))
-            else:
-                response = await adapter.call(request)
-    elapsed_s = time.perf_counter() - started
+            response = await call()
+    return response, started_wall, time.perf_counter() - started
+
+
+def account_for_call(ctx: RunContext, response: PartnerResponse, started_wall: float, elapsed_s: float,
+                     priced: dict[str, Any] | None) -> None:
+    """A call's metrics, its cost (metered from `priced`, what of the answer prices it) and its history entry."""
     metrics.record_call(ctx.partner.name, response.outcome.value, elapsed_s)
-    cost = metering.meter_call(ctx.record.tenant, ctx.partner, response.usage, response.raw)
+    cost = metering.meter_call(ctx.record.tenant, ctx.partner, response.usage, priced)
     if cost is not None:
         ctx.record.cost_nanousd = (ctx.record.cost_nanousd or 0) + cost
     metrics.record_tokens(ctx.partner.name, response.usage, metering.usd(cost) if cost else None)
     ctx.note(response.outcome.value, response.error, response.status_code,
              round(elapsed_s * 1000, 3), redactions=ctx.redactions, started_at=started_wall)
-    return response
 
 
 async def _after_call(ctx: RunContext, response: PartnerResponse, probe: bool) -> None:
