@@ -22,13 +22,22 @@ from gateway_core.crypto import PayloadCipher
 from gateway_core.jobs.chat_options import ChatOptions, FunctionCall, ToolCall
 from gateway_core.jobs.chat_request import ChatCompletionRequest
 from gateway_core.jobs.job_stream import JobStream
-from gateway_core.jobs.models import Message, Usage
+from gateway_core.jobs.models import JobStatus, Message, Usage
+from gateway_core.jobs.store import JobRecord
 from gateway_core.partners.adapters import adapter_for
-from gateway_core.partners.adapters.base import CallRequest, HttpPool, Outcome, PartnerAdapter, StreamProgress
+from gateway_core.partners.adapters.base import (
+    CallRequest,
+    HttpPool,
+    Outcome,
+    PartnerAdapter,
+    PartnerResponse,
+    StreamProgress,
+)
 from gateway_core.partners.adapters.sse import SseEvent
 from gateway_core.partners.adapters.streamed import StreamedResponse, call_streamed
 from partner_simulator import PartnerBehaviour, SimulatorConfig
 from tests.unit.test_streaming import PARTNERS, _decode, _Served
+from workers.streaming import emit_whole, relay
 
 SEND_EMAIL = {"type": "function", "function": {
     "name": "send_email", "description": "Send an email",
@@ -313,3 +322,54 @@ def test_stream_with_tools_is_accepted() -> None:
                                                     "messages": [{"role": "user", "content": "hi"}]})
     submission = request.to_submission("sim-openai")
     assert submission.stream and submission.options is not None and submission.options.tools
+
+
+# --- the worker's side: the calls go out restored in the finish entry --------------------------------------------
+
+
+def _recorded_stream() -> tuple[JobStream, _Recorded]:
+    client = _Recorded()
+    return JobStream(client, PayloadCipher([Fernet.generate_key()])), client  # type: ignore[arg-type]
+
+
+def _entries(stream: JobStream, client: _Recorded) -> list[Any]:
+    return [stream._decode(f"{n}-0", dict(zip(w[::2], w[1::2], strict=True))) for n, w in enumerate(client.written)]
+
+
+def _restore(text: str) -> str:
+    return text.replace("<EMAIL_ADDRESS_1>", "ann@example.org")
+
+
+@pytest.mark.parametrize("partner", ["sim-openai", "sim-anthropic", "sim-gemini"])
+def test_the_relay_finishes_with_the_calls_restored(served: str, sim: httpx.Client, partner: str) -> None:
+    spec = {**PARTNERS[partner], "name": partner, "api_key": "k", "timeout_s": 5}
+    spec["base_url"] = spec["base_url"].format(url=served)
+    stream, client = _recorded_stream()
+
+    async def run() -> Any:
+        pool = HttpPool(10)
+        try:
+            adapter = adapter_for(PartnerConfig.model_validate(spec), pool)
+            request = CallRequest(messages=[Message(role="user", content=PROMPT)],
+                                  options=ChatOptions.model_validate({"tools": [SEND_EMAIL]}))
+            return await relay(stream, adapter, request, job_id="job1", token="t", attempt=1, restore=_restore)
+        finally:
+            await pool.aclose()
+
+    response = asyncio.run(run())
+    [finish] = _entries(stream, client)  # no text: no delta, only the finish
+    assert finish.kind == "finish" and finish.finish_reason == "tool_calls"
+    assert json.loads(finish.tool_calls[0].function.arguments) == {"body": "mail ann@example.org the report"}
+    # The response stays as the partner answered it: the pipeline restores what it stores.
+    assert json.loads(response.tool_calls[0].function.arguments) == {"body": PROMPT}
+
+
+def test_a_run_that_did_not_relay_sends_the_calls_with_its_finish() -> None:
+    stream, client = _recorded_stream()
+    record = JobRecord(id="job1", tenant="dev", partner="p", requested_partner="p", status=JobStatus.RUNNING,
+                       attempt=1, created_at=0.0, params={"stream": True})
+    call = ToolCall(id="call_1", function=FunctionCall(name="ping", arguments='{"to": "ann@example.org"}'))
+    response = PartnerResponse(Outcome.OK, text="", finish_reason="tool_calls", tool_calls=[call])
+    asyncio.run(emit_whole(stream, record, "t", 1, "", response, [call]))
+    [finish] = _entries(stream, client)
+    assert (finish.kind, finish.finish_reason, finish.tool_calls) == ("finish", "tool_calls", [call])
