@@ -229,8 +229,7 @@ async def cancel_job(svc: Services, job_id: str) -> None:
 async def follow_job(job_id: str, request: Request, who: Tenant) -> StreamingResponse:
     """Follow a job as server-sent events: `delta` ({"text"}) as its answer is generated when the job streams,
     `error` when a run failed after its answer began (the job goes on), `finish` ({"finish_reason", "usage",
-    "tool_calls"}), and
-    last `job`: the finished job as GET /v1/jobs/{id} shows it. A finished job answers at once."""
+    "tool_calls"}), and last `job`: the finished job as GET /v1/jobs/{id} shows it. A finished job answers at once."""
     svc = services(request)
     record = await svc.store.get(job_id)
     if record is None or record.tenant != who.name:
