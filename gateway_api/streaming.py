@@ -11,6 +11,8 @@ the request reads it (XREAD BLOCK) and answers OpenAI's `chat.completion.chunk` 
 - A client that goes away before the end cancels the job; the worker's next write is refused, and it closes the
   partner's stream.
 - An output contract streams as one validated delta (the worker validates the whole answer first).
+- Tool calls come whole, restored, in the job's `finish` entry: one chunk whose `delta.tool_calls` holds each call
+  (index, id, type, function name and all its arguments) before the chunk with finish_reason `tool_calls`.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from gateway_api import cancelling
 from gateway_api.deps import Services, Tenant, error_body, services, wait_for_job
 from gateway_api.openapi import errors
 from gateway_core.errors import RequestError
+from gateway_core.jobs.chat_options import ToolCall
 from gateway_core.jobs.job_stream import JobStream, StreamEntry
 from gateway_core.jobs.models import JobSubmission
 from gateway_core.jobs.store import JobRecord
@@ -134,6 +137,10 @@ class ChatChunks:
         usage = {"usage": None} if self.include_usage else {}
         return _sse({**self.common, "choices": [choice], **usage})
 
+    def tool_calls(self, calls: list[ToolCall]) -> bytes:
+        """The calls as OpenAI streams them, each whole in one fragment (the SDK assembles fragments by index)."""
+        return self.chunk({"tool_calls": [{"index": index, **call.model_dump()} for index, call in enumerate(calls)]})
+
     def usage(self, entry: StreamEntry) -> bytes:
         usage = entry.usage
         prompt, completion = (usage.prompt_tokens, usage.completion_tokens) if usage else (0, 0)
@@ -166,6 +173,8 @@ async def _chat_events(svc: Services, reader: JobReader, chunks: ChatChunks, fir
                 if entry.kind == "delta":
                     yield chunks.chunk({"content": entry.text})
                 elif entry.kind == "finish":
+                    if entry.tool_calls:
+                        yield chunks.tool_calls(entry.tool_calls)
                     yield chunks.chunk({}, entry.finish_reason or "stop")
                     if chunks.include_usage:
                         yield chunks.usage(entry)
@@ -219,8 +228,8 @@ async def cancel_job(svc: Services, job_id: str) -> None:
 @router.get("/v1/jobs/{job_id}/stream", responses={200: {"content": {"text/event-stream": {}}}, **errors(404)})
 async def follow_job(job_id: str, request: Request, who: Tenant) -> StreamingResponse:
     """Follow a job as server-sent events: `delta` ({"text"}) as its answer is generated when the job streams,
-    `error` when a run failed after its answer began (the job goes on), `finish` ({"finish_reason", "usage"}), and
-    last `job`: the finished job as GET /v1/jobs/{id} shows it. A finished job answers at once."""
+    `error` when a run failed after its answer began (the job goes on), `finish` ({"finish_reason", "usage",
+    "tool_calls"}), and last `job`: the finished job as GET /v1/jobs/{id} shows it. A finished job answers at once."""
     svc = services(request)
     record = await svc.store.get(job_id)
     if record is None or record.tenant != who.name:
@@ -259,7 +268,9 @@ def _follower_event(entry: StreamEntry) -> bytes:
         return _event("delta", {"text": entry.text, "attempt": entry.attempt})
     if entry.kind == "finish":
         usage = entry.usage.model_dump() if entry.usage else None
-        return _event("finish", {"finish_reason": entry.finish_reason, "usage": usage, "attempt": entry.attempt})
+        calls = [call.model_dump() for call in entry.tool_calls] if entry.tool_calls else None
+        return _event("finish", {"finish_reason": entry.finish_reason, "usage": usage, "tool_calls": calls,
+                                 "attempt": entry.attempt})
     if entry.kind == "error":
         return _event("error", {"error": {"message": entry.error, "type": "server_error", "code": "partner_failed"},
                                 "attempt": entry.attempt})

@@ -2,12 +2,14 @@
 
 - OpenAI and Azure OpenAI (`stream: true`): `chat.completion.chunk` events, the first carrying the role, one per
   piece of text, one with the finish reason, a usage chunk with empty `choices` when
-  `stream_options.include_usage` is set, then `data: [DONE]`.
-- Anthropic (`stream: true`): `message_start`, `content_block_start`, `ping`, `content_block_delta` per piece
-  (`text_delta`, or `input_json_delta` for a forced tool), `content_block_stop`, `message_delta` (stop reason and
-  output tokens), `message_stop`.
+  `stream_options.include_usage` is set, then `data: [DONE]`. A tool call: the first chunk's `delta.tool_calls`
+  has its index, id, type and name (arguments ""), the next ones pieces of its arguments under the same index.
+- Anthropic (`stream: true`): `message_start`, `content_block_start` (a `text` or a `tool_use` block), `ping`,
+  `content_block_delta` per piece (`text_delta`, or `input_json_delta` for a tool's input), `content_block_stop`,
+  `message_delta` (stop reason and output tokens), `message_stop`.
 - Gemini (`:streamGenerateContent?alt=sse`): one GenerateContentResponse per piece, the last with `finishReason`
-  and the usage, separated by CRLF pairs as Google's servers send them.
+  and the usage, separated by CRLF pairs as Google's servers send them; a tool call is one `functionCall` part
+  (Gemini does not stream a call's arguments).
 
 The text is cut into pieces of `stream_chunk_chars` characters with `stream_token_delay_ms` between them (the
 partner's behaviour controls); `stream_cut_after_chars` stops the stream there, without its end, like a partner
@@ -87,11 +89,19 @@ def _openai(parsed: ParsedRequest, completion: Completion, pieces: list[str]) ->
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
         return _sse({**common, "choices": [choice], **extra})
 
-    yield chunk({"role": "assistant", "content": "", "refusal": None}), 0
-    for piece in pieces:
-        if piece:
-            yield chunk({"content": piece}), len(piece)
-    yield chunk({}, "stop"), 0
+    if completion.finish == "tool_calls" and completion.tool_name is not None:
+        call = {"index": 0, "id": f"call_{new_id()}", "type": "function",
+                "function": {"name": completion.tool_name, "arguments": ""}}
+        yield chunk({"role": "assistant", "content": None, "tool_calls": [call], "refusal": None}), 0
+        for piece in pieces:
+            if piece:
+                yield chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}), len(piece)
+    else:
+        yield chunk({"role": "assistant", "content": "", "refusal": None}), 0
+        for piece in pieces:
+            if piece:
+                yield chunk({"content": piece}), len(piece)
+    yield chunk({}, completion.finish), 0
     if parsed.include_usage:
         prompt_tokens, completion_tokens = estimate_tokens(parsed.prompt_chars), estimate_tokens(len(completion.text))
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
@@ -112,7 +122,9 @@ def _anthropic(parsed: ParsedRequest, completion: Completion, pieces: list[str])
     yield _sse({"type": "message_start", "message": message}, "message_start"), 0
     if completion.tool_name is None:
         block: dict[str, Any] = {"type": "text", "text": ""}
-        delta_type, delta_field, stop_reason = "text_delta", "text", "end_turn"
+        delta_type, delta_field = "text_delta", "text"
+        stop_reason = "max_tokens" if completion.finish == "length" else (
+            "stop_sequence" if completion.stop_sequence else "end_turn")
     else:
         block = {"type": "tool_use", "id": f"toolu_{new_id()}", "name": completion.tool_name, "input": {}}
         delta_type, delta_field, stop_reason = "input_json_delta", "partial_json", "tool_use"
@@ -124,7 +136,8 @@ def _anthropic(parsed: ParsedRequest, completion: Completion, pieces: list[str])
             yield _sse({"type": "content_block_delta", "index": 0, "delta": delta}, "content_block_delta"), len(piece)
     yield _sse({"type": "content_block_stop", "index": 0}, "content_block_stop"), 0
     usage = {"output_tokens": estimate_tokens(len(completion.text))}
-    yield _sse({"type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+    yield _sse({"type": "message_delta", "delta": {"stop_reason": stop_reason,
+                                                   "stop_sequence": completion.stop_sequence},
                 "usage": usage}, "message_delta"), 0
     yield _sse({"type": "message_stop"}, "message_stop"), 0
 
@@ -135,13 +148,19 @@ def _anthropic(parsed: ParsedRequest, completion: Completion, pieces: list[str])
 def _gemini(parsed: ParsedRequest, completion: Completion, pieces: list[str]) -> Events:
     prompt_tokens = estimate_tokens(parsed.prompt_chars)
     response_id = new_id()
+    parts: list[list[dict[str, Any]]]
+    if completion.finish == "tool_calls" and completion.tool_name is not None:
+        call = {"name": completion.tool_name, "args": completion.tool_input}
+        pieces, parts = [completion.text], [[{"functionCall": call}]]
+    else:
+        parts = [[{"text": piece}] for piece in pieces]
     sent = 0
-    for number, piece in enumerate(pieces, start=1):
+    for number, (piece, content_parts) in enumerate(zip(pieces, parts, strict=True), start=1):
         sent += len(piece)
         last = number == len(pieces)
-        candidate: dict[str, Any] = {"content": {"parts": [{"text": piece}], "role": "model"}, "index": 0}
+        candidate: dict[str, Any] = {"content": {"parts": content_parts, "role": "model"}, "index": 0}
         if last:
-            candidate["finishReason"] = "STOP"
+            candidate["finishReason"] = "MAX_TOKENS" if completion.finish == "length" else "STOP"
         candidates_tokens = estimate_tokens(sent)
         usage = {"promptTokenCount": prompt_tokens, "candidatesTokenCount": candidates_tokens,
                  "totalTokenCount": prompt_tokens + candidates_tokens}

@@ -182,7 +182,7 @@ async def _run_claimed(ctx: RunContext) -> str:
         parsed = _restore_inside(parsed, lambda text: restore(text, ctx.placeholders))
         tool_calls = restore_tool_calls(response.tool_calls, lambda text: restore(text, ctx.placeholders))
         if streaming.wants_stream(record) and not ctx.relayed:
-            await streaming.emit_whole(rt.job_stream, record, ctx.token, ctx.attempt, output, response)
+            await streaming.emit_whole(rt.job_stream, record, ctx.token, ctx.attempt, output, response, tool_calls)
         webhook = _webhook(ctx, JobStatus.SUCCEEDED, output=output, parsed=parsed, usage=response.usage,
                            answered_by=partner, finish_reason=response.finish_reason, tool_calls=tool_calls)
         with telemetry.publish():

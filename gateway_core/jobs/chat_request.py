@@ -77,11 +77,6 @@ STREAM_OPTIONS_RULE: Any = {
     "if": {"required": ["stream_options"], "properties": {"stream_options": {"type": "object"}}},
     "then": {"required": ["stream"], "properties": {"stream": {"const": True}}},
 }
-# Tools are not streamed yet (the stream relays text): stream true with tools is refused, and the schema says so.
-TOOLS_DO_NOT_STREAM_RULE: Any = {
-    "if": {"required": ["stream", "tools"], "properties": {"stream": {"const": True}, "tools": {"type": "array"}}},
-    "then": {"properties": {"tools": {"maxItems": 0}}},
-}
 
 
 class ChatCompletionRequest(BaseModel):
@@ -90,7 +85,7 @@ class ChatCompletionRequest(BaseModel):
     request is refused with a 400 naming the field (gateway_core.jobs.request_checks)."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={
-        "allOf": [*OPTION_RULES, STREAM_OPTIONS_RULE, TOOLS_DO_NOT_STREAM_RULE]})
+        "allOf": [*OPTION_RULES, STREAM_OPTIONS_RULE]})
 
     model: str = Field(min_length=1, max_length=256, description="A partner name or a route from the config")
     messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
@@ -122,13 +117,6 @@ class ChatCompletionRequest(BaseModel):
         if self.stream_options is not None and not self.stream:  # OpenAI refuses this combination too
             raise PydanticCustomError("unsupported",
                                       "stream_options: only allowed when stream is true; remove it or set stream")
-        return self
-
-    @model_validator(mode="after")
-    def _tools_do_not_stream(self) -> ChatCompletionRequest:
-        if self.stream and self.tools:  # the stream relays text only: a tool call would be lost, so refuse it
-            raise PydanticCustomError("unsupported", "tools: streaming a tool call is not supported yet; send "
-                                      "stream=false with tools (the answer's tool_calls come in one response)")
         return self
 
     @model_validator(mode="after")

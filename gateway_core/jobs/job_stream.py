@@ -5,7 +5,8 @@ Entries, in order:
 - `delta`: restored output text (encrypted like every payload at rest), written only once the partner sent some,
   so a retry or a fallback before the first token leaves nothing behind;
 - `error`: the run failed after its deltas went out (the job goes on with its normal routing);
-- `finish`: the answer is complete (finish reason, usage);
+- `finish`: the answer is complete (finish reason, usage, and the tool calls it asks for, restored and encrypted:
+  they are not streamed piecemeal);
 - `end`: the job reached its final status (written after it settled; the stream then lingers briefly).
 Every entry but `end` is written through job_stream_append.lua, which checks the writer still holds the job's run,
 so a superseded or cancelled run cannot write into the stream; a `False` answer tells the run to stop.
@@ -18,16 +19,19 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import redis.asyncio as aioredis
+from pydantic import TypeAdapter
 
 from gateway_core.crypto import PayloadCipher
 from gateway_core.fleet import keys
 from gateway_core.fleet.lua import script
+from gateway_core.jobs.chat_options import ToolCall
 from gateway_core.jobs.models import Usage
 
 EntryKind = Literal["delta", "error", "finish", "end"]
 MAX_ENTRIES = 10_000  # approximate cap (XADD MAXLEN ~): a reader that fell this far behind lost the start
 TTL_S = 900  # while the run writes; each entry renews it
 LINGER_S = 60  # after the job ended, for a follower arriving late
+_TOOL_CALLS = TypeAdapter(list[ToolCall])
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,7 @@ class StreamEntry:
     finish_reason: str | None = None
     usage: Usage | None = None
     error: str | None = None
+    tool_calls: list[ToolCall] | None = None  # on `finish`
     run: str = ""  # which run wrote it (a digest of its token): a reader that saw one run's deltas stops at another's
 
 
@@ -65,9 +70,12 @@ class JobStream:
     async def failed(self, job_id: str, token: str, attempt: int, error: str) -> bool:
         return await self._write(job_id, token, {"k": "error", "a": str(attempt), "e": error})
 
-    async def finish(self, job_id: str, token: str, attempt: int, finish_reason: str, usage: Usage) -> bool:
-        return await self._write(job_id, token, {"k": "finish", "a": str(attempt), "f": finish_reason,
-                                                 "u": usage.model_dump_json()})
+    async def finish(self, job_id: str, token: str, attempt: int, finish_reason: str, usage: Usage,
+                     tool_calls: list[ToolCall] | None = None) -> bool:
+        fields = {"k": "finish", "a": str(attempt), "f": finish_reason, "u": usage.model_dump_json()}
+        if tool_calls:
+            fields["c"] = self.cipher.encrypt(_TOOL_CALLS.dump_json(tool_calls).decode()).decode()
+        return await self._write(job_id, token, fields)
 
     async def end(self, job_id: str, linger_s: int = LINGER_S) -> None:
         """The job settled: wake its readers, and let the stream go `linger_s` seconds later."""
@@ -93,8 +101,9 @@ class JobStream:
             return StreamEntry(entry_id, "delta", attempt, text=self.cipher.decrypt(fields["t"].encode()), run=run)
         if kind == "finish":
             usage = Usage.model_validate_json(fields["u"]) if fields.get("u") else None
+            calls = _TOOL_CALLS.validate_json(self.cipher.decrypt(fields["c"].encode())) if fields.get("c") else None
             return StreamEntry(entry_id, "finish", attempt, finish_reason=fields.get("f") or "stop", usage=usage,
-                               run=run)
+                               tool_calls=calls, run=run)
         if kind == "error":
             return StreamEntry(entry_id, "error", attempt, error=fields.get("e") or "the partner call failed", run=run)
         return StreamEntry(entry_id, "end", attempt, run=run)

@@ -101,10 +101,20 @@ class AnthropicMessagesAdapter(PartnerAdapter):
             delta = payload["delta"]
             if delta.get("type") == "text_delta":
                 return str(delta["text"])
-            if delta.get("type") == "input_json_delta":  # the forced output tool's JSON, as the text of the answer
-                return str(delta.get("partial_json", ""))
+            if delta.get("type") == "input_json_delta":
+                index = int(payload.get("index", 0))
+                if progress.tool_calls.holds(index):  # a tool_use block: a tool call's arguments
+                    progress.tool_calls.append(index, str(delta.get("partial_json", "")))
+                    return ""
+                return str(delta.get("partial_json", ""))  # the forced output tool's JSON: the text of the answer
             return ""
-        if kind == "message_start":
+        if kind == "content_block_start":
+            block = payload.get("content_block") or {}
+            if block.get("type") == "tool_use" and block.get("name") != OUTPUT_TOOL:
+                given = block.get("input")
+                progress.tool_calls.start(int(payload.get("index", 0)), str(block.get("id") or ""),
+                                          str(block.get("name") or ""), json.dumps(given) if given else "")
+        elif kind == "message_start":
             usage = payload["message"].get("usage") or {}
             progress.prompt_tokens = int(usage.get("input_tokens") or 0)
             progress.completion_tokens = int(usage.get("output_tokens") or 0)

@@ -17,6 +17,7 @@ from gateway_core.jobs.chat_options import ChatOptions, ToolCall
 from gateway_core.jobs.models import Message, Usage
 from gateway_core.partners.adapters.capabilities import UnsupportedOption
 from gateway_core.partners.adapters.sse import SseEvent
+from gateway_core.partners.adapters.stream_tools import ToolCallAssembler
 from gateway_core.partners.adapters.transport import (
     DEFAULT_MAX_RESPONSE_BYTES,
     AiohttpTransport,
@@ -79,12 +80,14 @@ class PartnerResponse:
 @dataclass
 class StreamProgress:
     """What a partner's stream has said so far besides its text. `finish_reason` is in OpenAI's words (stop,
-    length, tool_calls, content_filter); `ended` is set by the stream's own end marker."""
+    length, tool_calls, content_filter); `ended` is set by the stream's own end marker; `tool_calls` gathers the
+    calls the model asks for (never as text)."""
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
     finish_reason: str | None = None
     ended: bool = False
+    tool_calls: ToolCallAssembler = field(default_factory=ToolCallAssembler)
 
     @property
     def usage(self) -> Usage:

@@ -116,7 +116,10 @@ class GeminiAdapter(PartnerAdapter):
         candidate = candidates[0]
         parts = (candidate.get("content") or {}).get("parts") or []
         text = "".join(part["text"] for part in parts if isinstance(part.get("text"), str) and not part.get("thought"))
+        gemini_mapping.gather_function_calls(parts, progress.tool_calls)
         finish = candidate.get("finishReason")
         if finish:
             progress.finish_reason = FINISH_REASONS.get(finish, "stop")
+            if progress.finish_reason == "stop" and len(progress.tool_calls):  # Gemini says STOP after its calls
+                progress.finish_reason = "tool_calls"
         return text

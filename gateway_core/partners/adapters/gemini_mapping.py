@@ -28,6 +28,7 @@ from gateway_core.jobs.chat_options import (
 from gateway_core.jobs.models import Message
 from gateway_core.partners.adapters.anthropic_mapping import arguments
 from gateway_core.partners.adapters.base import CallRequest, Ending
+from gateway_core.partners.adapters.stream_tools import ToolCallAssembler
 
 # google-genai's FinishReason values that mean the answer was withheld.
 FILTERED = frozenset({"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY", "LANGUAGE"})
@@ -129,7 +130,7 @@ def ending(body: dict[str, Any]) -> Ending:
     for part in (candidate.get("content") or {}).get("parts") or []:
         call = part.get("functionCall")
         if isinstance(call, dict):
-            call_id = call.get("id") or "call_" + secrets.token_hex(12)
+            call_id = new_call_id(call)
             calls.append(ToolCall(id=str(call_id), function=FunctionCall(name=call["name"],
                                                                          arguments=json.dumps(call.get("args", {})))))
     reason = candidate.get("finishReason")
@@ -140,3 +141,16 @@ def ending(body: dict[str, Any]) -> Ending:
     else:
         finish = "tool_calls" if calls else "stop"
     return Ending(finish, calls or None)
+
+
+def new_call_id(call: dict[str, Any]) -> str:
+    """The call's own id when Gemini gave one, else one made up (as OpenAI's ids look)."""
+    return str(call.get("id") or "call_" + secrets.token_hex(12))
+
+
+def gather_function_calls(parts: list[dict[str, Any]], calls: ToolCallAssembler) -> None:
+    """A streamed chunk's `functionCall` parts: each is a whole call."""
+    for part in parts:
+        call = part.get("functionCall")
+        if isinstance(call, dict):
+            calls.start(len(calls), new_call_id(call), str(call.get("name") or ""), json.dumps(call.get("args", {})))

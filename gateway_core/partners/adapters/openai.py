@@ -88,8 +88,9 @@ class OpenAIChatAdapter(PartnerAdapter):
                 text += delta["content"]
             if delta.get("refusal"):
                 raise PartnerRefused("the model refused (delta.refusal)")
+            openai_mapping.gather_tool_calls(delta.get("tool_calls"), progress.tool_calls)
             if choice.get("finish_reason"):
-                progress.finish_reason = str(choice["finish_reason"])
+                progress.finish_reason = openai_mapping.FINISH_REASONS.get(str(choice["finish_reason"]), "stop")
         return text
 
 

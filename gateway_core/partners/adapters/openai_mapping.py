@@ -10,6 +10,7 @@ from typing import Any
 from gateway_core.jobs.chat_options import FunctionCall, ToolCall
 from gateway_core.jobs.models import Message
 from gateway_core.partners.adapters.base import CallRequest, Ending, OutputSchema
+from gateway_core.partners.adapters.stream_tools import ToolCallAssembler
 
 # Options passed as they are: fedgate's names are OpenAI's.
 PASSED_AS_IS = ("top_p", "stop", "seed", "presence_penalty", "frequency_penalty", "user", "logprobs", "top_logprobs")
@@ -60,3 +61,21 @@ def ending(body: dict[str, Any]) -> Ending:
     logprobs = choice.get("logprobs")
     return Ending(FINISH_REASONS.get(reason, "stop") if isinstance(reason, str) else None, calls or None,
                   logprobs if isinstance(logprobs, dict) else None)
+
+
+def gather_tool_calls(fragments: Any, calls: ToolCallAssembler) -> None:
+    """A stream's `delta.tool_calls`: the first fragment of a call has its index, id and name, the next ones the same
+    index and more of the arguments."""
+    for fragment in fragments if isinstance(fragments, list) else []:
+        if fragment.get("type", "function") != "function":
+            continue
+        index = int(fragment.get("index", 0))
+        function = fragment.get("function") or {}
+        call_id, name = str(fragment.get("id") or ""), str(function.get("name") or "")
+        arguments = function.get("arguments") or ""
+        if not isinstance(arguments, str):
+            raise ValueError("tool call arguments are not text")
+        if calls.holds(index):
+            calls.append(index, arguments, call_id, name)
+        else:
+            calls.start(index, call_id, name, arguments)

@@ -1,5 +1,6 @@
 """One streamed exchange with a partner: ask for its stream, hand each text delta on as it is decoded, and end in
-the same outcomes as a whole-body call (gateway_core.partners.adapters.base.PartnerAdapter.call).
+the same outcomes as a whole-body call (gateway_core.partners.adapters.base.PartnerAdapter.call), with the tool calls
+the stream assembled and the partner's finish reason.
 
 The total deadline is the partner's `timeout_s`, as for a whole body; between two reads the partner may be silent
 at most `STREAM_IDLE_TIMEOUT_S` (less when the deadline is shorter). Leaving early (the deadline, a delta sink that
@@ -69,8 +70,9 @@ async def call_streamed(adapter: PartnerAdapter, request_body: dict[str, object]
                 # An error, or a partner that answered the whole body at once: read as a whole-body call.
                 body = await response.aread()
                 whole = adapter.interpret(status_code, body, response.headers)
+                if whole.outcome is Outcome.OK:
+                    progress.finish_reason = whole.finish_reason or "stop"
                 if whole.outcome is Outcome.OK and whole.text:
-                    progress.finish_reason = progress.finish_reason or "stop"
                     await on_delta(whole.text)
                     streamed += len(whole.text)
                 return ended(whole)
@@ -103,7 +105,14 @@ async def call_streamed(adapter: PartnerAdapter, request_body: dict[str, object]
         return ended(PartnerResponse(Outcome.RETRYABLE, status_code, error=f"unreadable stream event: {exc}"))
     if not progress.complete:
         return ended(PartnerResponse(Outcome.RETRYABLE, status_code, error="the stream ended before the answer did"))
-    return ended(PartnerResponse(Outcome.OK, status_code, text="".join(parts), usage=progress.usage))
+    try:
+        tool_calls = progress.tool_calls.assembled()
+    except ValueError:  # a call without its id or name
+        return ended(PartnerResponse(Outcome.RETRYABLE, status_code, error="unreadable tool call in the stream"))
+    if progress.finish_reason == "tool_calls" and not tool_calls:
+        progress.finish_reason = "stop"  # e.g. Anthropic's forced output tool: the answer itself, not a call
+    return ended(PartnerResponse(Outcome.OK, status_code, text="".join(parts), usage=progress.usage,
+                                 finish_reason=progress.finish_reason, tool_calls=tool_calls))
 
 
 class _Unreadable(Exception):
