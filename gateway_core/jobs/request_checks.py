@@ -51,6 +51,12 @@ def check_request_options(partner: PartnerConfig, submission: JobSubmission) -> 
         raise RequestError(400, f"{param}: the partner {partner.name!r} does not take images (its policy refuses "
                            "them)", "unsupported_field", param)
     wanted = options.response_format if options is not None else None
+    structured = submission.contract is not None or (wanted is not None and wanted.type != "text")
+    if partner.adapter == "anthropic" and structured and options is not None and options.tools:
+        # Anthropic's structured output is a forced tool: the request's own tools could never be called.
+        param = "contract" if submission.contract is not None else "response_format"
+        raise RequestError(400, f"{param}: the partner {partner.name!r} (anthropic adapter) cannot give structured "
+                           "output and call tools in one answer; send one of the two", "unsupported_field", param)
     if wanted is not None and wanted.json_schema is not None:
         try:
             check_schema(wanted.json_schema.schema_)

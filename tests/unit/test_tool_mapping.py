@@ -307,6 +307,14 @@ def test_names_that_refer_to_nothing_are_refused_at_submission(fields: dict[str,
     assert (raised.value.status_code, raised.value.param) == (status, param)
 
 
+def test_anthropic_refuses_tools_with_structured_output_up_front() -> None:
+    fields = {"tools": [WEATHER], "response_format": {"type": "json_object"}}
+    with pytest.raises(RequestError) as raised:
+        check_request_options(partner("anthropic"), chat(**fields).to_submission("anthropic"))
+    assert (raised.value.status_code, raised.value.param) == (400, "response_format")
+    check_request_options(partner("openai"), chat(**fields).to_submission("openai"))  # OpenAI does both
+
+
 # --- redaction of tool turns --------------------------------------------------------------------------
 
 
