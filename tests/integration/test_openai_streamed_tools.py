@@ -16,18 +16,9 @@ import openai
 import pytest
 
 from tests.helpers import FleetEnv, Proc, finish_job
+from tests.integration.test_openai_tools_fleet import EMAIL, PARTNERS, SEND_EMAIL
 
-PARTNERS = "sim-openai,sim-anthropic,sim-gemini,sim-azure"
 STREAMING = ("sim-openai", "sim-anthropic", "sim-gemini")
-EMAIL = "ann.lee@example.org"
-SEND_EMAIL: Any = {
-    "type": "function",
-    "function": {
-        "name": "send_email",
-        "description": "Send an email",
-        "parameters": {"type": "object", "properties": {"body": {"type": "string"}}, "required": ["body"]},
-    },
-}
 
 
 @pytest.fixture(scope="module")
