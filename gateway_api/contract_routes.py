@@ -73,7 +73,7 @@ class ContractVersionList(BaseModel):
     data: list[ContractVersion]
 
 
-def registry(request: Request) -> ContractRegistry:
+async def registry(request: Request) -> ContractRegistry:
     """One ContractRegistry per app, on the running services' Redis client."""
     state = request.app.state
     found: ContractRegistry | None = getattr(state, "contracts", None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -49,7 +49,8 @@ def services(request: Request) -> Services:
     return pinned
 
 
-def tenant(request: Request, authorization: Annotated[str | None, Header()] = None) -> TenantConfig:
+def authenticate(request: Request, authorization: str | None) -> TenantConfig:
+    """The tenant whose key the request carries, or the 401 that says what was wrong."""
     svc = services(request)
     if not authorization or not authorization.lower().startswith("bearer "):
         raise RequestError(401, "missing API key: send 'Authorization: Bearer <your tenant key>'", "missing_api_key")
@@ -59,13 +60,18 @@ def tenant(request: Request, authorization: Annotated[str | None, Header()] = No
     return found
 
 
+async def tenant(request: Request, authorization: Annotated[str | None, Header()] = None) -> TenantConfig:
+    # async: FastAPI runs a plain-def dependency in its thread pool, a thread hand-off on every request.
+    return authenticate(request, authorization)
+
+
 Tenant = Annotated[TenantConfig, Depends(tenant)]
 
 
-def require_admin(what: str) -> Callable[[TenantConfig], TenantConfig]:
+def require_admin(what: str) -> Callable[[TenantConfig], Awaitable[TenantConfig]]:
     """A dependency refusing non-admin tenants with a 403 that says what needed the admin key."""
 
-    def admin(who: Tenant) -> TenantConfig:
+    async def admin(who: Tenant) -> TenantConfig:
         if not who.admin:
             raise RequestError(
                 403,

@@ -39,7 +39,7 @@ class ReplayRequest(BaseModel):
     )
 
 
-def dead_letters(request: Request) -> DeadLetters:
+async def dead_letters(request: Request) -> DeadLetters:
     """One DeadLetters per app, built from the running services."""
     state = request.app.state
     found: DeadLetters | None = getattr(state, "dead_letters", None)

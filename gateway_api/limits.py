@@ -26,7 +26,7 @@ from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway_api.deps import error_body, services, tenant
+from gateway_api.deps import authenticate, error_body, services
 from gateway_core.errors import RequestError
 from gateway_core.settings import Settings
 
@@ -109,7 +109,7 @@ class RequestGuard:
         except AttributeError:  # not started yet: let the app answer
             return None
         try:
-            tenant(request, request.headers.get("authorization"))
+            authenticate(request, request.headers.get("authorization"))
         except RequestError as exc:
             return exc
         return None

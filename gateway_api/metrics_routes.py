@@ -205,7 +205,7 @@ async def _read_fleet(request: Request) -> CollectorRegistry:
     return fleet
 
 
-def admin(who: Annotated[TenantConfig, Depends(tenant)]) -> TenantConfig:
+async def admin(who: Annotated[TenantConfig, Depends(tenant)]) -> TenantConfig:
     if not who.admin:
         raise RequestError(
             403,
