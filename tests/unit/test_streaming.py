@@ -27,7 +27,7 @@ from gateway_core.redaction.anonymize import restore_placeholders
 from gateway_core.redaction.mapping import PlaceholderMap
 from gateway_core.redaction.streaming import StreamRestorer
 from partner_simulator import PartnerBehaviour, SimulatorConfig, create_app
-from tests.helpers import free_port
+from tests.helpers import free_port, wait_for
 
 # --- SSE decoding ------------------------------------------------------------------------------------------------
 
@@ -145,10 +145,7 @@ class _Served:
 
     def __enter__(self) -> _Served:
         self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            assert time.monotonic() < deadline, "the simulator did not start"
-            time.sleep(0.01)
+        wait_for(lambda: self.server.started, 10, 0.01, what="the simulator to start")
         return self
 
     def __exit__(self, *_: object) -> None:
@@ -281,10 +278,7 @@ def test_a_sink_that_gives_up_stops_the_partners_stream(served: str, sim: httpx.
         stats: dict[str, Any] = sim.get("/_sim/stats").json()["partners"]["sim-openai"]
         return stats
 
-    deadline = time.monotonic() + 5
-    while cut()["streams_cut"] != 1:
-        assert time.monotonic() < deadline, cut()
-        time.sleep(0.02)
+    wait_for(lambda: cut()["streams_cut"] == 1, 5, 0.02, what="the partner's stream to be cut")
     assert cut()["streams_open"] == 0
 
 
