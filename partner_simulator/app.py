@@ -187,17 +187,7 @@ class SimulatorEndpoints:
 
     async def embeddings(self, request: Request) -> Response:
         """Every wire's embeddings route: the kind the partner is decides how the body is read and answered."""
-        runtime = self._runtime_serving(request, _EMBEDDINGS)
-        if isinstance(runtime, Response):
-            return runtime
-        runtime.stats.enter()
-        try:
-            body = await request.body()
-            if runtime.recorded is not None:
-                runtime.recorded.append(body.decode("utf-8", "replace"))
-            return self._on_the_wire(runtime, request, await self._embedding_answer(runtime, request, body))
-        finally:
-            runtime.stats.leave()
+        return await self._generate(request, _EMBEDDINGS, embeddings=True)
 
     async def _embedding_answer(self, runtime: PartnerRuntime, request: Request, body: bytes) -> Response:
         behaviour, stats, wire = runtime.behaviour, runtime.stats, runtime.wire
@@ -250,7 +240,8 @@ class SimulatorEndpoints:
         finally:
             runtime.stats.leave()
 
-    async def _generate(self, request: Request, kinds: frozenset[PartnerKind], streamed: bool = False) -> Response:
+    async def _generate(self, request: Request, kinds: frozenset[PartnerKind], streamed: bool = False,
+                        embeddings: bool = False) -> Response:
         runtime = self._runtime_serving(request, kinds)
         if isinstance(runtime, Response):
             return runtime
@@ -259,7 +250,8 @@ class SimulatorEndpoints:
             body = await request.body()
             if runtime.recorded is not None:
                 runtime.recorded.append(body.decode("utf-8", "replace"))
-            response = await self._answer(runtime, request, body, streamed)
+            response = await (self._embedding_answer(runtime, request, body) if embeddings
+                              else self._answer(runtime, request, body, streamed))
             if isinstance(response, StreamingResponse):  # a stream goes out as it is generated, never reshaped
                 return response
             return self._on_the_wire(runtime, request, response)
