@@ -16,6 +16,7 @@ import openai
 import pytest
 
 from tests.helpers import FleetEnv, Proc, finish_job
+from tests.integration.test_openai_streaming import follow_events
 from tests.integration.test_openai_tools_fleet import EMAIL, PARTNERS, SEND_EMAIL
 
 STREAMING = ("sim-openai", "sim-anthropic", "sim-gemini")
@@ -111,24 +112,11 @@ def test_azure_streams_a_tool_call_too(sdk: openai.OpenAI) -> None:
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "tool_calls"
 
 
-def _follow(api: httpx.Client, job_id: str) -> list[tuple[str, Any]]:
-    events: list[tuple[str, Any]] = []
-    with api.stream("GET", f"/v1/jobs/{job_id}/stream") as response:
-        assert response.status_code == 200
-        name = ""
-        for line in response.iter_lines():
-            if line.startswith("event: "):
-                name = line[7:]
-            elif line.startswith("data: "):
-                events.append((name, json.loads(line[6:])))
-    return events
-
-
 def test_a_follower_gets_the_tool_call_in_the_finish_event(sdk: openai.OpenAI, api: httpx.Client) -> None:
     response = api.post("/v1/jobs", json={"partner": "sim-anthropic", "stream": True, "options": {
         "tools": [SEND_EMAIL]}, "messages": [{"role": "user", "content": f"write to {EMAIL}"}]})
     assert response.status_code == 202, response.text
-    events = _follow(api, response.json()["id"])
+    events = follow_events(api, response.json()["id"])
     assert [name for name, _ in events] == ["finish", "job"]
     finish, job = events[0][1], events[1][1]
     assert finish["finish_reason"] == "tool_calls" and finish["tool_calls"] == job["tool_calls"]

@@ -208,7 +208,7 @@ def test_a_client_that_disconnects_cancels_the_job(sdk: openai.OpenAI, sim: http
     wait_for(partner_stream_stopped, 3, what="the partner's stream to be cut")  # the answer needs ~9 s more
 
 
-def _follow(api: httpx.Client, job_id: str) -> list[tuple[str, Any]]:
+def follow_events(api: httpx.Client, job_id: str) -> list[tuple[str, Any]]:
     events: list[tuple[str, Any]] = []
     with api.stream("GET", f"/v1/jobs/{job_id}/stream") as response:
         assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
@@ -224,19 +224,19 @@ def _follow(api: httpx.Client, job_id: str) -> list[tuple[str, Any]]:
 def test_a_producer_follows_a_streaming_job(api: httpx.Client, sim: httpx.Client) -> None:
     sim.put("/_sim/partners/sim-anthropic", json={"stream_token_delay_ms": 5})
     job_id = api.post("/v1/jobs", json={"partner": "sim-anthropic", "prompt": "follow me", "stream": True}).json()["id"]
-    events = _follow(api, job_id)
+    events = follow_events(api, job_id)
     names = [name for name, _ in events]
     assert names[-2:] == ["finish", "job"] and names.count("delta") > 10
     text = "".join(data["text"] for name, data in events if name == "delta")
     assert text == events[-1][1]["output"] == "Simulated reply from sim-anthropic: follow me"
     assert events[-1][1]["status"] == "succeeded"
-    again = _follow(api, job_id)  # a finished job answers at once, with what it streamed
+    again = follow_events(api, job_id)  # a finished job answers at once, with what it streamed
     assert [name for name, _ in again] == names and again[-1][1]["id"] == job_id
 
 
 def test_a_producer_follows_a_job_that_does_not_stream(api: httpx.Client) -> None:
     job_id = api.post("/v1/jobs", json={"partner": "sim-openai", "prompt": "whole answer"}).json()["id"]
-    events = _follow(api, job_id)
+    events = follow_events(api, job_id)
     assert [name for name, _ in events] == ["job"]
     assert events[0][1]["output"] == "Simulated reply from sim-openai: whole answer"
 
@@ -250,7 +250,7 @@ def test_an_output_contract_streams_one_validated_chunk(api: httpx.Client) -> No
     assert api.post("/v1/admin/contracts", json={"name": "stream-city", "schema": schema}).status_code == 201
     job_id = api.post("/v1/jobs", json={"partner": "sim-openai", "prompt": "where?", "stream": True,
                                         "contract": "stream-city"}).json()["id"]
-    events = _follow(api, job_id)
+    events = follow_events(api, job_id)
     deltas = [data["text"] for name, data in events if name == "delta"]
     assert len(deltas) == 1 and json.loads(deltas[0]) == {"city": "sim"} == events[-1][1]["parsed"]
 
