@@ -10,7 +10,7 @@ from gateway_core.contracts.validate import check_schema
 from gateway_core.errors import RequestError
 from gateway_core.jobs.chat_options import NamedToolChoice
 from gateway_core.jobs.models import JobSubmission
-from gateway_core.partners.adapters.capabilities import first_unhonoured
+from gateway_core.partners.adapters.capabilities import NO_TOOLS_WITH_STRUCTURED_OUTPUT, first_unhonoured
 
 
 def check_tool_names(submission: JobSubmission) -> None:
@@ -52,11 +52,11 @@ def check_request_options(partner: PartnerConfig, submission: JobSubmission) -> 
                            "them)", "unsupported_field", param)
     wanted = options.response_format if options is not None else None
     structured = submission.contract is not None or (wanted is not None and wanted.type != "text")
-    if partner.adapter == "anthropic" and structured and options is not None and options.tools:
-        # Anthropic's structured output is a forced tool: the request's own tools could never be called.
+    if partner.adapter in NO_TOOLS_WITH_STRUCTURED_OUTPUT and structured and options is not None and options.tools:
         param = "contract" if submission.contract is not None else "response_format"
-        raise RequestError(400, f"{param}: the partner {partner.name!r} (anthropic adapter) cannot give structured "
-                           "output and call tools in one answer; send one of the two", "unsupported_field", param)
+        raise RequestError(400, f"{param}: the partner {partner.name!r} ({partner.adapter} adapter) cannot give "
+                           "structured output and call tools in one answer; send one of the two",
+                           "unsupported_field", param)
     if wanted is not None and wanted.json_schema is not None:
         try:
             check_schema(wanted.json_schema.schema_)

@@ -57,7 +57,7 @@ class AnthropicMessagesAdapter(PartnerAdapter):
         if options is not None and options.user is not None:
             body["metadata"] = {"user_id": options.user}
         if options is not None and options.tools:
-            if request.output is not None:  # the output tool would be forced, and the tools never called
+            if request.output is not None:  # capabilities.NO_TOOLS_WITH_STRUCTURED_OUTPUT: the tools would never run
                 raise UnsupportedOption("response_format (with tools)", self.config.adapter)
             body["tools"] = anthropic_mapping.tools(options.tools)
         if options is not None and options.tool_choice is not None and options.tools:

@@ -27,6 +27,11 @@ HONOURED: dict[str, frozenset[str]] = {
 }
 
 
+# Adapters whose structured output is itself a forced tool (Anthropic): with it, the request's own tools could never
+# be called, so the two are refused together (up front by the API, as fatal by the adapter).
+NO_TOOLS_WITH_STRUCTURED_OUTPUT = frozenset({"anthropic"})
+
+
 class UnsupportedOption(ValueError):
     """A request option the partner's adapter cannot honour; the message names the field (never its value)."""
 
