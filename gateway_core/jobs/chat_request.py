@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictBool, model_validator
 from pydantic_core import PydanticCustomError
 
 from gateway_core.jobs.chat_options import (
@@ -119,17 +119,20 @@ class ChatCompletionRequest(BaseModel):
                                       "stream_options: only allowed when stream is true; remove it or set stream")
         return self
 
+    _options: ChatOptions | None = PrivateAttr(default=None)
+
     @model_validator(mode="after")
     def _options_consistent(self) -> ChatCompletionRequest:
-        self.options()  # tool_choice naming a tool that is not there, top_logprobs without logprobs, ...
-        return self
-
-    def options(self) -> ChatOptions | None:
+        # Built once, here: tool_choice naming a tool that is not there, top_logprobs without logprobs, ... refused.
         given = self.model_dump(include=set(OPTION_FIELDS), exclude_none=True, by_alias=True)
         if isinstance(given.get("stop"), str):
             given["stop"] = [given["stop"]]
         options = ChatOptions.model_validate(given)
-        return None if options.is_empty() else options
+        self._options = None if options.is_empty() else options
+        return self
+
+    def options(self) -> ChatOptions | None:
+        return self._options
 
     def to_submission(self, partner: str) -> JobSubmission:
         """The job this request is (raises pydantic's ValidationError where the two models disagree)."""
